@@ -1,0 +1,87 @@
+import { connect } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { join } from 'node:path';
+import { findExecutable, HOST, isListening, runCommand, ServiceError, type CommandResult, type Reporter } from './common.ts';
+import type { Probe, ServiceDefinition } from './service.ts';
+
+/** Where Debian puts the server; sbin is often missing from a non-root PATH. */
+const SYSTEM_DIRS = ['/usr/sbin', '/usr/bin', '/usr/local/bin', '/usr/local/sbin'];
+
+export interface NatsConfig {
+  port: number;
+  url: string;
+}
+
+async function probe(config: NatsConfig): Promise<Probe> {
+  if (!(await isListening(config.port))) return { kind: 'absent' };
+  let connection;
+  try {
+    connection = await connect({ servers: config.url, timeout: 2_000, reconnect: false });
+  } catch (error) {
+    return { kind: 'foreign', what: `a program that does not speak NATS (${(error as Error).message})` };
+  }
+  try {
+    const manager = await jetstreamManager(connection, { timeout: 2_000 });
+    await manager.getAccountInfo();
+    return { kind: 'ready' };
+  } catch (error) {
+    return { kind: 'foreign', what: `a NATS server without JetStream (${(error as Error).message})` };
+  } finally {
+    await connection.close();
+  }
+}
+
+/**
+ * Finds `nats-server`, installing Debian's package when it is missing and this process may (root with apt-get).
+ * apt-get is retried after `apt-get update`, since a fresh machine's package lists may be empty or stale.
+ */
+async function ensureBinary(report: Reporter): Promise<string> {
+  const found = findExecutable('nats-server', SYSTEM_DIRS);
+  if (found !== undefined) return found;
+  const fix = 'Install it (Debian: apt-get install -y nats-server), or point NATS_URL at a running NATS server with JetStream.';
+  const aptGet = findExecutable('apt-get', SYSTEM_DIRS);
+  if (aptGet === undefined || process.getuid?.() !== 0) {
+    throw new ServiceError('NATS_SERVER_MISSING', `nats-server is not installed and this process cannot install it (needs root and apt-get). ${fix}`);
+  }
+  report('nats: nats-server is missing; installing the Debian package');
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const install = (): Promise<CommandResult> => runCommand(aptGet, ['install', '-y', '-q', 'nats-server'], { env });
+  let result = await install();
+  if (result.status !== 0) {
+    await runCommand(aptGet, ['update', '-q'], { env });
+    result = await install();
+  }
+  const installed = findExecutable('nats-server', SYSTEM_DIRS);
+  if (result.status !== 0 || installed === undefined) {
+    const why = `${result.stderr}${result.stdout}`.trim().split('\n').slice(-4).join('\n');
+    throw new ServiceError('NATS_INSTALL_FAILED', `apt-get could not install nats-server (exit ${result.status ?? result.error?.message}):\n${why}\n${fix}`);
+  }
+  return installed;
+}
+
+/** The project's NATS server with JetStream, from Debian's `nats-server` package, on loopback. */
+export function natsService(config: NatsConfig): ServiceDefinition {
+  let binary = '';
+  return {
+    name: 'nats',
+    port: config.port,
+    portVariable: 'FORGE_NATS_PORT',
+    processMarker: 'nats-server',
+    startTimeoutMs: 30_000,
+    stopGraceMs: 10_000,
+    probe: () => probe(config),
+    async prepare(report) {
+      binary = await ensureBinary(report);
+    },
+    command(dataDir) {
+      return {
+        command: binary,
+        args: ['--name', 'forge-kernel-dev', '--addr', HOST, '--port', String(config.port), '--jetstream', '--store_dir', join(dataDir, 'jetstream')],
+      };
+    },
+  };
+}
+
+export function natsUrl(port: number): string {
+  return `nats://${HOST}:${port}`;
+}

@@ -1,0 +1,3 @@
+export { ForgeError, InvalidInputError, isForgeError } from './errors.ts';
+export { createLogger, type LogFormat, type LogLevel, type Logger, type LoggerConfig } from './logger.ts';
+export { VERSION } from './version.ts';
