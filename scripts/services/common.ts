@@ -78,6 +78,29 @@ export function isListening(port: number, timeoutMs = 1_000): Promise<boolean> {
   });
 }
 
+/**
+ * Connects to HOST:port, optionally sends `greeting`, and resolves to the first bytes the peer sends (undefined on
+ * silence, refusal or timeout). Used to tell a real server from another program *before* a client library
+ * connects: the NATS and Neo4j clients leave their socket open when a silent peer times them out, which would keep
+ * this process from exiting.
+ */
+export function firstBytes(port: number, greeting: Uint8Array | undefined, timeoutMs = 2_000): Promise<Buffer | undefined> {
+  return new Promise((done) => {
+    const socket = createConnection({ host: HOST, port });
+    const finish = (data: Buffer | undefined): void => {
+      socket.destroy();
+      done(data);
+    };
+    socket.setTimeout(timeoutMs, () => finish(undefined));
+    socket.once('connect', () => {
+      if (greeting !== undefined) socket.write(greeting);
+    });
+    socket.once('data', (data: Buffer) => finish(data));
+    socket.once('error', () => finish(undefined));
+    socket.once('end', () => finish(undefined));
+  });
+}
+
 /** True when this process could bind HOST:port right now. */
 export function canBind(port: number): Promise<boolean> {
   return new Promise((done) => {
@@ -222,9 +245,14 @@ export async function waitUntilReady(options: {
   alive: () => boolean;
   timeoutMs: number;
   logFile: string;
+  /** Aborted when a sibling service failed: stop waiting, the caller kills this one. */
+  signal?: AbortSignal;
 }): Promise<void> {
   const deadline = Date.now() + options.timeoutMs;
   while (Date.now() < deadline) {
+    if (options.signal?.aborted === true) {
+      throw new ServiceError('SERVICE_START_ABORTED', `${options.name}: start abandoned because another service failed.`);
+    }
     if (await options.ready()) return;
     if (!options.alive()) {
       throw new ServiceError('SERVICE_EXITED', `${options.name} exited during start-up. Last lines of ${options.logFile}:\n${tailFile(options.logFile)}`);

@@ -1,7 +1,7 @@
 import { portFromEnv, servicesDir, ServiceError, type Reporter } from './common.ts';
-import { neo4jService, neo4jUri } from './neo4j.ts';
-import { natsService, natsUrl } from './nats.ts';
-import { ensureService, stopService, type ServiceDefinition } from './service.ts';
+import { NEO4J_PROCESS, neo4jService, neo4jUri } from './neo4j.ts';
+import { NATS_PROCESS, natsService, natsUrl } from './nats.ts';
+import { inspectService, launchService, prepareService, stopService, type ServiceDefinition, type ServiceProcess } from './service.ts';
 
 export { ServiceError } from './common.ts';
 
@@ -48,9 +48,13 @@ export interface StartResult {
   started: ServiceName[];
 }
 
+/** Each service's process identity, for stopping without parsing (possibly invalid) port settings. */
+const PROCESSES: Record<ServiceName, ServiceProcess> = { neo4j: NEO4J_PROCESS, nats: NATS_PROCESS };
+
 /**
- * Starts the named services (both by default) side by side, reusing any already answering. If one fails, the ones
- * this call launched are stopped again and the first failure is thrown.
+ * Starts the named services (both by default), all or nothing: first every port is inspected (reusing servers
+ * that answer, refusing ports held by others), then everything needed is prepared, and only then are the missing
+ * servers launched side by side. If one launch fails the others are abandoned and killed, and the error thrown.
  */
 export async function startServices(options: { names?: readonly ServiceName[]; env?: NodeJS.ProcessEnv; report?: Reporter } = {}): Promise<StartResult> {
   const env = options.env ?? process.env;
@@ -58,27 +62,38 @@ export async function startServices(options: { names?: readonly ServiceName[]; e
   const dir = servicesDir(env);
   const { endpoints, services } = definitions(env);
   const names = options.names ?? SERVICE_NAMES;
-  const outcomes = await Promise.allSettled(names.map((name) => ensureService(dir, services[name], report)));
-  const started = names.filter((_, i) => outcomes[i]?.status === 'fulfilled' && (outcomes[i] as PromiseFulfilledResult<string>).value === 'started');
-  const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
-  if (failure !== undefined) {
-    for (const name of started) await stopService(dir, services[name], report);
-    throw failure.reason instanceof ServiceError
-      ? failure.reason
-      : new ServiceError('SERVICE_START_FAILED', String((failure.reason as Error)?.message ?? failure.reason), { cause: failure.reason });
+
+  const decisions = await Promise.all(names.map((name) => inspectService(dir, services[name], report)));
+  const toLaunch = names.filter((_, i) => decisions[i] === 'launch');
+  await Promise.all(toLaunch.map((name) => prepareService(dir, services[name], report)));
+
+  const abort = new AbortController();
+  const outcomes = await Promise.allSettled(
+    toLaunch.map((name) =>
+      launchService(dir, services[name], report, abort.signal).catch((error: unknown) => {
+        abort.abort();
+        throw error;
+      }),
+    ),
+  );
+  const failures = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected').map((o) => o.reason as Error);
+  if (failures.length > 0) {
+    for (const [i, name] of toLaunch.entries()) {
+      if (outcomes[i]?.status === 'fulfilled') await stopService(dir, services[name], report);
+    }
+    const cause = failures.find((e) => !(e instanceof ServiceError && e.code === 'SERVICE_START_ABORTED')) ?? failures[0];
+    throw cause instanceof ServiceError ? cause : new ServiceError('SERVICE_START_FAILED', String(cause?.message), { cause });
   }
-  return { endpoints, started };
+  return { endpoints, started: toLaunch };
 }
 
 /** Stops the named services (both by default) if this project started them; resolves to the ones it stopped. */
 export async function stopServices(options: { names?: readonly ServiceName[]; env?: NodeJS.ProcessEnv; report?: Reporter } = {}): Promise<ServiceName[]> {
-  const env = options.env ?? process.env;
+  const dir = servicesDir(options.env ?? process.env);
   const report = options.report ?? ((): void => {});
-  const dir = servicesDir(env);
-  const { services } = definitions(env);
   const stopped: ServiceName[] = [];
   for (const name of options.names ?? SERVICE_NAMES) {
-    if (await stopService(dir, services[name], report)) stopped.push(name);
+    if (await stopService(dir, PROCESSES[name], report)) stopped.push(name);
   }
   return stopped;
 }

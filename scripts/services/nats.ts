@@ -1,8 +1,8 @@
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { join } from 'node:path';
-import { findExecutable, HOST, isListening, runCommand, ServiceError, type CommandResult, type Reporter } from './common.ts';
-import type { Probe, ServiceDefinition } from './service.ts';
+import { findExecutable, firstBytes, HOST, isListening, runCommand, ServiceError, type CommandResult, type Reporter } from './common.ts';
+import type { Probe, ServiceDefinition, ServiceProcess } from './service.ts';
 
 /** Where Debian puts the server; sbin is often missing from a non-root PATH. */
 const SYSTEM_DIRS = ['/usr/sbin', '/usr/bin', '/usr/local/bin', '/usr/local/sbin'];
@@ -14,6 +14,11 @@ export interface NatsConfig {
 
 async function probe(config: NatsConfig): Promise<Probe> {
   if (!(await isListening(config.port))) return { kind: 'absent' };
+  // A NATS server greets every connection with an INFO line before the client says anything.
+  const greeting = await firstBytes(config.port, undefined);
+  if (greeting === undefined || !greeting.toString('latin1').startsWith('INFO ')) {
+    return { kind: 'foreign', what: 'a program that does not speak NATS' };
+  }
   let connection;
   try {
     connection = await connect({ servers: config.url, timeout: 2_000, reconnect: false });
@@ -59,16 +64,17 @@ async function ensureBinary(report: Reporter): Promise<string> {
   return installed;
 }
 
+/** How to recognise and stop the server process. */
+export const NATS_PROCESS: ServiceProcess = { name: 'nats', processMarker: 'nats-server', stopGraceMs: 10_000 };
+
 /** The project's NATS server with JetStream, from Debian's `nats-server` package, on loopback. */
 export function natsService(config: NatsConfig): ServiceDefinition {
   let binary = '';
   return {
-    name: 'nats',
+    ...NATS_PROCESS,
     port: config.port,
     portVariable: 'FORGE_NATS_PORT',
-    processMarker: 'nats-server',
     startTimeoutMs: 30_000,
-    stopGraceMs: 10_000,
     probe: () => probe(config),
     async prepare(report) {
       binary = await ensureBinary(report);

@@ -2,13 +2,15 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import neo4j from 'neo4j-driver';
-import { findExecutable, HOST, isListening, PROJECT_ROOT, runCommand, ServiceError, type Reporter } from './common.ts';
-import type { Probe, ServiceDefinition } from './service.ts';
+import { findExecutable, firstBytes, HOST, isListening, PROJECT_ROOT, runCommand, ServiceError, type Reporter } from './common.ts';
+import type { Probe, ServiceDefinition, ServiceProcess } from './service.ts';
 
 /** The Maven project that pins the Neo4j version and the tiny Java main that serves Bolt. */
 const SERVER_DIR = join(PROJECT_ROOT, 'scripts', 'services', 'neo4j-server');
 /** Printed by NeoServer.java once the password is set; probing before it would trip Neo4j's auth lockout. */
 const READY_LINE = 'FORGE_NEO4J_READY';
+/** The Bolt handshake: magic preamble, then four version proposals (5.8 down to 5.0, then 4.4). */
+const BOLT_HANDSHAKE = Uint8Array.from([0x60, 0x60, 0xb0, 0x17, 0, 8, 8, 5, 0, 0, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0]);
 /** Neo4j 5.26 runs on Java 17 or 21. */
 const MIN_JAVA_MAJOR = 17;
 /** Heap for the test server: enough for test graphs, small enough for a 2-core, shared machine. */
@@ -25,6 +27,9 @@ export interface Neo4jConfig {
 
 async function probe(config: Neo4jConfig): Promise<Probe> {
   if (!(await isListening(config.port))) return { kind: 'absent' };
+  // A Bolt server answers the handshake with the 4-byte version it picked.
+  const reply = await firstBytes(config.port, BOLT_HANDSHAKE);
+  if (reply?.length !== 4) return { kind: 'foreign', what: 'a program that does not speak Bolt' };
   const driver = neo4j.driver(config.uri, neo4j.auth.basic(config.user, config.password), {
     connectionTimeout: 3_000,
     connectionAcquisitionTimeout: 3_000,
@@ -88,17 +93,18 @@ async function resolveClasspath(dataDir: string, config: Neo4jConfig, report: Re
   return classpath;
 }
 
+/** How to recognise and stop the server process (the Java main's class name is on its command line). */
+export const NEO4J_PROCESS: ServiceProcess = { name: 'neo4j', processMarker: 'NeoServer', stopGraceMs: 30_000 };
+
 /** The project's Neo4j 5.26 community server: an embedded DBMS with Bolt on loopback, started from Java. */
 export function neo4jService(config: Neo4jConfig): ServiceDefinition {
   let java = '';
   let classpath = '';
   return {
-    name: 'neo4j',
+    ...NEO4J_PROCESS,
     port: config.port,
     portVariable: 'FORGE_NEO4J_PORT',
-    processMarker: 'NeoServer',
     startTimeoutMs: 180_000,
-    stopGraceMs: 30_000,
     probe: () => probe(config),
     async prepare(report, dataDir) {
       java = await checkJava();

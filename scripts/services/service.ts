@@ -41,8 +41,8 @@ export interface ServiceDefinition {
   launchedReady?(logFile: string): boolean;
 }
 
-/** How `ensure` satisfied a service: found one running (ours or not), or started it now. */
-export type EnsureOutcome = 'reused' | 'started';
+/** The part of a service that stopping needs: fixed per kind of server, whatever its configuration. */
+export type ServiceProcess = Pick<ServiceDefinition, 'name' | 'processMarker' | 'stopGraceMs'>;
 
 /** The file paths of one service's data and log under the services folder. */
 export function serviceFiles(dir: string, name: string): { dataDir: string; logFile: string } {
@@ -50,17 +50,16 @@ export function serviceFiles(dir: string, name: string): { dataDir: string; logF
 }
 
 /**
- * Makes `service` answer on its port: reuses a compatible server already there, refuses a port held by anything
- * else, otherwise prepares and launches one and waits until it answers. A launch that fails is killed before the
- * error is thrown, so nothing half-started is left behind.
+ * Phase 1 of a start: decides whether `service` must be launched. Reuses a compatible server already answering
+ * (ours or not) and refuses a port held by anything else, before anything is prepared or launched.
  */
-export async function ensureService(dir: string, service: ServiceDefinition, report: Reporter): Promise<EnsureOutcome> {
+export async function inspectService(dir: string, service: ServiceDefinition, report: Reporter): Promise<'reuse' | 'launch'> {
   const probe = await service.probe();
   if (probe.kind === 'ready') {
     const state = readState(dir, service.name);
     const ours = state !== undefined && state.port === service.port && isOurProcess(state.pid, service.processMarker);
-    report(`${service.name}: already running on 127.0.0.1:${service.port}${ours ? ` (pid ${state.pid})` : ' (not started by this project; it will not be stopped by services:stop)'}`);
-    return 'reused';
+    report(`${service.name}: already running on 127.0.0.1:${service.port}${ours ? ` (pid ${state.pid})` : ' (not started by this project; services:stop leaves it running)'}`);
+    return 'reuse';
   }
   if (probe.kind === 'foreign' || !(await canBind(service.port))) {
     const what = probe.kind === 'foreign' ? probe.what : 'another program';
@@ -70,12 +69,23 @@ export async function ensureService(dir: string, service: ServiceDefinition, rep
       { details: { service: service.name, port: service.port } },
     );
   }
-  const stale = readState(dir, service.name);
-  if (stale !== undefined) removeState(dir, service.name);
+  if (readState(dir, service.name) !== undefined) removeState(dir, service.name);
+  return 'launch';
+}
 
-  const { dataDir, logFile } = serviceFiles(dir, service.name);
+/** Phase 2: checks and fetches what the launch needs (binaries, jars). */
+export async function prepareService(dir: string, service: ServiceDefinition, report: Reporter): Promise<void> {
+  const { dataDir } = serviceFiles(dir, service.name);
   mkdirSync(dataDir, { recursive: true });
   await service.prepare(report, dataDir);
+}
+
+/**
+ * Phase 3: launches the prepared service and waits until it answers. A launch that fails, or is aborted because a
+ * sibling failed, is killed before the error is thrown, so nothing half-started is left behind.
+ */
+export async function launchService(dir: string, service: ServiceDefinition, report: Reporter, signal?: AbortSignal): Promise<void> {
+  const { dataDir, logFile } = serviceFiles(dir, service.name);
   const { command, args, env } = service.command(dataDir);
   report(`${service.name}: starting on 127.0.0.1:${service.port} (log: ${logFile})`);
   const started = Date.now();
@@ -93,6 +103,7 @@ export async function ensureService(dir: string, service: ServiceDefinition, rep
       timeoutMs: service.startTimeoutMs,
       alive: () => isOurProcess(pid, service.processMarker),
       ready: async () => (service.launchedReady?.(logFile) ?? true) && (await service.probe()).kind === 'ready',
+      ...(signal === undefined ? {} : { signal }),
     });
   } catch (error) {
     await terminate(pid, service.stopGraceMs);
@@ -100,11 +111,10 @@ export async function ensureService(dir: string, service: ServiceDefinition, rep
     throw error;
   }
   report(`${service.name}: ready in ${((Date.now() - started) / 1000).toFixed(1)} s (pid ${pid})`);
-  return 'started';
 }
 
 /** Stops the service if this project started it (its state file names a live process of ours); else does nothing. */
-export async function stopService(dir: string, service: Pick<ServiceDefinition, 'name' | 'processMarker' | 'stopGraceMs'>, report: Reporter): Promise<boolean> {
+export async function stopService(dir: string, service: ServiceProcess, report: Reporter): Promise<boolean> {
   const state = readState(dir, service.name);
   if (state === undefined) {
     report(`${service.name}: not started by this project; nothing to stop`);

@@ -44,7 +44,9 @@ public final class NeoServer {
         } catch (RuntimeException e) {
             // A restart over an existing data folder already has this password; Neo4j refuses to "change" it.
             if (!String.valueOf(e.getMessage()).contains("Old password and new password cannot be the same")) {
-                throw e;
+                System.err.println("FORGE_NEO4J_FAILED could not set the password: " + e.getMessage());
+                // The DBMS threads are not daemons: without an explicit exit the JVM would linger, half-started.
+                System.exit(1);
             }
         }
         System.out.println("FORGE_NEO4J_READY bolt://127.0.0.1:" + port);
