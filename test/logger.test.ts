@@ -45,7 +45,9 @@ describe('createLogger', () => {
       const text = out.lines().join('\n');
       expect(text).toContain('phase done');
       expect(text).toContain('r1');
-      expect(() => JSON.parse(out.lines()[0] ?? '')).toThrow();
+      expect(() => {
+        JSON.parse(out.lines()[0] ?? '');
+      }).toThrow();
     }
   });
 
