@@ -1,0 +1,346 @@
+import type binaryenModule from 'binaryen';
+import { InvalidModuleError } from './errors.ts';
+
+type Binaryen = typeof binaryenModule;
+type Module = binaryenModule.Module;
+type ExpressionRef = number;
+
+/**
+ * Fuel costs, in fuel units. One unit is one wasm instruction of the module as written: the same module and input
+ * always burn the same fuel, on any machine and in either engine, because charges are static per region and the
+ * dynamic ones depend only on operand values.
+ */
+export const FUEL_COSTS = Object.freeze({
+  /** Every instruction (binaryen expression) except structure (`block`, `loop`, `nop`). */
+  instruction: 1,
+  /** Extra for each call of a host function: crossing into JavaScript costs far more than an instruction. */
+  hostCall: 100,
+  /** Extra for each 64 KiB page a `memory.grow` asks for (the host zeroes it). */
+  growPerPage: 1_024,
+  /** `memory.copy` / `memory.fill` / `memory.init` are charged one unit per this many bytes, rounded up. */
+  bytesPerUnit: 8,
+});
+
+/** Deterministic call-depth limit: V8's own stack overflow (≈14–18k frames) depends on frame sizes and JIT tier. */
+export const DEFAULT_MAX_CALL_DEPTH = 2_000;
+
+/**
+ * Names of what the meter adds to a module. The host writes the budget into the fuel global before a call and reads
+ * what is left after it; the trap global says why a metered trap fired.
+ */
+export const METER_EXPORTS = Object.freeze({
+  fuel: '__forge_fuel',
+  depth: '__forge_depth',
+  trapReason: '__forge_trap_reason',
+  maxPages: '__forge_max_pages',
+  growDenied: '__forge_grow_denied',
+});
+
+/** Values of the trap-reason global. */
+export const TRAP_REASON = Object.freeze({ none: 0, outOfFuel: 1, callDepth: 2 });
+
+const FUEL = '__forge_fuel';
+const DEPTH = '__forge_depth';
+const TRAP = '__forge_trap_reason';
+const MAX_PAGES = '__forge_max_pages';
+const GROW_DENIED = '__forge_grow_denied';
+const TRAP_ENTRY = '__forge_trap_entry';
+const TRAP_FUEL = '__forge_trap_fuel';
+const CHARGE_BYTES = '__forge_charge_bytes';
+const GROW = '__forge_memory_grow';
+
+/** How to reach the children of each kind of expression through binaryen.js's per-class accessors. */
+interface ChildSpec {
+  cls: string;
+  /** Single-child fields, in evaluation order (`condition` → `getCondition` / `setCondition`). */
+  fields: readonly string[];
+  /** A list of children (`Child` → `getNumChildren` / `getChildAt` / `setChildAt`). */
+  list?: 'Child' | 'Operand';
+}
+
+function childSpecs(b: Binaryen): Map<number, ChildSpec> {
+  const s = (id: number, cls: string, fields: readonly string[] = [], list?: 'Child' | 'Operand'): [number, ChildSpec] => [
+    id,
+    list === undefined ? { cls, fields } : { cls, fields, list },
+  ];
+  return new Map([
+    s(b.BlockId, 'Block', [], 'Child'),
+    s(b.IfId, 'If', ['Condition', 'IfTrue', 'IfFalse']),
+    s(b.LoopId, 'Loop', ['Body']),
+    s(b.BreakId, 'Break', ['Value', 'Condition']),
+    s(b.SwitchId, 'Switch', ['Value', 'Condition']),
+    s(b.CallId, 'Call', [], 'Operand'),
+    s(b.CallIndirectId, 'CallIndirect', ['Target'], 'Operand'),
+    s(b.LocalGetId, 'LocalGet'),
+    s(b.LocalSetId, 'LocalSet', ['Value']),
+    s(b.GlobalGetId, 'GlobalGet'),
+    s(b.GlobalSetId, 'GlobalSet', ['Value']),
+    s(b.LoadId, 'Load', ['Ptr']),
+    s(b.StoreId, 'Store', ['Ptr', 'Value']),
+    s(b.ConstId, 'Const'),
+    s(b.UnaryId, 'Unary', ['Value']),
+    s(b.BinaryId, 'Binary', ['Left', 'Right']),
+    s(b.SelectId, 'Select', ['IfTrue', 'IfFalse', 'Condition']),
+    s(b.DropId, 'Drop', ['Value']),
+    s(b.ReturnId, 'Return', ['Value']),
+    s(b.MemorySizeId, 'MemorySize'),
+    s(b.MemoryGrowId, 'MemoryGrow', ['Delta']),
+    s(b.NopId, 'Nop'),
+    s(b.UnreachableId, 'Unreachable'),
+    s(b.AtomicRMWId, 'AtomicRMW', ['Ptr', 'Value']),
+    s(b.AtomicCmpxchgId, 'AtomicCmpxchg', ['Ptr', 'Expected', 'Replacement']),
+    s(b.AtomicWaitId, 'AtomicWait', ['Ptr', 'Expected', 'Timeout']),
+    s(b.AtomicNotifyId, 'AtomicNotify', ['Ptr', 'NotifyCount']),
+    s(b.AtomicFenceId, 'AtomicFence'),
+    s(b.SIMDExtractId, 'SIMDExtract', ['Vec']),
+    s(b.SIMDReplaceId, 'SIMDReplace', ['Vec', 'Value']),
+    s(b.SIMDShuffleId, 'SIMDShuffle', ['Left', 'Right']),
+    s(b.SIMDTernaryId, 'SIMDTernary', ['A', 'B', 'C']),
+    s(b.SIMDShiftId, 'SIMDShift', ['Vec', 'Shift']),
+    s(b.SIMDLoadId, 'SIMDLoad', ['Ptr']),
+    s(b.SIMDLoadStoreLaneId, 'SIMDLoadStoreLane', ['Ptr', 'Vec']),
+    s(b.MemoryInitId, 'MemoryInit', ['Dest', 'Offset', 'Size']),
+    s(b.DataDropId, 'DataDrop'),
+    s(b.MemoryCopyId, 'MemoryCopy', ['Dest', 'Source', 'Size']),
+    s(b.MemoryFillId, 'MemoryFill', ['Dest', 'Value', 'Size']),
+    s(b.RefNullId, 'RefNull'),
+    s(b.RefIsNullId, 'RefIsNull', ['Value']),
+    s(b.RefFuncId, 'RefFunc'),
+    s(b.RefEqId, 'RefEq', ['Left', 'Right']),
+    s(b.TableGetId, 'TableGet', ['Index']),
+    s(b.TableSetId, 'TableSet', ['Index', 'Value']),
+    s(b.TableSizeId, 'TableSize'),
+    s(b.TableGrowId, 'TableGrow', ['Value', 'Delta']),
+    s(b.TupleMakeId, 'TupleMake', [], 'Operand'),
+    s(b.TupleExtractId, 'TupleExtract', ['Tuple']),
+  ]);
+}
+
+type Accessor = Record<string, (expr: ExpressionRef, ...args: number[]) => ExpressionRef>;
+
+/** What metering did to a module: the metered bytes and facts for tests and the cache. */
+export interface MeteredModule {
+  bytes: Uint8Array;
+  /** Functions that were metered (the module's own, not imports or the meter's helpers). */
+  meteredFunctions: number;
+}
+
+export interface MeterOptions {
+  maxCallDepth?: number;
+}
+
+/**
+ * Injects fuel metering into a wasm module with binaryen.
+ *
+ * Every function body, loop body and `if` arm is a region whose instructions are charged, all at once, when the
+ * region is entered; a branch out of a region early was still charged for the rest (never undercharged). Every
+ * repetition passes through a function entry or a loop header, so the budget is checked exactly there: at entry
+ * inline (with the call-depth check), at a loop header as a branch out of the loop to an out-of-line trap, so that
+ * V8 keeps the never-taken path off the hot loop. `memory.grow` and the bulk-memory operations are charged by their
+ * operands at run time, host calls a fixed extra.
+ */
+export function meterModule(binaryen: Binaryen, bytes: Uint8Array, options: MeterOptions = {}): MeteredModule {
+  const maxDepth = options.maxCallDepth ?? DEFAULT_MAX_CALL_DEPTH;
+  let module: Module;
+  try {
+    module = (binaryen.readBinary as (data: Uint8Array, features?: number) => Module)(bytes, binaryen.Features.All);
+  } catch (error) {
+    throw new InvalidModuleError(`The module could not be read for metering: ${(error as Error).message}`, { cause: error });
+  }
+  try {
+    return instrument(binaryen, module, maxDepth);
+  } finally {
+    module.dispose();
+  }
+}
+
+function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModule {
+  const specs = childSpecs(b);
+  const classes = b as unknown as Record<string, Accessor | undefined>;
+  const cls = (name: string): Accessor => {
+    const access = classes[name];
+    if (access === undefined) throw new InvalidModuleError(`binaryen.js has no accessor class ${name}`);
+    return access;
+  };
+  const native = b as unknown as { _BinaryenFunctionAddVar(fn: number, type: number): number; _BinaryenTypeAuto(): number };
+  /** Lets binaryen infer a block's type from its last child (the JS default would be `none`). */
+  const AUTO = native._BinaryenTypeAuto();
+  const i64 = b.i64;
+  const i32 = b.i32;
+
+  const imported = new Set<string>();
+  const own: binaryenModule.FunctionRef[] = [];
+  for (let i = 0; i < module.getNumFunctions(); i++) {
+    const fn = module.getFunctionByIndex(i);
+    const info = b.getFunctionInfo(fn);
+    if (info.module !== null && info.module !== '') imported.add(info.name);
+    else own.push(fn);
+  }
+
+  module.addGlobal(FUEL, i64, true, module.i64.const(BigInt(0)));
+  module.addGlobal(DEPTH, i32, true, module.i32.const(0));
+  module.addGlobal(TRAP, i32, true, module.i32.const(0));
+  module.addGlobal(MAX_PAGES, i32, true, module.i32.const(65_536));
+  module.addGlobal(GROW_DENIED, i32, true, module.i32.const(0));
+  module.addGlobalExport(FUEL, METER_EXPORTS.fuel);
+  module.addGlobalExport(DEPTH, METER_EXPORTS.depth);
+  module.addGlobalExport(TRAP, METER_EXPORTS.trapReason);
+  module.addGlobalExport(MAX_PAGES, METER_EXPORTS.maxPages);
+  module.addGlobalExport(GROW_DENIED, METER_EXPORTS.growDenied);
+
+  const fuelGet = (): ExpressionRef => module.global.get(FUEL, i64);
+  const outOfFuel = (): ExpressionRef => module.i64.lt_s(fuelGet(), module.i64.const(BigInt(0)));
+  const charge = (cost: ExpressionRef): ExpressionRef => module.global.set(FUEL, module.i64.sub(fuelGet(), cost));
+  const chargeConst = (units: number): ExpressionRef => charge(module.i64.const(BigInt(units)));
+
+  // The trap paths: set the reason, then trap. Out of line so the hot paths hold a single branch.
+  module.addFunction(
+    TRAP_ENTRY,
+    b.none,
+    b.none,
+    [],
+    module.block(null, [
+      module.global.set(TRAP, module.select(outOfFuel(), module.i32.const(TRAP_REASON.outOfFuel), module.i32.const(TRAP_REASON.callDepth), i32)),
+      module.unreachable(),
+    ]),
+  );
+  module.addFunction(TRAP_FUEL, b.none, b.none, [], module.block(null, [module.global.set(TRAP, module.i32.const(TRAP_REASON.outOfFuel)), module.unreachable()]));
+  const trapIfOutOfFuel = (): ExpressionRef => module.if(outOfFuel(), module.call(TRAP_FUEL, [], b.none));
+
+  // (bytes: i32) -> i32: charges ceil(bytes / bytesPerUnit) before the bulk operation runs, and passes bytes through.
+  const shift = Math.log2(FUEL_COSTS.bytesPerUnit);
+  module.addFunction(
+    CHARGE_BYTES,
+    i32,
+    i32,
+    [],
+    module.block(
+      null,
+      [
+        charge(module.i64.shr_u(module.i64.add(module.i64.extend_u(module.local.get(0, i32)), module.i64.const(BigInt(FUEL_COSTS.bytesPerUnit - 1))), module.i64.const(BigInt(shift)))),
+        trapIfOutOfFuel(),
+        module.local.get(0, i32),
+      ],
+      i32,
+    ),
+  );
+  // (pages: i32) -> i32: charges the pages, records a grow the host cap will refuse, then grows.
+  module.addFunction(
+    GROW,
+    i32,
+    i32,
+    [],
+    module.block(
+      null,
+      [
+        charge(module.i64.mul(module.i64.extend_u(module.local.get(0, i32)), module.i64.const(BigInt(FUEL_COSTS.growPerPage)))),
+        trapIfOutOfFuel(),
+        module.if(
+          module.i32.gt_u(module.i32.add(module.memory.size(), module.local.get(0, i32)), module.global.get(MAX_PAGES, i32)),
+          module.global.set(GROW_DENIED, module.i32.const(1)),
+        ),
+        module.memory.grow(module.local.get(0, i32)),
+      ],
+      i32,
+    ),
+  );
+
+  let labels = 0;
+  for (const fn of own) {
+    const info = b.getFunctionInfo(fn);
+    const resultType = info.results;
+    const returnTemp = resultType === b.none ? -1 : native._BinaryenFunctionAddVar(fn, resultType);
+    const leave = (): ExpressionRef => module.global.set(DEPTH, module.i32.sub(module.global.get(DEPTH, i32), module.i32.const(1)));
+
+    /** Walks `expr`, adding its cost to `region`; returns the expression to put in its place. */
+    const walk = (expr: ExpressionRef, region: { cost: number }): ExpressionRef => {
+      const id = b.getExpressionId(expr);
+      const spec = specs.get(id);
+      if (spec === undefined) {
+        throw new InvalidModuleError(`The module uses an instruction the fuel meter does not support (binaryen expression id ${id}, e.g. exceptions or GC).`);
+      }
+      const access = cls(spec.cls);
+      if (id !== b.BlockId && id !== b.LoopId && id !== b.NopId) region.cost += FUEL_COSTS.instruction;
+
+      if (id === b.LoopId) {
+        const inner = { cost: 0 };
+        const body = walk(access.getBody!(expr), inner);
+        return meterLoop(expr, body, inner.cost);
+      }
+      if (id === b.IfId) {
+        access.setCondition!(expr, walk(access.getCondition!(expr), region));
+        for (const arm of ['IfTrue', 'IfFalse']) {
+          const child = access[`get${arm}`]!(expr);
+          if (child === 0) continue;
+          const inner = { cost: 0 };
+          const walked = walk(child, inner);
+          access[`set${arm}`]!(expr, inner.cost === 0 ? walked : module.block(null, [chargeConst(inner.cost), walked], AUTO));
+        }
+        return expr;
+      }
+      if ((id === b.CallId || id === b.CallIndirectId) && (access.isReturn as unknown as (e: ExpressionRef) => boolean)(expr)) {
+        throw new InvalidModuleError('The module uses tail calls (return_call), which the fuel meter does not support.');
+      }
+      if (id === b.CallId && imported.has((access.getTarget as unknown as (e: number) => string)(expr))) region.cost += FUEL_COSTS.hostCall;
+
+      for (const field of spec.fields) {
+        const child = access[`get${field}`]!(expr);
+        if (child !== 0) {
+          const walked = walk(child, region);
+          if (walked !== child) access[`set${field}`]!(expr, walked);
+        }
+      }
+      if (spec.list !== undefined) {
+        const count = access[`getNum${spec.list === 'Child' ? 'Children' : 'Operands'}`]!(expr);
+        for (let i = 0; i < count; i++) {
+          const child = access[`get${spec.list}At`]!(expr, i);
+          const walked = walk(child, region);
+          if (walked !== child) access[`set${spec.list}At`]!(expr, i, walked);
+        }
+      }
+
+      if (id === b.MemoryGrowId) return module.call(GROW, [access.getDelta!(expr)], i32);
+      if (id === b.MemoryFillId || id === b.MemoryCopyId || id === b.MemoryInitId) {
+        access.setSize!(expr, module.call(CHARGE_BYTES, [access.getSize!(expr)], i32));
+      }
+      if (id === b.ReturnId) {
+        const value = access.getValue!(expr);
+        if (value === 0) return module.block(null, [leave(), expr], b.unreachable);
+        return module.block(null, [module.local.set(returnTemp, value), leave(), module.return(module.local.get(returnTemp, resultType))], b.unreachable);
+      }
+      return expr;
+    };
+
+    /**
+     * `loop $L (T) body` becomes
+     * `block $exit (T) (block $oof (br $exit (loop $L (T) (charge; br_if $oof (fuel < 0); body)))) (call trap)`.
+     */
+    const meterLoop = (loop: ExpressionRef, body: ExpressionRef, cost: number): ExpressionRef => {
+      const type = b.getExpressionType(loop);
+      const exit = `__forge_exit${labels}`;
+      const oof = `__forge_oof${labels++}`;
+      cls('Loop').setBody!(loop, module.block(null, [chargeConst(cost), module.br(oof, outOfFuel()), body], AUTO));
+      const leaveLoop = type === b.none ? module.block(null, [loop, module.br(exit)]) : module.br(exit, undefined, loop);
+      return module.block(exit, [module.block(oof, [leaveLoop]), module.call(TRAP_FUEL, [], b.none), module.unreachable()], type);
+    };
+
+    const entry = { cost: 0 };
+    const body = walk(info.body, entry);
+    const bodyType = b.getExpressionType(body);
+    const enter = [
+      chargeConst(entry.cost),
+      module.global.set(DEPTH, module.i32.add(module.global.get(DEPTH, i32), module.i32.const(1))),
+      module.if(module.i32.or(outOfFuel(), module.i32.gt_u(module.global.get(DEPTH, i32), module.i32.const(maxDepth))), module.call(TRAP_ENTRY, [], b.none)),
+    ];
+    let metered: ExpressionRef;
+    if (bodyType === b.unreachable) metered = module.block(null, [...enter, body], b.unreachable);
+    else if (resultType === b.none) metered = module.block(null, [...enter, body, leave()], b.none);
+    else metered = module.block(null, [...enter, module.local.set(returnTemp, body), leave(), module.local.get(returnTemp, resultType)], resultType);
+    cls('Function').setBody!(fn, metered);
+  }
+
+  if (module.validate() === 0) {
+    throw new InvalidModuleError('The metered module failed validation; the input module is likely malformed or uses an unsupported feature.');
+  }
+  return { bytes: module.emitBinary(), meteredFunctions: own.length };
+}
