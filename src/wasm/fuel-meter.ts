@@ -34,6 +34,12 @@ export const METER_EXPORTS = Object.freeze({
   trapReason: '__forge_trap_reason',
   maxPages: '__forge_max_pages',
   growDenied: '__forge_grow_denied',
+  /** The memory size the module sees (pages); the host sets it to the real size before the start function. */
+  virtualPages: '__forge_vsize',
+  /** Prefix of the exported mutable globals of the module (`__forge_snapshot_0`, …), for snapshot and restore. */
+  snapshotPrefix: '__forge_snapshot_',
+  /** The module's start function, exported instead of run at instantiation, so it runs metered with a budget. */
+  start: '__forge_start',
 });
 
 /** Values of the trap-reason global. */
@@ -43,6 +49,7 @@ const FUEL = '__forge_fuel';
 const DEPTH = '__forge_depth';
 const TRAP = '__forge_trap_reason';
 const MAX_PAGES = '__forge_max_pages';
+const VSIZE = '__forge_vsize';
 const GROW_DENIED = '__forge_grow_denied';
 const TRAP_ENTRY = '__forge_trap_entry';
 const TRAP_FUEL = '__forge_trap_fuel';
@@ -141,9 +148,13 @@ export interface MeterOptions {
  */
 export function meterModule(binaryen: Binaryen, bytes: Uint8Array, options: MeterOptions = {}): MeteredModule {
   const maxDepth = options.maxCallDepth ?? DEFAULT_MAX_CALL_DEPTH;
+  // Standard features only: binaryen's `All` includes encodings V8 does not read (e.g. compact imports).
+  const F = binaryen.Features;
+  const features = F.MutableGlobals | F.NontrappingFPToInt | F.SIMD128 | F.BulkMemory | F.BulkMemoryOpt | F.SignExt | F.ReferenceTypes | F.Multivalue;
   let module: Module;
   try {
-    module = (binaryen.readBinary as (data: Uint8Array, features?: number) => Module)(bytes, binaryen.Features.All);
+    // binaryen.js takes the features as a second argument its typings do not declare.
+    module = (binaryen.readBinary as unknown as (data: Uint8Array, features: number) => Module)(bytes, features);
   } catch (error) {
     throw new InvalidModuleError(`The module could not be read for metering: ${(error as Error).message}`, { cause: error });
   }
@@ -181,6 +192,8 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
   module.addGlobal(DEPTH, i32, true, module.i32.const(0));
   module.addGlobal(TRAP, i32, true, module.i32.const(0));
   module.addGlobal(MAX_PAGES, i32, true, module.i32.const(65_536));
+  module.addGlobal(VSIZE, i32, true, module.i32.const(0));
+  module.addGlobalExport(VSIZE, METER_EXPORTS.virtualPages);
   module.addGlobal(GROW_DENIED, i32, true, module.i32.const(0));
   module.addGlobalExport(FUEL, METER_EXPORTS.fuel);
   module.addGlobalExport(DEPTH, METER_EXPORTS.depth);
@@ -200,7 +213,7 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     b.none,
     [],
     module.block(null, [
-      module.global.set(TRAP, module.select(outOfFuel(), module.i32.const(TRAP_REASON.outOfFuel), module.i32.const(TRAP_REASON.callDepth), i32)),
+      module.global.set(TRAP, module.select(outOfFuel(), module.i32.const(TRAP_REASON.outOfFuel), module.i32.const(TRAP_REASON.callDepth))),
       module.unreachable(),
     ]),
   );
@@ -224,27 +237,66 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
       i32,
     ),
   );
-  // (pages: i32) -> i32: charges the pages, records a grow the host cap will refuse, then grows.
+  // (pages: i32) -> i32: the module's memory.grow. The module sees a virtual size (VSIZE) so that an instance
+  // reset to its start snapshot behaves exactly like a fresh one although real memory never shrinks: pages
+  // between the virtual and the real size are re-zeroed when grown into, and only beyond it is memory really grown.
+  const pages = (): ExpressionRef => module.local.get(0, i32);
+  const vsize = (): ExpressionRef => module.global.get(VSIZE, i32);
+  const deny = (): ExpressionRef => module.block(null, [module.global.set(GROW_DENIED, module.i32.const(1)), module.return(module.i32.const(-1))]);
+  const PAGE_SHIFT = 16;
   module.addFunction(
     GROW,
     i32,
     i32,
-    [],
+    [i32],
     module.block(
       null,
       [
-        charge(module.i64.mul(module.i64.extend_u(module.local.get(0, i32)), module.i64.const(BigInt(FUEL_COSTS.growPerPage)))),
+        charge(module.i64.mul(module.i64.extend_u(pages()), module.i64.const(BigInt(FUEL_COSTS.growPerPage)))),
         trapIfOutOfFuel(),
+        module.if(module.i32.gt_u(pages(), module.i32.sub(module.global.get(MAX_PAGES, i32), vsize())), deny()),
+        // local 1: pages still to grow for real (beyond the real size), else 0
+        module.local.set(1, module.i32.sub(module.i32.add(vsize(), pages()), module.memory.size())),
         module.if(
-          module.i32.gt_u(module.i32.add(module.memory.size(), module.local.get(0, i32)), module.global.get(MAX_PAGES, i32)),
-          module.global.set(GROW_DENIED, module.i32.const(1)),
+          module.i32.gt_s(module.local.get(1, i32), module.i32.const(0)),
+          module.if(module.i32.eq(module.memory.grow(module.local.get(1, i32)), module.i32.const(-1)), deny()),
         ),
-        module.memory.grow(module.local.get(0, i32)),
+        module.memory.fill(
+          module.i32.shl(vsize(), module.i32.const(PAGE_SHIFT)),
+          module.i32.const(0),
+          module.i32.shl(module.i32.sub(pages(), module.select(module.i32.gt_s(module.local.get(1, i32), module.i32.const(0)), module.local.get(1, i32), module.i32.const(0))), module.i32.const(PAGE_SHIFT)),
+        ),
+        module.local.set(1, vsize()),
+        module.global.set(VSIZE, module.i32.add(vsize(), pages())),
+        module.local.get(1, i32),
       ],
       i32,
     ),
   );
 
+  // Every mutable global of the module is exported, so the host can snapshot and restore the instance's state.
+  let snapshotGlobals = 0;
+  for (let i = 0; i < module.getNumGlobals(); i++) {
+    const info = b.getGlobalInfo(module.getGlobalByIndex(i));
+    if (!info.mutable || info.name.startsWith('__forge_') || (info.module !== null && info.module !== '')) continue;
+    module.addGlobalExport(info.name, `${METER_EXPORTS.snapshotPrefix}${snapshotGlobals++}`);
+  }
+
+  /** Expression ids as plain numbers (binaryen.js types them as a const enum). */
+  const ID = {
+    nop: b.NopId as number,
+    memorySize: b.MemorySizeId as number,
+    block: b.BlockId as number,
+    loop: b.LoopId as number,
+    if: b.IfId as number,
+    call: b.CallId as number,
+    callIndirect: b.CallIndirectId as number,
+    memoryGrow: b.MemoryGrowId as number,
+    memoryFill: b.MemoryFillId as number,
+    memoryCopy: b.MemoryCopyId as number,
+    memoryInit: b.MemoryInitId as number,
+    return: b.ReturnId as number,
+  };
   let labels = 0;
   for (const fn of own) {
     const info = b.getFunctionInfo(fn);
@@ -254,20 +306,24 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
 
     /** Walks `expr`, adding its cost to `region`; returns the expression to put in its place. */
     const walk = (expr: ExpressionRef, region: { cost: number }): ExpressionRef => {
-      const id = b.getExpressionId(expr);
+      const id: number = b.getExpressionId(expr);
       const spec = specs.get(id);
       if (spec === undefined) {
         throw new InvalidModuleError(`The module uses an instruction the fuel meter does not support (binaryen expression id ${id}, e.g. exceptions or GC).`);
       }
+      if (spec.fields.length === 0 && spec.list === undefined) {
+        if (id !== ID.nop) region.cost += FUEL_COSTS.instruction;
+        return id === ID.memorySize ? module.global.get(VSIZE, i32) : expr;
+      }
       const access = cls(spec.cls);
-      if (id !== b.BlockId && id !== b.LoopId && id !== b.NopId) region.cost += FUEL_COSTS.instruction;
+      if (id !== ID.block && id !== ID.loop && id !== ID.nop) region.cost += FUEL_COSTS.instruction;
 
-      if (id === b.LoopId) {
+      if (id === ID.loop) {
         const inner = { cost: 0 };
         const body = walk(access.getBody!(expr), inner);
         return meterLoop(expr, body, inner.cost);
       }
-      if (id === b.IfId) {
+      if (id === ID.if) {
         access.setCondition!(expr, walk(access.getCondition!(expr), region));
         for (const arm of ['IfTrue', 'IfFalse']) {
           const child = access[`get${arm}`]!(expr);
@@ -278,10 +334,10 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
         }
         return expr;
       }
-      if ((id === b.CallId || id === b.CallIndirectId) && (access.isReturn as unknown as (e: ExpressionRef) => boolean)(expr)) {
+      if ((id === ID.call || id === ID.callIndirect) && (access.isReturn as unknown as (e: ExpressionRef) => boolean)(expr)) {
         throw new InvalidModuleError('The module uses tail calls (return_call), which the fuel meter does not support.');
       }
-      if (id === b.CallId && imported.has((access.getTarget as unknown as (e: number) => string)(expr))) region.cost += FUEL_COSTS.hostCall;
+      if (id === ID.call && imported.has((access.getTarget as unknown as (e: number) => string)(expr))) region.cost += FUEL_COSTS.hostCall;
 
       for (const field of spec.fields) {
         const child = access[`get${field}`]!(expr);
@@ -299,11 +355,11 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
         }
       }
 
-      if (id === b.MemoryGrowId) return module.call(GROW, [access.getDelta!(expr)], i32);
-      if (id === b.MemoryFillId || id === b.MemoryCopyId || id === b.MemoryInitId) {
+      if (id === ID.memoryGrow) return module.call(GROW, [access.getDelta!(expr)], i32);
+      if (id === ID.memoryFill || id === ID.memoryCopy || id === ID.memoryInit) {
         access.setSize!(expr, module.call(CHARGE_BYTES, [access.getSize!(expr)], i32));
       }
-      if (id === b.ReturnId) {
+      if (id === ID.return) {
         const value = access.getValue!(expr);
         if (value === 0) return module.block(null, [leave(), expr], b.unreachable);
         return module.block(null, [module.local.set(returnTemp, value), leave(), module.return(module.local.get(returnTemp, resultType))], b.unreachable);
@@ -337,6 +393,14 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     else if (resultType === b.none) metered = module.block(null, [...enter, body, leave()], b.none);
     else metered = module.block(null, [...enter, module.local.set(returnTemp, body), leave(), module.local.get(returnTemp, resultType)], resultType);
     cls('Function').setBody!(fn, metered);
+  }
+
+  // A start function would run during instantiation, before the host can set a budget: export it instead.
+  const start = (module as unknown as { getStart(): number }).getStart();
+  if (start !== 0) {
+    const name = b.getFunctionInfo(start).name;
+    (module as unknown as { setStart(fn: number): void }).setStart(0);
+    module.addFunctionExport(name, METER_EXPORTS.start);
   }
 
   if (module.validate() === 0) {

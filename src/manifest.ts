@@ -1,0 +1,147 @@
+import { CAPABILITIES, isCapability, type Capability } from './wasm/abi.ts';
+import { ForgeError } from './errors.ts';
+
+/** The seven pipeline phases, in order. */
+export const PHASES = ['ingestion', 'analysis', 'validation', 'consensus', 'execution', 'propagation', 'settlement'] as const;
+export type Phase = (typeof PHASES)[number];
+
+/** Fuel for one call of an export the manifest gives no budget for (instructions). */
+export const DEFAULT_FUEL_BUDGET = 10_000_000;
+/** Memory cap when the manifest names none: 256 pages of 64 KiB = 16 MiB. */
+export const DEFAULT_MEMORY_PAGES = 256;
+/** Wall-clock deadline of one call when the manifest names none (ms). */
+export const DEFAULT_TIMEOUT_MS = 5_000;
+/** Largest memory a manifest may ask for: the wasm32 limit, 65,536 pages = 4 GiB. */
+const MAX_MEMORY_PAGES = 65_536;
+
+/** What an overlay declares about itself; produced by `forge-kernel build` next to the `.wasm`. */
+export interface OverlayManifest {
+  /** Lower-case kebab-case, unique within a kernel. */
+  name: string;
+  /** Semantic version. */
+  version: string;
+  description: string;
+  /** Pipeline phases the overlay takes part in. */
+  phases: Phase[];
+  /** Event types (or `domain.*` / `*.action` patterns) the overlay subscribes to. */
+  subscribes: string[];
+  /** Host capabilities it asks for; the embedding service grants a subset at load. */
+  capabilities: Capability[];
+  /** Minimum caller trust (0–100) for a call to be allowed. */
+  trustRequired: number;
+  /** Fuel budget per export (instructions); exports not listed get {@link DEFAULT_FUEL_BUDGET}. */
+  fuel: Record<string, number>;
+  /** Memory cap in 64 KiB pages, enforced by the host. */
+  memoryPages: number;
+  /** Wall-clock deadline of one call (ms). */
+  timeoutMs: number;
+  /** Other overlays this one needs: name → semver range. */
+  dependencies: Record<string, string>;
+  /** sha256 (hex) of the exact `.wasm` bytes; loading fails closed when it differs. */
+  sha256: string;
+}
+
+/** A manifest field is missing or wrong; `details.field` names it. */
+export class InvalidManifestError extends ForgeError {
+  constructor(field: string, message: string) {
+    super('INVALID_MANIFEST', `Invalid overlay manifest: "${field}" ${message}`, { details: { field } });
+  }
+}
+
+const NAME = /^[a-z][a-z0-9-]{0,62}[a-z0-9]$/;
+const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/;
+const RANGE = /^[\^~<>=*xX0-9A-Za-z.+| -]+$/;
+const EVENT_PATTERN = /^(\*|[a-z][a-z0-9_]*)(\.(\*|[a-z][a-z0-9_]*))+$/;
+const SHA256 = /^[0-9a-f]{64}$/;
+const EXPORT_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function stringList<T extends string>(raw: unknown, field: string, check: (v: string) => v is T, what: string): T[] {
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) throw new InvalidManifestError(field, 'must be an array.');
+  const seen = new Set<string>();
+  return raw.map((item, i) => {
+    if (typeof item !== 'string' || !check(item)) throw new InvalidManifestError(`${field}[${i}]`, `must be ${what}, got ${JSON.stringify(item)}.`);
+    if (seen.has(item)) throw new InvalidManifestError(`${field}[${i}]`, `repeats ${JSON.stringify(item)}.`);
+    seen.add(item);
+    return item;
+  });
+}
+
+function positiveInteger(raw: unknown, field: string, fallback: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (raw === undefined) return fallback;
+  if (typeof raw !== 'number' || !Number.isInteger(raw) || raw <= 0 || raw > max) {
+    throw new InvalidManifestError(field, `must be a whole number from 1 to ${max}, got ${JSON.stringify(raw)}.`);
+  }
+  return raw;
+}
+
+/**
+ * Validates a manifest (e.g. parsed from `<name>.manifest.json`) and fills in the defaults. Throws
+ * {@link InvalidManifestError} naming the first wrong field.
+ */
+export function parseManifest(raw: unknown): OverlayManifest {
+  if (!isRecord(raw)) throw new InvalidManifestError('(root)', 'must be a JSON object.');
+  const { name, version, sha256 } = raw;
+  if (typeof name !== 'string' || !NAME.test(name)) {
+    throw new InvalidManifestError('name', `must be lower-case kebab-case (2–64 characters), got ${JSON.stringify(name)}.`);
+  }
+  if (typeof version !== 'string' || !SEMVER.test(version)) {
+    throw new InvalidManifestError('version', `must be a semantic version such as 1.2.3, got ${JSON.stringify(version)}.`);
+  }
+  if (typeof sha256 !== 'string' || !SHA256.test(sha256)) {
+    throw new InvalidManifestError('sha256', 'must be the 64 hex digits of the .wasm file\'s sha256.');
+  }
+  const description = raw.description ?? '';
+  if (typeof description !== 'string') throw new InvalidManifestError('description', 'must be a string.');
+
+  const phases = stringList(raw.phases, 'phases', (v): v is Phase => (PHASES as readonly string[]).includes(v), `one of ${PHASES.join(', ')}`);
+  const subscribes = stringList(raw.subscribes, 'subscribes', (v): v is string => EVENT_PATTERN.test(v), "an event type such as 'capsule.created' or a pattern such as 'capsule.*'");
+  const capabilities = stringList(raw.capabilities, 'capabilities', isCapability, `one of ${CAPABILITIES.join(', ')}`);
+
+  const trust = raw.trustRequired ?? 0;
+  if (typeof trust !== 'number' || !Number.isInteger(trust) || trust < 0 || trust > 100) {
+    throw new InvalidManifestError('trustRequired', `must be a whole number from 0 to 100, got ${JSON.stringify(trust)}.`);
+  }
+
+  const fuelRaw = raw.fuel ?? {};
+  if (!isRecord(fuelRaw)) throw new InvalidManifestError('fuel', 'must be an object of export name → budget.');
+  const fuel: Record<string, number> = {};
+  for (const [exportName, budget] of Object.entries(fuelRaw)) {
+    if (!EXPORT_NAME.test(exportName)) throw new InvalidManifestError(`fuel.${exportName}`, 'is not an export name.');
+    fuel[exportName] = positiveInteger(budget, `fuel.${exportName}`, DEFAULT_FUEL_BUDGET);
+  }
+
+  const dependenciesRaw = raw.dependencies ?? {};
+  if (!isRecord(dependenciesRaw)) throw new InvalidManifestError('dependencies', 'must be an object of overlay name → semver range.');
+  const dependencies: Record<string, string> = {};
+  for (const [dependency, range] of Object.entries(dependenciesRaw)) {
+    if (!NAME.test(dependency)) throw new InvalidManifestError(`dependencies.${dependency}`, 'is not an overlay name.');
+    if (dependency === name) throw new InvalidManifestError(`dependencies.${dependency}`, 'names the overlay itself.');
+    if (typeof range !== 'string' || !RANGE.test(range)) throw new InvalidManifestError(`dependencies.${dependency}`, 'must be a semver range such as ^1.0.0.');
+    dependencies[dependency] = range;
+  }
+
+  return {
+    name,
+    version,
+    description,
+    phases,
+    subscribes,
+    capabilities,
+    trustRequired: trust,
+    fuel,
+    memoryPages: positiveInteger(raw.memoryPages, 'memoryPages', DEFAULT_MEMORY_PAGES, MAX_MEMORY_PAGES),
+    timeoutMs: positiveInteger(raw.timeoutMs, 'timeoutMs', DEFAULT_TIMEOUT_MS, 3_600_000),
+    dependencies,
+    sha256,
+  };
+}
+
+/** The fuel budget of one export under a manifest. */
+export function fuelBudget(manifest: OverlayManifest, exportName: string): number {
+  return manifest.fuel[exportName] ?? DEFAULT_FUEL_BUDGET;
+}

@@ -1,0 +1,199 @@
+import { nanoid } from 'nanoid';
+import { isForgeError } from '../errors.ts';
+import { createLogger, type Logger } from '../logger.ts';
+import { fuelBudget, parseManifest, type OverlayManifest } from '../manifest.ts';
+import { ABI, type Capability } from './abi.ts';
+import { InvalidCallInputError } from './errors.ts';
+import type { Executor } from './executor.ts';
+import { CallEffects, type HostFunction, type OverlayEvent, type OverlayLogLine } from './host-functions.ts';
+import { compileOverlay, type CompiledOverlay } from './loader.ts';
+import { MeteredModuleCache } from './metered-cache.ts';
+import { hasJspi, RelaxedExecutor } from './relaxed-engine.ts';
+import { StrictExecutor } from './strict-engine.ts';
+
+/** How an overlay runs: `strict` (worker pool, killable), `relaxed` (in-process, JSPI), `trusted` (native code). */
+export type SecurityMode = 'strict' | 'relaxed' | 'trusted';
+
+export interface CallOptions {
+  /** Fuel budget for this call, overriding the manifest's budget for the export. */
+  fuel?: number;
+  /** Wall-clock deadline (ms), overriding the manifest's `timeoutMs`. */
+  deadlineMs?: number;
+  /** Aborting it cancels the call (strict: the worker is killed; relaxed: the call is abandoned). */
+  signal?: AbortSignal;
+}
+
+/** The outcome of a successful call. */
+export interface CallResult {
+  /** The overlay's JSON output, parsed. */
+  output: unknown;
+  /** Instructions burned (0 in trusted mode, which is not metered). */
+  fuelUsed: number;
+  durationMs: number;
+  /** Events the overlay published during the call (empty when it failed: a failed call publishes nothing). */
+  events: OverlayEvent[];
+  logs: OverlayLogLine[];
+}
+
+/** A loaded overlay: call its exports, then close it. */
+export interface OverlayEngine {
+  readonly id: string;
+  readonly mode: SecurityMode;
+  readonly manifest: OverlayManifest;
+  /** Exports callable with the overlay ABI. */
+  readonly exports: readonly string[];
+  call(exportName: string, input: unknown, options?: CallOptions): Promise<CallResult>;
+  close(): Promise<void>;
+}
+
+export interface LoadWasmOptions {
+  /** The overlay's manifest (validated here); its sha256 must match the bytes. */
+  manifest: unknown;
+  /** Capabilities the embedding service grants; the overlay gets the intersection with its manifest. */
+  grant?: readonly Capability[];
+  /** Default `strict`. `relaxed` falls back to `strict` when it needs JSPI and this Node lacks it. */
+  mode?: 'strict' | 'relaxed';
+  /** Kernel host functions beyond `log` and `event_publish` (e.g. the graph store's `db_read`). */
+  hostFunctions?: readonly HostFunction[];
+  cache?: MeteredModuleCache;
+  logger?: Logger;
+  /** Strict mode: workers per overlay (default 2). */
+  poolSize?: number;
+  maxCallDepth?: number;
+  /** Called with the events of each successful call, in order, before the call resolves. */
+  onEvents?: (events: readonly OverlayEvent[], source: { overlayId: string; overlayName: string; exportName: string }) => void;
+}
+
+let processCache: MeteredModuleCache | undefined;
+
+/** The process-wide metered-module cache used when a load names none. */
+function defaultCache(): MeteredModuleCache {
+  processCache ??= new MeteredModuleCache();
+  return processCache;
+}
+
+/**
+ * Verifies, meters and loads an AssemblyScript overlay module: see {@link compileOverlay} for what is checked.
+ * Resolves once the module is instantiated (strict: in its first worker), so a module that cannot start is
+ * refused here rather than on its first call.
+ */
+export async function loadWasmOverlay(bytes: Uint8Array, options: LoadWasmOptions): Promise<OverlayEngine> {
+  const manifest = parseManifest(options.manifest);
+  const id = `ov_${nanoid(12)}`;
+  const logger = (options.logger ?? createLogger()).child({ overlayId: id, overlay: manifest.name });
+  const compiled = await compileOverlay(bytes, {
+    manifest,
+    grant: options.grant ?? [],
+    cache: options.cache ?? defaultCache(),
+    ...(options.hostFunctions === undefined ? {} : { hostFunctions: options.hostFunctions }),
+    ...(options.maxCallDepth === undefined ? {} : { maxCallDepth: options.maxCallDepth }),
+  });
+  let mode = options.mode ?? 'strict';
+  if (mode === 'relaxed' && compiled.usesAsyncHost && !hasJspi()) {
+    logger.warn('relaxed mode needs JSPI (WebAssembly.Suspending) for async host functions; this Node lacks it, so the overlay runs in strict mode');
+    mode = 'strict';
+  }
+  let executor: Executor;
+  if (mode === 'strict') {
+    const strict = new StrictExecutor(compiled, options.poolSize);
+    await strict.start();
+    executor = strict;
+  } else {
+    executor = new RelaxedExecutor(compiled);
+  }
+  return new LoadedOverlay({ id, mode, compiled, executor, logger, onEvents: options.onEvents });
+}
+
+/** Serializes a call's input to JSON text, refusing what JSON cannot carry and what exceeds the input cap. */
+export function encodeInput(input: unknown): string {
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(input);
+  } catch (error) {
+    throw new InvalidCallInputError('INVALID_INPUT', `The call input cannot be serialized to JSON: ${(error as Error).message}.`);
+  }
+  if (json === undefined) throw new InvalidCallInputError('INVALID_INPUT', 'The call input must be a JSON value (not undefined, a function or a symbol).');
+  if (json.length * 2 > ABI.maxInputBytes) {
+    throw new InvalidCallInputError('INPUT_TOO_LARGE', `The call input is ${json.length * 2} bytes as UTF-16; the limit is ${ABI.maxInputBytes}. Pass a reference instead of the data.`, {
+      bytes: json.length * 2,
+      limit: ABI.maxInputBytes,
+    });
+  }
+  return json;
+}
+
+function positiveInteger(value: unknown, name: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0 || value > Number.MAX_SAFE_INTEGER) {
+    throw new InvalidCallInputError('INVALID_INPUT', `${name} must be a positive whole number, got ${JSON.stringify(value)}.`);
+  }
+  return value;
+}
+
+/** The engine-independent part of every call: input, budget, deadline, effects, logs and events. */
+export class LoadedOverlay implements OverlayEngine {
+  readonly id: string;
+  readonly mode: SecurityMode;
+  readonly manifest: OverlayManifest;
+  readonly exports: readonly string[];
+  readonly #executor: Executor;
+  readonly #logger: Logger;
+  readonly #onEvents: LoadWasmOptions['onEvents'];
+  #closed = false;
+
+  constructor(options: {
+    id: string;
+    mode: SecurityMode;
+    compiled: Pick<CompiledOverlay, 'manifest' | 'exports'>;
+    executor: Executor;
+    logger: Logger;
+    onEvents: LoadWasmOptions['onEvents'];
+  }) {
+    this.id = options.id;
+    this.mode = options.mode;
+    this.manifest = options.compiled.manifest;
+    this.exports = options.compiled.exports;
+    this.#executor = options.executor;
+    this.#logger = options.logger;
+    this.#onEvents = options.onEvents;
+  }
+
+  async call(exportName: string, input: unknown, options: CallOptions = {}): Promise<CallResult> {
+    if (typeof exportName !== 'string' || exportName === '') throw new InvalidCallInputError('INVALID_INPUT', 'The export name must be a non-empty string.');
+    const inputJson = encodeInput(input);
+    const budget = options.fuel === undefined ? fuelBudget(this.manifest, exportName) : positiveInteger(options.fuel, 'fuel');
+    const deadlineMs = options.deadlineMs === undefined ? this.manifest.timeoutMs : positiveInteger(options.deadlineMs, 'deadlineMs');
+    const effects = new CallEffects();
+    const started = performance.now();
+    const signal = options.signal ?? new AbortController().signal;
+    try {
+      const raw = await this.#executor.execute({
+        exportName,
+        inputJson,
+        budget,
+        deadlineMs,
+        signal: options.signal,
+        effects,
+        context: { overlayId: this.id, overlayName: this.manifest.name, exportName, signal },
+      });
+      const durationMs = performance.now() - started;
+      this.#emitLogs(effects, exportName);
+      if (effects.events.length > 0) this.#onEvents?.(effects.events, { overlayId: this.id, overlayName: this.manifest.name, exportName });
+      return { output: JSON.parse(raw.outputJson) as unknown, fuelUsed: raw.fuelUsed, durationMs, events: effects.events, logs: effects.logs };
+    } catch (error) {
+      this.#emitLogs(effects, exportName);
+      this.#logger.debug({ export: exportName, code: isForgeError(error) ? error.code : undefined, err: error }, 'overlay call failed');
+      throw error;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#executor.close();
+  }
+
+  #emitLogs(effects: CallEffects, exportName: string): void {
+    for (const line of effects.logs) this.#logger[line.level]({ export: exportName, fromOverlay: true }, line.message);
+    if (effects.droppedLogLines > 0) this.#logger.warn({ export: exportName, dropped: effects.droppedLogLines }, 'overlay log lines dropped (per-call limit)');
+  }
+}
