@@ -4,6 +4,17 @@
 import { existsSync } from 'node:fs';
 
 const source = new URL('../src/cli/main.ts', import.meta.url);
-const entry = existsSync(source) ? source : new URL('../dist/src/cli/main.js', import.meta.url);
+const compiled = new URL('../dist/src/cli/main.js', import.meta.url);
+const canStrip = Boolean(process.features.typescript);
+let entry;
+if (existsSync(source) && canStrip) entry = source;
+else if (existsSync(compiled)) entry = compiled;
+else {
+  process.stderr.write(
+    `forge-kernel: Node ${process.versions.node} cannot run the TypeScript sources. Use Node >= 22.18 ` +
+      '(in this checkout: npx forge-kernel, or npm run …, which run the Node 24 from node_modules), or run npm run build.\n',
+  );
+  process.exit(1);
+}
 const { runProcess } = await import(entry.href);
 await runProcess();

@@ -1,11 +1,12 @@
 import type { CliIO, Command } from './command.ts';
 import { VERSION } from '../version.ts';
+import { callCommand } from './call.ts';
 
 /** Exit code for a usage mistake (unknown command or flag), as in the BSD sysexits convention of most CLIs. */
 const EXIT_USAGE = 2;
 
 /** Every subcommand, in the order `--help` lists them. Later modules add theirs here. */
-export const COMMANDS: readonly Command[] = [];
+export const COMMANDS: readonly Command[] = [callCommand];
 
 function usage(commands: readonly Command[]): string {
   const width = Math.max(0, ...commands.map((c) => c.name.length));

@@ -3,7 +3,7 @@ import { isForgeError } from '../errors.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import { fuelBudget, parseManifest, type OverlayManifest } from '../manifest.ts';
 import { ABI, type Capability } from './abi.ts';
-import { InvalidCallInputError } from './errors.ts';
+import { InvalidCallInputError, TrustError } from './errors.ts';
 import type { Executor } from './executor.ts';
 import { CallEffects, type HostFunction, type OverlayEvent, type OverlayLogLine } from './host-functions.ts';
 import { compileOverlay, type CompiledOverlay } from './loader.ts';
@@ -89,6 +89,9 @@ export async function loadWasmOverlay(bytes: Uint8Array, options: LoadWasmOption
     ...(options.maxCallDepth === undefined ? {} : { maxCallDepth: options.maxCallDepth }),
   });
   let mode = options.mode ?? 'strict';
+  if (mode !== 'strict' && mode !== 'relaxed') {
+    throw new TrustError(`Mode ${JSON.stringify(mode)} is not a wasm mode: use "strict" or "relaxed" (trusted mode is for native overlays registered with loadNativeOverlay).`);
+  }
   if (mode === 'relaxed' && compiled.usesAsyncHost && !hasJspi()) {
     logger.warn('relaxed mode needs JSPI (WebAssembly.Suspending) for async host functions; this Node lacks it, so the overlay runs in strict mode');
     mode = 'strict';

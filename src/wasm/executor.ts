@@ -42,11 +42,6 @@ export function raceDeadline<T>(
     };
     const timer = setTimeout(() => giveUp(options.onDeadline()), options.deadlineMs);
     const aborted = (): void => giveUp(options.onAbort());
-    if (options.signal?.aborted === true) {
-      aborted();
-      return;
-    }
-    options.signal?.addEventListener('abort', aborted, { once: true });
     work.then(
       (value) => {
         if (finish()) resolve(value);
@@ -55,5 +50,7 @@ export function raceDeadline<T>(
         if (finish()) reject(error instanceof Error ? error : new Error(String(error)));
       },
     );
+    if (options.signal?.aborted === true) aborted();
+    else options.signal?.addEventListener('abort', aborted, { once: true });
   });
 }

@@ -131,7 +131,11 @@ export class OverlayInstance {
     this.#reset(budget);
     try {
       const pointer = await entry(this.#lowerString(inputJson));
-      return { outputJson: this.#liftOutput(exportName, pointer), fuelUsed: budget - Number(this.#fuel.value as bigint) };
+      const left = Number(this.#fuel.value as bigint);
+      // Checks sit at function entries and loop headers; the charge of a final straight-line region can overdraw
+      // the budget without passing one. Overdrawn is out of fuel, whatever the overlay returned.
+      if (left < 0) throw new OutOfFuelError(budget, exportName);
+      return { outputJson: this.#liftOutput(exportName, pointer), fuelUsed: budget - left };
     } catch (error) {
       this.broken = true;
       throw this.#classify(error, exportName, budget);

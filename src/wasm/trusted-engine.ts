@@ -1,0 +1,98 @@
+import { createHash } from 'node:crypto';
+import { nanoid } from 'nanoid';
+import { createLogger, type Logger } from '../logger.ts';
+import { parseManifest } from '../manifest.ts';
+import { CallCancelledError, DeadlineExceededError, InstanceTerminatedError, InvalidOutputError, TrustError } from './errors.ts';
+import { LoadedOverlay, type LoadWasmOptions, type OverlayEngine } from './engine.ts';
+import { raceDeadline, type ExecuteRequest, type Executor } from './executor.ts';
+import type { CallEffects } from './host-functions.ts';
+import type { RawCallResult } from './instance.ts';
+
+/** What a native overlay's export receives besides its input. */
+export interface NativeContext {
+  log(level: 'debug' | 'info' | 'warn' | 'error', message: string): void;
+  /** Buffered like a wasm overlay's `event_publish`: delivered only if the call succeeds. */
+  publish(type: string, payload: unknown): void;
+  signal: AbortSignal;
+}
+
+/** A TypeScript overlay run in-process without a sandbox: only for code the service itself ships. */
+export interface NativeOverlay {
+  /** The manifest without `sha256` (there are no bytes to hash). */
+  manifest: Record<string, unknown>;
+  exports: Record<string, (input: unknown, context: NativeContext) => unknown>;
+}
+
+export interface TrustedRegistration {
+  /** The overlay is part of the embedding service, not a plugin from elsewhere. */
+  internal: boolean;
+  /** The service vouches for it: it runs with the kernel's full privileges, unmetered. */
+  trusted: boolean;
+  logger?: Logger;
+  onEvents?: LoadWasmOptions['onEvents'];
+}
+
+const LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+
+class NativeExecutor implements Executor {
+  readonly #overlay: NativeOverlay;
+  #closed = false;
+
+  constructor(overlay: NativeOverlay) {
+    this.#overlay = overlay;
+  }
+
+  execute(request: ExecuteRequest): Promise<RawCallResult> {
+    if (this.#closed) return Promise.reject(new InstanceTerminatedError(`Native overlay "${String(this.#overlay.manifest.name)}"`));
+    const fn = this.#overlay.exports[request.exportName];
+    const work = (async (): Promise<RawCallResult> => {
+      if (typeof fn !== 'function') throw new InvalidOutputError(request.exportName, 'the native overlay has no such export');
+      // Same isolation as a wasm call: the overlay gets its own copy of the input, never the caller's object.
+      const output = await fn(JSON.parse(request.inputJson), context(request.effects, request.signal ?? new AbortController().signal));
+      const outputJson = JSON.stringify(output);
+      if (outputJson === undefined) throw new InvalidOutputError(request.exportName, 'it returned a value JSON cannot carry');
+      return { outputJson, fuelUsed: 0 };
+    })();
+    return raceDeadline(work, {
+      deadlineMs: request.deadlineMs,
+      signal: request.signal,
+      onDeadline: () => new DeadlineExceededError(request.exportName, request.deadlineMs),
+      onAbort: () => new CallCancelledError(request.exportName),
+      onGiveUp: () => undefined,
+    });
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    return Promise.resolve();
+  }
+}
+
+function context(effects: CallEffects, signal: AbortSignal): NativeContext {
+  return {
+    log: (level, message) => effects.log(LEVELS.indexOf(level), message),
+    publish: (type, payload) => {
+      effects.publish(type, JSON.stringify(payload) ?? 'null');
+    },
+    signal,
+  };
+}
+
+/**
+ * Registers a native TypeScript overlay (trusted mode). Refused with TRUST_REQUIRED unless the registration says
+ * it is both internal and trusted: native code cannot be metered, capped or killed, so it must be the service's own.
+ */
+export function loadNativeOverlay(overlay: NativeOverlay, registration: TrustedRegistration): OverlayEngine {
+  if (registration.internal !== true || registration.trusted !== true) {
+    throw new TrustError('A native (trusted-mode) overlay runs unsandboxed: register it with { internal: true, trusted: true } only if it is part of your service; otherwise compile it to WebAssembly and load it in strict mode.');
+  }
+  if (typeof overlay !== 'object' || overlay === null || typeof overlay.exports !== 'object' || overlay.exports === null) {
+    throw new TrustError('A native overlay is an object with a manifest and an exports object of functions.');
+  }
+  const fingerprint = createHash('sha256').update(JSON.stringify(overlay.manifest)).digest('hex');
+  const manifest = parseManifest({ ...overlay.manifest, sha256: fingerprint });
+  const id = `ov_${nanoid(12)}`;
+  const logger = (registration.logger ?? createLogger()).child({ overlayId: id, overlay: manifest.name });
+  const exports = Object.keys(overlay.exports).filter((name) => typeof overlay.exports[name] === 'function');
+  return new LoadedOverlay({ id, mode: 'trusted', compiled: { manifest, exports }, executor: new NativeExecutor(overlay), logger, onEvents: registration.onEvents });
+}
