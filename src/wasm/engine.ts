@@ -78,6 +78,10 @@ function defaultCache(): MeteredModuleCache {
  * refused here rather than on its first call.
  */
 export async function loadWasmOverlay(bytes: Uint8Array, options: LoadWasmOptions): Promise<OverlayEngine> {
+  let mode = options.mode ?? 'strict';
+  if (mode !== 'strict' && mode !== 'relaxed') {
+    throw new TrustError(`Mode ${JSON.stringify(mode)} is not a wasm mode: use "strict" or "relaxed" (trusted mode is for native overlays registered with loadNativeOverlay).`);
+  }
   const manifest = parseManifest(options.manifest);
   const id = `ov_${nanoid(12)}`;
   const logger = (options.logger ?? createLogger()).child({ overlayId: id, overlay: manifest.name });
@@ -88,10 +92,6 @@ export async function loadWasmOverlay(bytes: Uint8Array, options: LoadWasmOption
     ...(options.hostFunctions === undefined ? {} : { hostFunctions: options.hostFunctions }),
     ...(options.maxCallDepth === undefined ? {} : { maxCallDepth: options.maxCallDepth }),
   });
-  let mode = options.mode ?? 'strict';
-  if (mode !== 'strict' && mode !== 'relaxed') {
-    throw new TrustError(`Mode ${JSON.stringify(mode)} is not a wasm mode: use "strict" or "relaxed" (trusted mode is for native overlays registered with loadNativeOverlay).`);
-  }
   if (mode === 'relaxed' && compiled.usesAsyncHost && !hasJspi()) {
     logger.warn('relaxed mode needs JSPI (WebAssembly.Suspending) for async host functions; this Node lacks it, so the overlay runs in strict mode');
     mode = 'strict';

@@ -1,0 +1,153 @@
+import binaryen from 'binaryen';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { isForgeError } from '../../src/errors.ts';
+import { FUEL_COSTS, METER_EXPORTS, meterModule, TRAP_REASON } from '../../src/wasm/fuel-meter.ts';
+
+/** Hand-written modules whose instruction counts can be worked out on paper. */
+const WAT = `(module
+  (memory (export "memory") 1 8)
+  (func $loop (export "loop") (param $n i32) (result i32) (local $i i32)
+    (loop $l
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+    (local.get $i))
+  (func $fib (export "fib") (param $n i32) (result i32)
+    (if (i32.lt_u (local.get $n) (i32.const 2)) (then (return (local.get $n))))
+    (i32.add (call $fib (i32.sub (local.get $n) (i32.const 1))) (call $fib (i32.sub (local.get $n) (i32.const 2)))))
+  (func $fill (export "fill") (param $bytes i32) (memory.fill (i32.const 0) (i32.const 7) (local.get $bytes)))
+  (func $grow (export "grow") (param $pages i32) (result i32) (memory.grow (local.get $pages)))
+  (func $size (export "size") (result i32) (memory.size))
+  (func $straight (export "straight") (result i32) (i32.add (i32.const 1) (i32.mul (i32.const 2) (i32.const 3))))
+)`;
+
+type Exports = Record<string, ((...args: number[]) => number) & WebAssembly.Global>;
+
+function metered(wat = WAT): Exports {
+  const module = binaryen.parseText(wat);
+  const bytes = module.emitBinary();
+  module.dispose();
+  const instance = new WebAssembly.Instance(new WebAssembly.Module(meterModule(binaryen, bytes).bytes as Uint8Array<ArrayBuffer>));
+  const exports = instance.exports as unknown as Exports;
+  exports[METER_EXPORTS.virtualPages]!.value = (instance.exports.memory as WebAssembly.Memory).buffer.byteLength / 65_536;
+  return exports;
+}
+
+/** Runs an export under a budget; returns the fuel it burned, or the trap reason. */
+function burn(exports: Exports, name: string, args: number[], budget = 1_000_000_000): { fuel: number; result: number } | { trap: number } {
+  exports[METER_EXPORTS.fuel]!.value = BigInt(budget);
+  exports[METER_EXPORTS.depth]!.value = 0;
+  exports[METER_EXPORTS.trapReason]!.value = 0;
+  try {
+    const result = exports[name]!(...args);
+    return { fuel: budget - Number(exports[METER_EXPORTS.fuel]!.value as bigint), result };
+  } catch {
+    return { trap: exports[METER_EXPORTS.trapReason]!.value as number };
+  }
+}
+
+describe('FuelMeter', () => {
+  const exports = metered();
+
+  it('charges a straight-line function its instruction count once, at entry', () => {
+    // i32.add, i32.const, i32.mul, i32.const, i32.const
+    expect(burn(exports, 'straight', [])).toEqual({ fuel: 5, result: 7 });
+  });
+
+  it('charges a loop body on every iteration: fuel grows linearly with the trip count', () => {
+    const at = (n: number): number => {
+      const outcome = burn(exports, 'loop', [n]);
+      if (!('fuel' in outcome)) throw new Error('trapped');
+      return outcome.fuel;
+    };
+    const perIteration = at(11) - at(10);
+    expect(perIteration).toBeGreaterThan(0);
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 5_000 }), (n) => {
+        expect(at(n)).toBe(at(1) + (n - 1) * perIteration);
+      }),
+    );
+  });
+
+  it('is deterministic: the same call burns the same fuel every time', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 18 }), (n) => {
+        const first = burn(exports, 'fib', [n]);
+        const second = burn(exports, 'fib', [n]);
+        expect(second).toEqual(first);
+      }),
+    );
+  });
+
+  it('never lets a call finish having burned more than it was charged: any budget below the cost traps', () => {
+    const cost = burn(exports, 'fib', [12]);
+    if (!('fuel' in cost)) throw new Error('trapped');
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: cost.fuel - 1 }), (budget) => {
+        const outcome = burn(exports, 'fib', [12], budget);
+        // Either the meter trapped, or the final region overdrew the budget (the host reports that as out of fuel).
+        if ('trap' in outcome) expect(outcome.trap).toBe(TRAP_REASON.outOfFuel);
+        else expect(outcome.fuel).toBeGreaterThan(budget);
+      }),
+    );
+  });
+
+  it('traps an infinite loop with the out-of-fuel reason', () => {
+    expect(burn(exports, 'loop', [2 ** 31 - 1], 10_000)).toEqual({ trap: TRAP_REASON.outOfFuel });
+  });
+
+  it('traps deep recursion at the call-depth limit, deterministically', () => {
+    const deep = metered(`(module (memory (export "memory") 1)
+      (func $down (export "down") (param i32) (result i32)
+        (if (result i32) (i32.eqz (local.get 0)) (then (i32.const 0))
+          (else (i32.add (i32.const 1) (call $down (i32.sub (local.get 0) (i32.const 1))))))))`);
+    expect(burn(deep, 'down', [1_999])).toMatchObject({ result: 1_999 });
+    expect(burn(deep, 'down', [2_000])).toEqual({ trap: TRAP_REASON.callDepth });
+  });
+
+  it('charges memory.fill by its size, before filling', () => {
+    const small = burn(exports, 'fill', [8]);
+    const large = burn(exports, 'fill', [8 + 64 * FUEL_COSTS.bytesPerUnit]);
+    if (!('fuel' in small) || !('fuel' in large)) throw new Error('trapped');
+    expect(large.fuel - small.fuel).toBe(64);
+    expect(burn(exports, 'fill', [65_536], 100)).toEqual({ trap: TRAP_REASON.outOfFuel });
+  });
+
+  it('charges memory.grow per page, and keeps a virtual memory size the host can reset', () => {
+    const grow = burn(exports, 'grow', [2]);
+    if (!('fuel' in grow)) throw new Error('trapped');
+    expect(grow.result).toBe(1);
+    expect(grow.fuel).toBeGreaterThanOrEqual(2 * FUEL_COSTS.growPerPage);
+    expect(burn(exports, 'size', [])).toMatchObject({ result: 3 });
+    exports[METER_EXPORTS.virtualPages]!.value = 1;
+    expect(burn(exports, 'size', [])).toMatchObject({ result: 1 });
+    // Growing into pages that exist for real (from before the reset) hands them out zeroed.
+    new Uint8Array((exports.memory as unknown as WebAssembly.Memory).buffer)[65_536 + 5] = 9;
+    expect(burn(exports, 'grow', [1])).toMatchObject({ result: 1 });
+    expect(new Uint8Array((exports.memory as unknown as WebAssembly.Memory).buffer)[65_536 + 5]).toBe(0);
+  });
+
+  it('reports a grow past the host cap through the grow-denied flag', () => {
+    exports[METER_EXPORTS.maxPages]!.value = 2;
+    exports[METER_EXPORTS.virtualPages]!.value = 1;
+    exports[METER_EXPORTS.growDenied]!.value = 0;
+    expect(burn(exports, 'grow', [5])).toMatchObject({ result: -1 });
+    expect(exports[METER_EXPORTS.growDenied]!.value).toBe(1);
+  });
+
+  it('refuses modules it cannot meter: tail calls, and bytes that are not wasm', () => {
+    const tail = binaryen.parseText(`(module (func $a (export "a") (result i32) (return_call $b)) (func $b (result i32) (i32.const 1)))`);
+    tail.setFeatures(binaryen.Features.All);
+    const bytes = tail.emitBinary();
+    tail.dispose();
+    for (const input of [bytes, new TextEncoder().encode('not wasm at all')]) {
+      let caught: unknown;
+      try {
+        meterModule(binaryen, input);
+      } catch (error) {
+        caught = error;
+      }
+      expect(isForgeError(caught, 'INVALID_MODULE')).toBe(true);
+    }
+  });
+});
