@@ -1,3 +1,27 @@
 export { ForgeError, InvalidInputError, isForgeError } from './errors.ts';
 export { createLogger, type LogFormat, type LogLevel, type Logger, type LoggerConfig } from './logger.ts';
 export { VERSION } from './version.ts';
+export { InvalidManifestError, parseManifest, PHASES, type OverlayManifest, type Phase } from './manifest.ts';
+export { ABI, CAPABILITIES, type Capability } from './wasm/abi.ts';
+export {
+  CallCancelledError,
+  CapabilityError,
+  DeadlineExceededError,
+  ExportNotFoundError,
+  HashMismatchError,
+  InstanceTerminatedError,
+  InvalidCallInputError,
+  InvalidEventError,
+  InvalidModuleError,
+  InvalidOutputError,
+  MemoryLimitError,
+  OutOfFuelError,
+  OverlayTrapError,
+  StackOverflowError,
+  TrustError,
+} from './wasm/errors.ts';
+export { loadWasmOverlay, type CallOptions, type CallResult, type LoadWasmOptions, type OverlayEngine, type SecurityMode } from './wasm/engine.ts';
+export { DEFAULT_MAX_CALL_DEPTH, FUEL_COSTS } from './wasm/fuel-meter.ts';
+export type { HostCallContext, HostFunction, HostFunctionSignature, OverlayEvent, OverlayLogLine } from './wasm/host-functions.ts';
+export { MeteredModuleCache } from './wasm/metered-cache.ts';
+export { loadNativeOverlay, type NativeContext, type NativeOverlay, type TrustedRegistration } from './wasm/trusted-engine.ts';

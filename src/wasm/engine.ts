@@ -107,6 +107,9 @@ export async function loadWasmOverlay(bytes: Uint8Array, options: LoadWasmOption
   return new LoadedOverlay({ id, mode, compiled, executor, logger, onEvents: options.onEvents });
 }
 
+/** The signal of calls given none: creating an AbortController per call would cost more than a small call. */
+const NEVER_ABORTED = new AbortController().signal;
+
 /** Serializes a call's input to JSON text, refusing what JSON cannot carry and what exceeds the input cap. */
 export function encodeInput(input: unknown): string {
   let json: string | undefined;
@@ -167,9 +170,9 @@ export class LoadedOverlay implements OverlayEngine {
     const deadlineMs = options.deadlineMs === undefined ? this.manifest.timeoutMs : positiveInteger(options.deadlineMs, 'deadlineMs');
     const effects = new CallEffects();
     const started = performance.now();
-    const signal = options.signal ?? new AbortController().signal;
+    const signal = options.signal ?? NEVER_ABORTED;
     try {
-      const raw = await this.#executor.execute({
+      const pending = this.#executor.execute({
         exportName,
         inputJson,
         budget,
@@ -178,10 +181,11 @@ export class LoadedOverlay implements OverlayEngine {
         effects,
         context: { overlayId: this.id, overlayName: this.manifest.name, exportName, signal },
       });
+      const raw = pending instanceof Promise ? await pending : pending;
       const durationMs = performance.now() - started;
       this.#emitLogs(effects, exportName);
       if (effects.events.length > 0) this.#onEvents?.(effects.events, { overlayId: this.id, overlayName: this.manifest.name, exportName });
-      return { output: JSON.parse(raw.outputJson) as unknown, fuelUsed: raw.fuelUsed, durationMs, events: effects.events, logs: effects.logs };
+      return { output: 'output' in raw ? raw.output : (JSON.parse(raw.outputJson) as unknown), fuelUsed: raw.fuelUsed, durationMs, events: effects.events, logs: effects.logs };
     } catch (error) {
       this.#emitLogs(effects, exportName);
       this.#logger.debug({ export: exportName, code: isForgeError(error) ? error.code : undefined, err: error }, 'overlay call failed');

@@ -14,7 +14,8 @@ export interface ExecuteRequest {
 
 /** How an engine runs calls: in-process instances (relaxed) or a worker pool (strict). */
 export interface Executor {
-  execute(request: ExecuteRequest): Promise<RawCallResult>;
+  /** Synchronous where the call could not suspend (relaxed, no async host function): one promise less a call. */
+  execute(request: ExecuteRequest): RawCallResult | Promise<RawCallResult>;
   /** Stops accepting calls and releases instances or workers; calls in flight end with INSTANCE_TERMINATED. */
   close(): Promise<void>;
 }

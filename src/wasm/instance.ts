@@ -34,9 +34,11 @@ export interface InstanceOptions {
   suspending: boolean;
 }
 
-/** The outcome of one successful call: the JSON text the overlay returned and the fuel it burned. */
+/** The outcome of one successful call: the JSON the overlay returned (text and parsed) and the fuel it burned. */
 export interface RawCallResult {
   outputJson: string;
+  /** The parsed output, where it was parsed in this thread (a strict worker sends only the text). */
+  output?: unknown;
   fuelUsed: number;
 }
 
@@ -110,18 +112,23 @@ export class OverlayInstance {
     const start = this.#exports[METER_EXPORTS.start];
     if (typeof start === 'function') this.#runStart(start as WasmFunction);
     const pages = this.#virtualPages.value as number;
+    const image = new Uint8Array(memory.buffer, 0, pages * PAGE_BYTES);
+    let used = image.length;
+    while (used > 0 && image[used - 1] === 0) used--;
     this.#snapshot = {
-      memory: new Uint8Array(memory.buffer.slice(0, pages * PAGE_BYTES)),
+      // Only the written prefix is kept: the rest of the start-time memory is zero, and restoring zeroes it.
+      memory: image.slice(0, used),
       pages,
       globals: this.#snapshotGlobals.map((g) => g.value as unknown),
     };
   }
 
   /**
-   * Calls `exportName` with a JSON string under `budget` fuel. Resolves with the output JSON text; rejects with a
-   * typed error (and leaves the instance broken) on any failure. `effects` collects the call's logs and events.
+   * Calls `exportName` with a JSON string under `budget` fuel. Returns the result synchronously when nothing
+   * suspended (no async host function), else a promise. Throws or rejects with a typed error, leaving the instance
+   * broken, on any failure. `effects` collects the call's logs and events.
    */
-  async call(exportName: string, inputJson: string, budget: number, effects: CallEffects): Promise<RawCallResult> {
+  call(exportName: string, inputJson: string, budget: number, effects: CallEffects): RawCallResult | Promise<RawCallResult> {
     const entry = this.#entries.get(exportName);
     if (entry === undefined) throw new ExportNotFoundError(exportName, this.callable);
     this.#effects = effects;
@@ -129,17 +136,39 @@ export class OverlayInstance {
     if (this.#dirty) this.#restore();
     this.#dirty = true;
     this.#reset(budget);
+    let pointer: unknown;
     try {
-      const pointer = await entry(this.#lowerString(inputJson));
+      pointer = entry(this.#lowerString(inputJson));
+    } catch (error) {
+      throw this.#fail(error, exportName, budget);
+    }
+    if (pointer instanceof Promise) {
+      return pointer.then(
+        (resolved: unknown) => this.#finish(exportName, budget, resolved),
+        (error: unknown) => {
+          throw this.#fail(error, exportName, budget);
+        },
+      );
+    }
+    return this.#finish(exportName, budget, pointer);
+  }
+
+  #finish(exportName: string, budget: number, pointer: unknown): RawCallResult {
+    try {
       const left = Number(this.#fuel.value as bigint);
       // Checks sit at function entries and loop headers; the charge of a final straight-line region can overdraw
       // the budget without passing one. Overdrawn is out of fuel, whatever the overlay returned.
       if (left < 0) throw new OutOfFuelError(budget, exportName);
-      return { outputJson: this.#liftOutput(exportName, pointer), fuelUsed: budget - left };
+      const [outputJson, output] = this.#liftOutput(exportName, pointer);
+      return { outputJson, output, fuelUsed: budget - left };
     } catch (error) {
-      this.broken = true;
-      throw this.#classify(error, exportName, budget);
+      throw this.#fail(error, exportName, budget);
     }
+  }
+
+  #fail(error: unknown, exportName: string, budget: number): Error {
+    this.broken = true;
+    return this.#classify(error, exportName, budget);
   }
 
   #reset(budget: number): void {
@@ -157,7 +186,9 @@ export class OverlayInstance {
   #restore(): void {
     const snapshot = this.#snapshot;
     if (snapshot === undefined) return;
-    new Uint8Array(this.#memory.buffer).set(snapshot.memory);
+    const memory = new Uint8Array(this.#memory.buffer, 0, snapshot.pages * PAGE_BYTES);
+    memory.set(snapshot.memory);
+    memory.fill(0, snapshot.memory.length);
     this.#virtualPages.value = snapshot.pages;
     for (let i = 0; i < this.#snapshotGlobals.length; i++) (this.#snapshotGlobals[i] as WebAssembly.Global).value = snapshot.globals[i];
   }
@@ -224,8 +255,8 @@ export class OverlayInstance {
     return utf16.decode(new Uint8Array(buffer, address, size & ~1));
   }
 
-  /** Reads the output string strictly: bounds, size cap, well-formed UTF-16, then JSON. */
-  #liftOutput(exportName: string, pointer: unknown): string {
+  /** Reads the output string strictly: bounds, size cap, well-formed UTF-16, then JSON (text and parsed value). */
+  #liftOutput(exportName: string, pointer: unknown): [string, unknown] {
     if (typeof pointer !== 'number') throw new InvalidOutputError(exportName, 'it did not return a string');
     const address = pointer >>> 0;
     const buffer = this.#memory.buffer;
@@ -243,11 +274,10 @@ export class OverlayInstance {
       throw new InvalidOutputError(exportName, 'it is not well-formed Unicode text (a lone surrogate cannot be encoded as UTF-8)');
     }
     try {
-      JSON.parse(text);
+      return [text, JSON.parse(text)];
     } catch {
       throw new InvalidOutputError(exportName, `it is not JSON (starts with ${JSON.stringify(text.slice(0, 40))})`);
     }
-    return text;
   }
 
   #classify(error: unknown, exportName: string, budget: number): Error {

@@ -34,25 +34,37 @@ export class RelaxedExecutor implements Executor {
     this.#idle.push(this.#create());
   }
 
-  async execute(request: ExecuteRequest): Promise<RawCallResult> {
+  execute(request: ExecuteRequest): RawCallResult | Promise<RawCallResult> {
     if (this.#closed) throw new InstanceTerminatedError(`Overlay "${this.#compiled.manifest.name}"`);
+    if (request.signal?.aborted === true) throw new CallCancelledError(request.exportName);
     const pooled = this.#idle.pop() ?? this.#create();
     pooled.context = request.context;
-    const work = pooled.instance.call(request.exportName, request.inputJson, request.budget, request.effects);
+    let work: RawCallResult | Promise<RawCallResult>;
     try {
-      return await raceDeadline(work, {
-        deadlineMs: request.deadlineMs,
-        signal: request.signal,
-        onDeadline: () => new DeadlineExceededError(request.exportName, request.deadlineMs),
-        onAbort: () => new CallCancelledError(request.exportName),
-        onGiveUp: () => {
-          pooled.instance.broken = true;
-        },
-      });
-    } finally {
-      pooled.context = undefined;
-      if (!pooled.instance.broken && !this.#closed && this.#idle.length < MAX_IDLE_INSTANCES) this.#idle.push(pooled);
+      work = pooled.instance.call(request.exportName, request.inputJson, request.budget, request.effects);
+    } catch (error) {
+      this.#release(pooled);
+      throw error;
     }
+    // A call that did not suspend is already over: no deadline can apply to it any more.
+    if (!(work instanceof Promise)) {
+      this.#release(pooled);
+      return work;
+    }
+    return raceDeadline(work, {
+      deadlineMs: request.deadlineMs,
+      signal: request.signal,
+      onDeadline: () => new DeadlineExceededError(request.exportName, request.deadlineMs),
+      onAbort: () => new CallCancelledError(request.exportName),
+      onGiveUp: () => {
+        pooled.instance.broken = true;
+      },
+    }).finally(() => this.#release(pooled));
+  }
+
+  #release(pooled: PooledInstance): void {
+    pooled.context = undefined;
+    if (!pooled.instance.broken && !this.#closed && this.#idle.length < MAX_IDLE_INSTANCES) this.#idle.push(pooled);
   }
 
   close(): Promise<void> {

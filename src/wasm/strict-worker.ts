@@ -53,8 +53,9 @@ port.on('message', (message: CallMessage) => {
   };
   try {
     instance ??= createInstance();
-    instance.call(message.exportName, message.inputJson, message.budget, effects).then(
-      (result) => reply({ ok: true, result }),
+    // Host calls block this thread (Atomics.wait), so calls never suspend here: the result is synchronous.
+    Promise.resolve(instance.call(message.exportName, message.inputJson, message.budget, effects)).then(
+      ({ outputJson, fuelUsed }) => reply({ ok: true, result: { outputJson, fuelUsed } }),
       (error: unknown) => {
         if (instance?.broken === true) instance = undefined;
         reply({ ok: false, error: serializeError(error) });

@@ -1,0 +1,65 @@
+/** One line of the benchmark report: our figure against a baseline measured in the same run. */
+export interface BenchRow {
+  figure: string;
+  ours: number;
+  baseline: number | null;
+  unit: string;
+  /** ours ÷ baseline (or baseline ÷ ours for throughputs, so that higher is always "ours is slower"). */
+  ratio: number | null;
+  target: string;
+  pass: boolean | null;
+}
+
+export interface BenchOptions {
+  /** Fewer samples and iterations: a smoke run, not numbers to quote. */
+  quick: boolean;
+}
+
+/**
+ * Times `fn` (which performs `iterations` operations per invocation) and returns nanoseconds per operation: the
+ * median of several samples, after a warm-up, so one slow sample on a shared machine does not decide the figure.
+ */
+export async function nsPerOp(fn: () => unknown, iterations: number, options: BenchOptions): Promise<number> {
+  const samples = options.quick ? 3 : 9;
+  for (let i = 0; i < (options.quick ? 1 : 3); i++) await fn();
+  const times: number[] = [];
+  for (let s = 0; s < samples; s++) {
+    const start = process.hrtime.bigint();
+    await fn();
+    times.push(Number(process.hrtime.bigint() - start) / iterations);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)] ?? Number.NaN;
+}
+
+/**
+ * Interleaves two measurements sample by sample (A, B, A, B, …) so that machine noise hits both alike, and returns
+ * the median ns/op of each.
+ */
+export async function paired(a: () => unknown, b: () => unknown, iterations: number, options: BenchOptions): Promise<[number, number]> {
+  const samples = options.quick ? 3 : 9;
+  for (let i = 0; i < (options.quick ? 1 : 3); i++) {
+    await a();
+    await b();
+  }
+  const ta: number[] = [];
+  const tb: number[] = [];
+  for (let s = 0; s < samples; s++) {
+    for (const [fn, into] of [[a, ta], [b, tb]] as const) {
+      const start = process.hrtime.bigint();
+      await fn();
+      into.push(Number(process.hrtime.bigint() - start) / iterations);
+    }
+  }
+  const median = (xs: number[]): number => xs.sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? Number.NaN;
+  return [median(ta), median(tb)];
+}
+
+export function geomean(values: readonly number[]): number {
+  return Math.exp(values.reduce((sum, v) => sum + Math.log(v), 0) / values.length);
+}
+
+export function row(figure: string, ours: number, baseline: number | null, unit: string, target: string, check: ((ratio: number | null, ours: number) => boolean) | null): BenchRow {
+  const ratio = baseline === null ? null : ours / baseline;
+  return { figure, ours, baseline, unit, ratio, target, pass: check === null ? null : check(ratio, ours) };
+}

@@ -1,0 +1,157 @@
+import { join } from 'node:path';
+import binaryen from 'binaryen';
+import { compileAssemblyScript } from '../src/build/asc.ts';
+import { createLogger } from '../src/logger.ts';
+import { meterModule, METER_EXPORTS } from '../src/wasm/fuel-meter.ts';
+import { loadWasmOverlay, type OverlayEngine } from '../src/wasm/engine.ts';
+import type { HostFunction } from '../src/wasm/host-functions.ts';
+import { sha256Hex } from '../src/wasm/loader.ts';
+import { MeteredModuleCache } from '../src/wasm/metered-cache.ts';
+import { geomean, paired, row, type BenchOptions, type BenchRow } from './harness.ts';
+
+const ROOT = join(import.meta.dirname, '..');
+
+type WorkloadExports = Record<string, (n: number) => unknown> & Record<string, WebAssembly.Global>;
+
+/** Fuel overhead: the same AssemblyScript workloads, metered and unmetered, called directly. */
+async function fuelOverhead(options: BenchOptions): Promise<BenchRow[]> {
+  const bytes = await compileAssemblyScript(join(ROOT, 'overlays-as', 'bench', 'workloads.ts'));
+  const metered = meterModule(binaryen, bytes).bytes;
+  const imports = { env: { abort: () => { throw new Error('abort'); }, seed: () => 1, trace: () => undefined } };
+  const plain = new WebAssembly.Instance(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>), imports).exports as unknown as WorkloadExports;
+  const instance = new WebAssembly.Instance(new WebAssembly.Module(metered as Uint8Array<ArrayBuffer>), imports).exports as unknown as WorkloadExports;
+  instance[METER_EXPORTS.virtualPages]!.value = (instance.memory as unknown as WebAssembly.Memory).buffer.byteLength / 65_536;
+  const fuel = instance[METER_EXPORTS.fuel]!;
+  const depth = instance[METER_EXPORTS.depth]!;
+  fuel.value = 10n ** 12n;
+  (instance[METER_EXPORTS.start] as unknown as (() => void) | undefined)?.();
+
+  const scale = options.quick ? 0.2 : 1;
+  const workloads: [string, string, number][] = [
+    ['tight integer loop (FNV hash)', 'hashLoop', 2_000_000],
+    ['i64 loop (xorshift)', 'i64Loop', 2_000_000],
+    ['recursion (fib)', 'fib', 24],
+    ['memory copy (4 KiB blocks)', 'memoryCopy', 2_000],
+    ['string / JSON-like scan', 'stringScan', 1_000],
+  ];
+  const rows: BenchRow[] = [];
+  const ratios: number[] = [];
+  for (const [label, name, n] of workloads) {
+    const size = name === 'fib' ? n : Math.max(1, Math.round(n * scale));
+    const [metered, unmetered] = await paired(
+      () => {
+        fuel.value = 10n ** 15n;
+        depth.value = 0;
+        instance[name]!(size);
+      },
+      () => plain[name]!(size),
+      1,
+      options,
+    );
+    ratios.push(metered / unmetered);
+    rows.push(row(`fuel overhead: ${label}`, metered / 1e6, unmetered / 1e6, 'ms/call', '≤ 1.5×', (r) => r !== null && r <= 1.5));
+  }
+  rows.push({ figure: 'fuel overhead: geomean of 5 workloads', ours: geomean(ratios), baseline: 1, unit: '×', ratio: geomean(ratios), target: '≤ 1.15×', pass: geomean(ratios) <= 1.15 });
+  return rows;
+}
+
+const quietLogger = createLogger({ level: 'silent' });
+
+async function echoOverlay(mode: 'strict' | 'relaxed', cache: MeteredModuleCache, hostFunctions: HostFunction[] = [], file = 'fixtures/basics.ts', capabilities = ['LOGGING', 'EVENT_PUBLISH']): Promise<OverlayEngine> {
+  const bytes = await compileAssemblyScript(join(ROOT, 'overlays-as', file));
+  return loadWasmOverlay(bytes, {
+    manifest: { name: 'bench-echo', version: '1.0.0', sha256: sha256Hex(bytes), capabilities },
+    grant: ['LOGGING', 'EVENT_PUBLISH', 'DATABASE_READ'],
+    mode,
+    cache,
+    hostFunctions,
+    logger: quietLogger,
+    poolSize: 1,
+  });
+}
+
+/** A 1 KiB capsule through an echo overlay and back, vs `JSON.parse(JSON.stringify(x))`. */
+async function jsonRoundTrip(options: BenchOptions, cache: MeteredModuleCache): Promise<BenchRow[]> {
+  const capsule = {
+    id: 'cap_0001',
+    kind: 'insight',
+    author: 'analyst@example.org',
+    trust: 0.72,
+    tags: ['graph', 'lineage', 'security', 'pii', 'governance'],
+    parents: ['cap_0000', 'cap_0002'],
+    content: 'x'.repeat(780),
+  };
+  const relaxed = await echoOverlay('relaxed', cache);
+  const iterations = options.quick ? 200 : 2_000;
+  try {
+    const [ours, baseline] = await paired(
+      async () => {
+        for (let i = 0; i < iterations; i++) await relaxed.call('run', capsule);
+      },
+      () => {
+        for (let i = 0; i < iterations; i++) JSON.parse(JSON.stringify(capsule));
+      },
+      iterations,
+      options,
+    );
+    return [row(`JSON round trip into an overlay, ${JSON.stringify(capsule).length} B (relaxed)`, ours / 1e3, baseline / 1e3, 'µs/call', '≤ 3×', (r) => r !== null && r <= 3)];
+  } finally {
+    await relaxed.close();
+  }
+}
+
+/** What one host call costs: JSPI suspend/resume (relaxed) and the worker hop (strict), net of the call itself. */
+async function hostCallCost(options: BenchOptions, cache: MeteredModuleCache): Promise<BenchRow[]> {
+  const dbRead: HostFunction = { name: 'db_read', capability: 'DATABASE_READ', async: true, params: ['string', 'string'], result: 'string', invoke: () => Promise.resolve('1') };
+  const rows: BenchRow[] = [];
+  for (const mode of ['relaxed', 'strict'] as const) {
+    const withHost = await echoOverlay(mode, cache, [dbRead], 'fixtures/host-calls.ts', ['DATABASE_READ']);
+    const iterations = options.quick ? 100 : 1_000;
+    try {
+      // `twice` makes two host calls, `run` one: the difference is one host call.
+      const [two, one] = await paired(
+        async () => {
+          for (let i = 0; i < iterations; i++) await withHost.call('twice', 1);
+        },
+        async () => {
+          for (let i = 0; i < iterations; i++) await withHost.call('run', 1);
+        },
+        iterations,
+        options,
+      );
+      rows.push(row(`host call (async, ${mode === 'relaxed' ? 'JSPI' : 'worker hop'})`, Math.max(0, two - one) / 1e3, null, 'µs/call', 'reported', null));
+      rows.push(row(`overlay call with one host call (${mode})`, one / 1e3, null, 'µs/call', 'reported', null));
+    } finally {
+      await withHost.close();
+    }
+  }
+  return rows;
+}
+
+/** How long after its deadline a runaway strict overlay is really dead (the worker thread has exited). */
+async function killLatency(options: BenchOptions, cache: MeteredModuleCache): Promise<BenchRow[]> {
+  const strict = await echoOverlay('strict', cache);
+  const deadlineMs = 50;
+  const latencies: number[] = [];
+  try {
+    for (let i = 0; i < (options.quick ? 3 : 10); i++) {
+      const start = performance.now();
+      await strict.call('spin', 'x', { fuel: Number.MAX_SAFE_INTEGER, deadlineMs }).catch(() => undefined);
+      latencies.push(performance.now() - start - deadlineMs);
+    }
+  } finally {
+    await strict.close();
+  }
+  latencies.sort((a, b) => a - b);
+  const median = latencies[Math.floor(latencies.length / 2)] ?? Number.NaN;
+  const worst = latencies[latencies.length - 1] ?? Number.NaN;
+  return [
+    row('hard kill of a runaway overlay after its deadline (strict), median', median, null, 'ms', '≤ 10 ms', (_r, ours) => ours <= 10),
+    row('hard kill of a runaway overlay after its deadline (strict), worst', worst, null, 'ms', 'reported', null),
+  ];
+}
+
+export async function wasmBenchmarks(options: BenchOptions): Promise<BenchRow[]> {
+  const cache = new MeteredModuleCache({ dir: false });
+  return [...(await fuelOverhead(options)), ...(await jsonRoundTrip(options, cache)), ...(await hostCallCost(options, cache)), ...(await killLatency(options, cache))];
+}
