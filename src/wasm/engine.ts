@@ -30,9 +30,14 @@ export interface CallResult {
   /** Instructions burned (0 in trusted mode, which is not metered). */
   fuelUsed: number;
   durationMs: number;
-  /** Events the overlay published during the call (empty when it failed: a failed call publishes nothing). */
-  events: OverlayEvent[];
+  /** Events the overlay published during the call, `source` set to the overlay's id (it cannot choose another). */
+  events: PublishedEvent[];
   logs: OverlayLogLine[];
+}
+
+/** An event an overlay published, stamped with its source: the overlay's id. */
+export interface PublishedEvent extends OverlayEvent {
+  source: string;
 }
 
 /** A loaded overlay: call its exports, then close it. */
@@ -61,7 +66,7 @@ export interface LoadWasmOptions {
   poolSize?: number;
   maxCallDepth?: number;
   /** Called with the events of each successful call, in order, before the call resolves. */
-  onEvents?: (events: readonly OverlayEvent[], source: { overlayId: string; overlayName: string; exportName: string }) => void;
+  onEvents?: (events: readonly PublishedEvent[], source: { overlayId: string; overlayName: string; exportName: string }) => void;
 }
 
 let processCache: MeteredModuleCache | undefined;
@@ -184,8 +189,9 @@ export class LoadedOverlay implements OverlayEngine {
       const raw = pending instanceof Promise ? await pending : pending;
       const durationMs = performance.now() - started;
       this.#emitLogs(effects, exportName);
-      if (effects.events.length > 0) this.#onEvents?.(effects.events, { overlayId: this.id, overlayName: this.manifest.name, exportName });
-      return { output: 'output' in raw ? raw.output : (JSON.parse(raw.outputJson) as unknown), fuelUsed: raw.fuelUsed, durationMs, events: effects.events, logs: effects.logs };
+      const events = effects.events.length === 0 ? [] : effects.events.map((event) => ({ ...event, source: this.id }));
+      if (events.length > 0) this.#onEvents?.(events, { overlayId: this.id, overlayName: this.manifest.name, exportName });
+      return { output: 'output' in raw ? raw.output : (JSON.parse(raw.outputJson) as unknown), fuelUsed: raw.fuelUsed, durationMs, events, logs: effects.logs };
     } catch (error) {
       this.#emitLogs(effects, exportName);
       this.#logger.debug({ export: exportName, code: isForgeError(error) ? error.code : undefined, err: error }, 'overlay call failed');

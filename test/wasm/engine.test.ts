@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isForgeError } from '../../src/errors.ts';
 import type { Capability } from '../../src/wasm/abi.ts';
 import { loadWasmOverlay, type LoadWasmOptions, type OverlayEngine } from '../../src/wasm/engine.ts';
-import type { HostFunction, OverlayEvent } from '../../src/wasm/host-functions.ts';
+import type { HostFunction } from '../../src/wasm/host-functions.ts';
+import type { PublishedEvent } from '../../src/wasm/engine.ts';
 import { captureLogger, testCache } from '../support/engine.ts';
 import { buildFixture } from '../support/overlays.ts';
 
@@ -23,7 +24,7 @@ const modes = ['strict', 'relaxed'] as const;
 describe.each(modes)('WASM engine, %s mode', (mode) => {
   let basics: { bytes: Uint8Array; manifest: Record<string, unknown> };
   let overlay: OverlayEngine;
-  const published: OverlayEvent[][] = [];
+  const published: PublishedEvent[][] = [];
   const log = captureLogger();
 
   const load = (bytes: Uint8Array, options: Partial<LoadWasmOptions> & { manifest: unknown }): Promise<OverlayEngine> =>
@@ -57,8 +58,8 @@ describe.each(modes)('WASM engine, %s mode', (mode) => {
     published.length = 0;
     const result = await overlay.call('publish', 'from-test');
     expect(result.events).toEqual([
-      { type: 'capsule.analyzed', payload: { score: 7 } },
-      { type: 'insight.found', payload: { pattern: 'x' } },
+      { type: 'capsule.analyzed', payload: { score: 7 }, source: overlay.id },
+      { type: 'insight.found', payload: { pattern: 'x' }, source: overlay.id },
     ]);
     expect(published).toEqual([result.events]);
     const line = log.lines().find((l) => l.msg === 'publishing for "from-test"');

@@ -34,7 +34,7 @@ describe('trusted mode (native TypeScript overlays)', () => {
     const input = { id: 'c1' };
     const result = await overlay.call('run', input);
     expect(overlay.mode).toBe('trusted');
-    expect(result).toMatchObject({ output: { score: 3 }, fuelUsed: 0, events: [{ type: 'capsule.scored', payload: { score: 3 } }] });
+    expect(result).toMatchObject({ output: { score: 3 }, fuelUsed: 0, events: [{ type: 'capsule.scored', payload: { score: 3 }, source: overlay.id }] });
     expect(input).toEqual({ id: 'c1' });
     expect(delivered).toHaveLength(1);
     expect(log.lines().find((l) => l.msg === 'scoring')).toMatchObject({ overlayId: overlay.id });
