@@ -21,6 +21,12 @@ export const FUEL_COSTS = Object.freeze({
   bytesPerUnit: 8,
 });
 
+/**
+ * An `if` whose arms differ in cost by at most this many instructions is charged the dearer arm up front instead of
+ * updating the counter inside the arm: in small branchy functions the update costs more than the overcharge.
+ */
+const IF_FOLD_LIMIT = 8;
+
 /** Deterministic call-depth limit: V8's own stack overflow (≈14–18k frames) depends on frame sizes and JIT tier. */
 export const DEFAULT_MAX_CALL_DEPTH = 2_000;
 
@@ -124,6 +130,100 @@ function childSpecs(b: Binaryen): Map<number, ChildSpec> {
 }
 
 type Accessor = Record<string, (expr: ExpressionRef, ...args: number[]) => ExpressionRef>;
+
+/**
+ * The functions that lie on a cycle of the call graph (Tarjan's strongly connected components). A `call_indirect`
+ * may reach any function placed in a table, so it counts as an edge to each of them.
+ */
+function recursiveFunctions(
+  b: Binaryen,
+  module: Module,
+  own: readonly binaryenModule.FunctionRef[],
+  specs: Map<number, ChildSpec>,
+  cls: (name: string) => Accessor,
+): Set<string> {
+  const names = own.map((fn) => b.getFunctionInfo(fn).name);
+  const ownNames = new Set(names);
+  const tableFunctions: string[] = [];
+  const segments = module as unknown as { getNumElementSegments(): number; getElementSegmentByIndex(i: number): number };
+  for (let i = 0; i < segments.getNumElementSegments(); i++) {
+    const info = b.getElementSegmentInfo(segments.getElementSegmentByIndex(i)) as { data: string[] };
+    for (const name of info.data) if (ownNames.has(name)) tableFunctions.push(name);
+  }
+  const callId = b.CallId as number;
+  const callIndirectId = b.CallIndirectId as number;
+  const edges = new Map<string, Set<string>>();
+  own.forEach((fn, index) => {
+    const out = new Set<string>();
+    const stack = [b.getFunctionInfo(fn).body];
+    while (stack.length > 0) {
+      const expr = stack.pop()!;
+      if (expr === 0) continue;
+      const id = b.getExpressionId(expr) as number;
+      const spec = specs.get(id);
+      if (spec === undefined || (spec.fields.length === 0 && spec.list === undefined)) continue;
+      const access = cls(spec.cls);
+      if (id === callId) {
+        const target = (access.getTarget as unknown as (e: number) => string)(expr);
+        if (ownNames.has(target)) out.add(target);
+      }
+      if (id === callIndirectId) for (const target of tableFunctions) out.add(target);
+      for (const field of spec.fields) stack.push(access[`get${field}`]!(expr));
+      if (spec.list !== undefined) {
+        const count = access[`getNum${spec.list === 'Child' ? 'Children' : 'Operands'}`]!(expr);
+        for (let i = 0; i < count; i++) stack.push(access[`get${spec.list}At`]!(expr, i));
+      }
+    }
+    edges.set(names[index]!, out);
+  });
+
+  // Tarjan's algorithm, iterative (deep call graphs would overflow a recursive one).
+  const recursive = new Set<string>();
+  const order = new Map<string, number>();
+  const low = new Map<string, number>();
+  const onStack = new Set<string>();
+  const sccStack: string[] = [];
+  let counter = 0;
+  for (const root of names) {
+    if (order.has(root)) continue;
+    const work: [string, string[]][] = [[root, [...(edges.get(root) ?? [])]]];
+    order.set(root, counter);
+    low.set(root, counter++);
+    sccStack.push(root);
+    onStack.add(root);
+    while (work.length > 0) {
+      const frame = work[work.length - 1]!;
+      const [node, pending] = frame;
+      const next = pending.pop();
+      if (next !== undefined) {
+        if (!order.has(next)) {
+          order.set(next, counter);
+          low.set(next, counter++);
+          sccStack.push(next);
+          onStack.add(next);
+          work.push([next, [...(edges.get(next) ?? [])]]);
+        } else if (onStack.has(next)) {
+          low.set(node, Math.min(low.get(node)!, order.get(next)!));
+        }
+        continue;
+      }
+      work.pop();
+      const parent = work[work.length - 1];
+      if (parent !== undefined) low.set(parent[0], Math.min(low.get(parent[0])!, low.get(node)!));
+      if (low.get(node) === order.get(node)) {
+        const component: string[] = [];
+        let member: string | undefined;
+        do {
+          member = sccStack.pop()!;
+          onStack.delete(member);
+          component.push(member);
+        } while (member !== node);
+        if (component.length > 1 || edges.get(node)?.has(node) === true) for (const m of component) recursive.add(m);
+      }
+    }
+  }
+  return recursive;
+}
 
 /** What metering did to a module: the metered bytes and facts for tests and the cache. */
 export interface MeteredModule {
@@ -297,11 +397,14 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     memoryInit: b.MemoryInitId as number,
     return: b.ReturnId as number,
   };
+  const recursive = recursiveFunctions(b, module, own, specs, cls);
   let labels = 0;
   for (const fn of own) {
     const info = b.getFunctionInfo(fn);
     const resultType = info.results;
-    const returnTemp = resultType === b.none ? -1 : native._BinaryenFunctionAddVar(fn, resultType);
+    // Only functions on a call-graph cycle can nest without bound; only they count toward the depth limit.
+    const tracked = recursive.has(info.name);
+    const returnTemp = !tracked || resultType === b.none ? -1 : native._BinaryenFunctionAddVar(fn, resultType);
     const leave = (): ExpressionRef => module.global.set(DEPTH, module.i32.sub(module.global.get(DEPTH, i32), module.i32.const(1)));
 
     /** Walks `expr`, adding its cost to `region`; returns the expression to put in its place. */
@@ -325,12 +428,22 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
       }
       if (id === ID.if) {
         access.setCondition!(expr, walk(access.getCondition!(expr), region));
-        for (const arm of ['IfTrue', 'IfFalse']) {
+        const arms = (['IfTrue', 'IfFalse'] as const).map((arm) => {
           const child = access[`get${arm}`]!(expr);
-          if (child === 0) continue;
           const inner = { cost: 0 };
-          const walked = walk(child, inner);
-          access[`set${arm}`]!(expr, inner.cost === 0 ? walked : module.block(null, [chargeConst(inner.cost), walked], AUTO));
+          return { arm, walked: child === 0 ? 0 : walk(child, inner), cost: inner.cost };
+        });
+        // The part both arms cost is charged with the enclosing region; only an arm's excess is charged in the arm,
+        // and an excess of a few instructions is charged up front too (a slight, deterministic overcharge that
+        // saves a counter update on every pass through that arm).
+        const shared = Math.min(arms[0]!.cost, arms[1]!.cost);
+        const spread = Math.max(arms[0]!.cost, arms[1]!.cost) - shared;
+        const folded = spread <= IF_FOLD_LIMIT;
+        region.cost += folded ? shared + spread : shared;
+        for (const { arm, walked, cost } of arms) {
+          if (walked === 0) continue;
+          const excess = folded ? 0 : cost - shared;
+          access[`set${arm}`]!(expr, excess === 0 ? walked : module.block(null, [chargeConst(excess), walked], AUTO));
         }
         return expr;
       }
@@ -359,7 +472,7 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
       if (id === ID.memoryFill || id === ID.memoryCopy || id === ID.memoryInit) {
         access.setSize!(expr, module.call(CHARGE_BYTES, [access.getSize!(expr)], i32));
       }
-      if (id === ID.return) {
+      if (id === ID.return && tracked) {
         const value = access.getValue!(expr);
         if (value === 0) return module.block(null, [leave(), expr], b.unreachable);
         return module.block(null, [module.local.set(returnTemp, value), leave(), module.return(module.local.get(returnTemp, resultType))], b.unreachable);
@@ -383,6 +496,10 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     const entry = { cost: 0 };
     const body = walk(info.body, entry);
     const bodyType = b.getExpressionType(body);
+    if (!tracked) {
+      cls('Function').setBody!(fn, module.block(null, [chargeConst(entry.cost), trapIfOutOfFuel(), body], AUTO));
+      continue;
+    }
     const enter = [
       chargeConst(entry.cost),
       module.global.set(DEPTH, module.i32.add(module.global.get(DEPTH, i32), module.i32.const(1))),
