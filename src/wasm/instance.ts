@@ -69,6 +69,7 @@ export class OverlayInstance {
   #dirty = false;
   #effects = new CallEffects();
   #abort: string | undefined;
+  #view: Buffer | undefined;
 
   constructor(options: InstanceOptions) {
     this.#maxPages = options.maxPages;
@@ -236,11 +237,20 @@ export class OverlayInstance {
     return { [ABI.runtimeModule]: env, [ABI.hostModule]: forge };
   }
 
+  /**
+   * A Buffer over the current memory (re-made after a grow detaches the old one): Node's native UTF-16 copy in and
+   * out is several times faster than a code-unit loop or TextDecoder.
+   */
+  #bytes(): Buffer {
+    const buffer = this.#memory.buffer;
+    if (this.#view?.buffer !== buffer) this.#view = Buffer.from(buffer);
+    return this.#view;
+  }
+
   /** Copies a JS string into a new AssemblyScript string (UTF-16) and returns its pointer. */
   #lowerString(text: string): number {
     const pointer = (this.#allocate(text.length << 1, ABI.stringClassId) as number) >>> 0;
-    const units = new Uint16Array(this.#memory.buffer, pointer, text.length);
-    for (let i = 0; i < text.length; i++) units[i] = text.charCodeAt(i);
+    this.#bytes().write(text, pointer, text.length << 1, 'utf16le');
     return pointer;
   }
 
@@ -252,7 +262,7 @@ export class OverlayInstance {
     if (address < ABI.sizeOffset || address % 2 !== 0 || address > buffer.byteLength) return '';
     const size = new DataView(buffer).getUint32(address - ABI.sizeOffset, true);
     if (address + size > buffer.byteLength) return '';
-    return utf16.decode(new Uint8Array(buffer, address, size & ~1));
+    return this.#bytes().toString('utf16le', address, address + (size & ~1));
   }
 
   /** Reads the output string strictly: bounds, size cap, well-formed UTF-16, then JSON (text and parsed value). */
@@ -267,12 +277,8 @@ export class OverlayInstance {
     const size = new DataView(buffer).getUint32(address - ABI.sizeOffset, true);
     if (size > ABI.maxOutputBytes) throw new InvalidOutputError(exportName, `it is ${size} bytes; the limit is ${ABI.maxOutputBytes}`);
     if (address + size > buffer.byteLength || size % 2 !== 0) throw new InvalidOutputError(exportName, 'its string header is corrupt');
-    let text: string;
-    try {
-      text = strictUtf16.decode(new Uint8Array(buffer, address, size));
-    } catch {
-      throw new InvalidOutputError(exportName, 'it is not well-formed Unicode text (a lone surrogate cannot be encoded as UTF-8)');
-    }
+    const text = this.#bytes().toString('utf16le', address, address + size);
+    if (!text.isWellFormed()) throw new InvalidOutputError(exportName, 'it is not well-formed Unicode text (a lone surrogate cannot be encoded as UTF-8)');
     try {
       return [text, JSON.parse(text)];
     } catch {
@@ -295,5 +301,3 @@ export class OverlayInstance {
   }
 }
 
-const utf16 = new TextDecoder('utf-16le');
-const strictUtf16 = new TextDecoder('utf-16le', { fatal: true });
