@@ -159,7 +159,7 @@ function recursiveFunctions(
     while (stack.length > 0) {
       const expr = stack.pop()!;
       if (expr === 0) continue;
-      const id = b.getExpressionId(expr) as number;
+      const id = b.getExpressionId(expr);
       const spec = specs.get(id);
       if (spec === undefined || (spec.fields.length === 0 && spec.list === undefined)) continue;
       const access = cls(spec.cls);

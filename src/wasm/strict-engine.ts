@@ -1,12 +1,14 @@
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { CallCancelledError, DeadlineExceededError, InstanceTerminatedError, reviveError, serializeError } from './errors.ts';
+import { CallCancelledError, DeadlineExceededError, InstanceTerminatedError, InvalidCallInputError, reviveError, serializeError } from './errors.ts';
 import { raceDeadline, type ExecuteRequest, type Executor } from './executor.ts';
-import type { HostCallContext } from './host-functions.ts';
 import type { RawCallResult } from './instance.ts';
 import type { CompiledOverlay } from './loader.ts';
-import { HOST_REPLY, type CallMessage, type WorkerInit, type WorkerMessage } from './strict-protocol.ts';
+import { CHANNEL, receive, send, STATE, type CallReply, type CallRequest, type HostReply, type HostRequest, type WorkerInit, type WorkerStartup } from './strict-protocol.ts';
+
+/** A state-word value only the kernel thread writes, when the worker is gone. */
+const DEAD = -1;
 
 /** Workers per overlay: calls beyond this wait in a FIFO queue. */
 export const DEFAULT_STRICT_POOL_SIZE = 2;
@@ -27,15 +29,12 @@ interface PendingCall {
 class WorkerSlot {
   readonly worker: Worker;
   readonly ready: Promise<void>;
-  readonly #shared = new SharedArrayBuffer(HOST_REPLY.headerBytes + HOST_REPLY.maxReplyBytes);
-  readonly #control = new Int32Array(this.#shared, 0, HOST_REPLY.headerBytes / 4);
-  readonly #replyBytes = new Uint8Array(this.#shared, HOST_REPLY.headerBytes);
+  readonly #channel = new SharedArrayBuffer(CHANNEL.headerBytes + CHANNEL.areaBytes);
+  readonly #control = new Int32Array(this.#channel, 0, CHANNEL.headerBytes / 4);
   readonly #compiled: CompiledOverlay;
-  #current: { id: number; pending: PendingCall } | undefined;
-  #nextId = 1;
-  dead = false;
-
   readonly #onIdle: () => void;
+  #current: PendingCall | undefined;
+  dead = false;
 
   constructor(compiled: CompiledOverlay, onExit: (slot: WorkerSlot) => void, onIdle: () => void) {
     this.#compiled = compiled;
@@ -45,22 +44,20 @@ class WorkerSlot {
       maxPages: compiled.manifest.memoryPages,
       maxCallDepth: compiled.maxCallDepth,
       hostImports: compiled.hostImports.map(({ name, capability, async, params, result }) => ({ name, capability, async, params, result })),
-      shared: this.#shared,
+      channel: this.#channel,
     };
     this.worker = new Worker(WORKER_URL, { workerData: init, resourceLimits: WORKER_LIMITS });
     this.ready = new Promise((resolve, reject) => {
-      const first = (message: WorkerMessage): void => {
+      this.worker.once('message', (message: WorkerStartup) => {
         if (message.type === 'ready') resolve();
-        else if (message.type === 'failed') reject(reviveError(message.error));
-      };
-      this.worker.once('message', first);
+        else reject(reviveError(message.error));
+      });
       this.worker.once('error', reject);
     });
     this.ready.catch(() => undefined);
-    this.worker.on('message', (message: WorkerMessage) => this.#onMessage(message));
     this.worker.on('error', (error: Error) => this.#fail(error));
     this.worker.on('exit', () => {
-      this.dead = true;
+      this.#release();
       this.#fail(new InstanceTerminatedError(`The worker of overlay "${compiled.manifest.name}"`));
       onExit(this);
     });
@@ -70,89 +67,109 @@ class WorkerSlot {
     return this.#current !== undefined;
   }
 
-  /** Takes the call now (the slot is busy from this moment) and sends it once the worker is ready. */
+  /** Takes the call now (the slot is busy from this moment) and runs it once the worker is ready. */
   assign(pending: PendingCall): void {
-    const id = this.#nextId++;
-    this.#current = { id, pending };
+    this.#current = pending;
     pending.slot = this;
     this.ready.then(
-      () => {
-        if (this.#current?.id !== id) return;
-        const { exportName, inputJson, budget } = pending.request;
-        const message: CallMessage = { type: 'call', id, exportName, inputJson, budget };
-        this.worker.postMessage(message);
-      },
+      () => this.#exchange(pending),
       (error: unknown) => this.#fail(error instanceof Error ? error : new Error(String(error))),
     );
   }
 
   /** Kills the worker now (a runaway or cancelled call); resolves once the thread is gone. */
   async kill(): Promise<void> {
-    this.dead = true;
+    this.#release();
     await this.worker.terminate();
+  }
+
+  /** Marks the slot dead and wakes our own waiter on the channel, which would otherwise wait for a dead worker. */
+  #release(): void {
+    this.dead = true;
+    Atomics.store(this.#control, CHANNEL.state, DEAD);
+    Atomics.notify(this.#control, CHANNEL.state);
   }
 
   #fail(error: Error): void {
     const current = this.#current;
     this.#current = undefined;
-    current?.pending.reject(error);
+    current?.reject(error);
   }
 
-
-  #onMessage(message: WorkerMessage): void {
-    if (message.type === 'host') {
-      void this.#serveHost(message.name, message.args);
+  /** Sends the call, serves the worker's host requests, and settles the call with the worker's reply. */
+  async #exchange(pending: PendingCall): Promise<void> {
+    if (this.dead || this.#current !== pending) return;
+    const { exportName, inputJson, budget } = pending.request;
+    try {
+      send(this.#channel, STATE.call, { exportName, inputJson, budget } satisfies CallRequest);
+    } catch (error) {
+      Atomics.store(this.#control, CHANNEL.state, STATE.idle);
+      this.#settle(() => pending.reject(new InvalidCallInputError('INPUT_TOO_LARGE', (error as Error).message)));
       return;
     }
-    if (message.type !== 'result') return;
-    const current = this.#current;
-    if (current === undefined || current.id !== message.id) return;
-    this.#current = undefined;
-    this.#onIdle();
-    const effects = current.pending.request.effects;
-    effects.logs.push(...message.logs);
-    effects.droppedLogLines += message.droppedLogLines;
-    if (message.ok && message.result !== undefined) {
-      effects.events.push(...message.events);
-      current.pending.resolve(message.result);
-    } else {
-      current.pending.reject(reviveError(message.error ?? { name: 'Error', code: undefined, message: 'overlay call failed', details: {} }));
+    let waiting: number = STATE.call;
+    for (;;) {
+      const state = await this.#waitWhile(waiting);
+      if (this.dead || state === DEAD) return;
+      if (state === STATE.host) {
+        const reply = await this.#serveHost(receive<HostRequest>(this.#channel), pending);
+        if (this.dead) return;
+        send(this.#channel, STATE.reply, reply);
+        waiting = STATE.reply;
+        continue;
+      }
+      const reply = receive<CallReply>(this.#channel);
+      Atomics.store(this.#control, CHANNEL.state, STATE.idle);
+      const effects = pending.request.effects;
+      effects.logs.push(...reply.logs);
+      effects.droppedLogLines += reply.droppedLogLines;
+      if (reply.ok && reply.result !== undefined) {
+        effects.events.push(...reply.events);
+        const result = reply.result;
+        this.#settle(() => pending.resolve(result));
+      } else {
+        const error = reviveError(reply.error ?? { name: 'Error', code: undefined, message: 'overlay call failed', details: {} });
+        this.#settle(() => pending.reject(error));
+      }
+      return;
     }
   }
 
-  /** Runs a host function for the blocked worker and wakes it with the reply. */
-  async #serveHost(name: string, args: (string | number)[]): Promise<void> {
-    const context: HostCallContext | undefined = this.#current?.pending.request.context;
-    const fn = this.#compiled.hostImports.find((f) => f.name === name);
-    let reply: string;
-    let status = 0;
+  #settle(settle: () => void): void {
+    this.#current = undefined;
+    settle();
+    this.#onIdle();
+  }
+
+  /** Resolves with the state word once it no longer holds `value`. */
+  async #waitWhile(value: number): Promise<number> {
+    for (;;) {
+      const current = Atomics.load(this.#control, CHANNEL.state);
+      if (current !== value) return current;
+      const wait = Atomics.waitAsync(this.#control, CHANNEL.state, value);
+      if (wait.async) await wait.value;
+    }
+  }
+
+  /** Runs a host function for the blocked worker. */
+  async #serveHost(request: HostRequest, pending: PendingCall): Promise<HostReply> {
+    const fn = this.#compiled.hostImports.find((f) => f.name === request.name);
     try {
-      if (fn === undefined || context === undefined) throw new InstanceTerminatedError(`Host function ${name}`);
-      reply = JSON.stringify({ value: (await fn.invoke(context, args)) ?? null });
+      if (fn === undefined) throw new InstanceTerminatedError(`Host function ${request.name}`);
+      return { value: (await fn.invoke(pending.request.context, request.args)) ?? null };
     } catch (error) {
-      status = 1;
-      reply = JSON.stringify({ error: serializeError(error) });
+      return { error: serializeError(error) };
     }
-    let bytes = encoder.encode(reply);
-    if (bytes.length > HOST_REPLY.maxReplyBytes) {
-      status = 1;
-      bytes = encoder.encode(JSON.stringify({ error: { name: 'ForgeError', code: 'HOST_REPLY_TOO_LARGE', message: `The reply of ${name} is ${bytes.length} bytes; strict overlays accept at most ${HOST_REPLY.maxReplyBytes}.`, details: {} } }));
-    }
-    if (this.dead) return;
-    this.#replyBytes.set(bytes);
-    Atomics.store(this.#control, HOST_REPLY.length, bytes.length);
-    Atomics.store(this.#control, HOST_REPLY.status, status);
-    Atomics.store(this.#control, HOST_REPLY.flag, 1);
-    Atomics.notify(this.#control, HOST_REPLY.flag);
   }
 }
 
-const encoder = new TextEncoder();
+
 
 /**
- * Strict mode: every call runs in a worker thread from a small pool. Async host functions are a blocking hop
- * (`Atomics.wait` on a SharedArrayBuffer); a call past its deadline, or cancelled, has its worker terminated and
- * replaced, so even a runaway that never yields is stopped.
+ * Strict mode: every call runs in a worker thread from a small pool, reached through a SharedArrayBuffer channel
+ * (see strict-protocol.ts). Async host functions are a blocking hop: the worker sleeps in `Atomics.wait` while the
+ * kernel thread serves them. A call past its deadline, or cancelled, has its worker terminated and replaced, so even
+ * a runaway that never yields is stopped.
  */
 export class StrictExecutor implements Executor {
   readonly #compiled: CompiledOverlay;

@@ -3,51 +3,89 @@ import type { HostFunctionSignature, OverlayEvent, OverlayLogLine } from './host
 import type { RawCallResult } from './instance.ts';
 
 /**
- * The strict engine's wire format between the kernel thread and an overlay worker. Host-function replies do not
- * travel as messages (the worker is blocked in `Atomics.wait`): they are written into a SharedArrayBuffer.
+ * The strict engine's channel between the kernel thread and one overlay worker: a SharedArrayBuffer with a state
+ * word and one message area, used half-duplex (the exchange is strictly sequential). The worker sleeps in
+ * `Atomics.wait`; the kernel thread waits with `Atomics.waitAsync`. Measured here: a round trip ≈ 15 µs, against
+ * ≈ 155 µs for a `postMessage` ping-pong.
  */
+export const CHANNEL = Object.freeze({
+  /** Int32 index of the state word. */
+  state: 0,
+  /** Int32 index of the byte length of the message in the area. */
+  length: 1,
+  /** Bytes before the message area. */
+  headerBytes: 16,
+  /**
+   * Size of the message area (bytes). Pages never written are never committed, so the reserve is cheap; it must
+   * hold the largest result (4 MiB output plus up to 100 events of 64 K characters, as UTF-8).
+   */
+  areaBytes: 32 * 1024 * 1024,
+});
+
+/** Values of the state word: who wrote the area last, and what it holds. */
+export const STATE = Object.freeze({
+  idle: 0,
+  /** Kernel → worker: a CallRequest. */
+  call: 1,
+  /** Worker → kernel: a HostRequest; the worker waits for the reply. */
+  host: 2,
+  /** Kernel → worker: a HostReply. */
+  reply: 3,
+  /** Worker → kernel: a CallReply. */
+  done: 4,
+});
+
 export interface WorkerInit {
   module: WebAssembly.Module;
   maxPages: number;
   maxCallDepth: number;
   hostImports: HostFunctionSignature[];
-  /** Control words (see HOST_REPLY) followed by the reply bytes. */
-  shared: SharedArrayBuffer;
+  channel: SharedArrayBuffer;
 }
 
-export interface CallMessage {
-  type: 'call';
-  id: number;
+/** Sent once, by `postMessage`, when the worker has instantiated the module (or failed to). */
+export type WorkerStartup = { type: 'ready' } | { type: 'failed'; error: SerializedError };
+
+export interface CallRequest {
   exportName: string;
   inputJson: string;
   budget: number;
 }
 
-export type WorkerMessage =
-  | { type: 'ready' }
-  | { type: 'failed'; error: SerializedError }
-  | { type: 'host'; name: string; args: (string | number)[] }
-  | {
-      type: 'result';
-      id: number;
-      ok: boolean;
-      result?: RawCallResult;
-      error?: SerializedError;
-      events: OverlayEvent[];
-      logs: OverlayLogLine[];
-      droppedLogLines: number;
-    };
+export interface HostRequest {
+  name: string;
+  args: (string | number)[];
+}
 
-/** Layout of the shared reply buffer: Int32 control words, then the reply as UTF-8 JSON. */
-export const HOST_REPLY = Object.freeze({
-  /** Int32 index: 0 while the worker waits, 1 once a reply is written. */
-  flag: 0,
-  /** Int32 index: byte length of the reply. */
-  length: 1,
-  /** Int32 index: 0 for a value, 1 for an error. */
-  status: 2,
-  /** Bytes before the reply data (four Int32 words). */
-  headerBytes: 16,
-  /** Largest reply a host function may return to a strict overlay (bytes of JSON). */
-  maxReplyBytes: 4 * 1024 * 1024,
-});
+export type HostReply = { value: unknown } | { error: SerializedError };
+
+export interface CallReply {
+  ok: boolean;
+  result?: RawCallResult;
+  error?: SerializedError;
+  events: OverlayEvent[];
+  logs: OverlayLogLine[];
+  droppedLogLines: number;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Writes a message into the area and moves the state word, waking the other side. */
+export function send(channel: SharedArrayBuffer, state: number, message: unknown): void {
+  const control = new Int32Array(channel, 0, CHANNEL.headerBytes / 4);
+  const area = new Uint8Array(channel, CHANNEL.headerBytes);
+  const json = JSON.stringify(message);
+  const { written, read } = encoder.encodeInto(json, area);
+  if (read !== json.length) throw new RangeError(`message larger than the ${CHANNEL.areaBytes}-byte channel`);
+  Atomics.store(control, CHANNEL.length, written);
+  Atomics.store(control, CHANNEL.state, state);
+  Atomics.notify(control, CHANNEL.state);
+}
+
+/** Reads the message in the area. */
+export function receive<T>(channel: SharedArrayBuffer): T {
+  const control = new Int32Array(channel, 0, CHANNEL.headerBytes / 4);
+  const length = Atomics.load(control, CHANNEL.length);
+  return JSON.parse(decoder.decode(new Uint8Array(channel, CHANNEL.headerBytes, length).slice())) as T;
+}

@@ -1,29 +1,27 @@
-// The body of one strict-mode overlay worker: it owns one instance at a time and serves calls sequentially.
+// The body of one strict-mode overlay worker: it owns one instance at a time and serves calls one after another,
+// sleeping in Atomics.wait on its channel between them (it never returns to its event loop; terminate() ends it).
 import { parentPort, workerData } from 'node:worker_threads';
-import { reviveError, serializeError, type SerializedError } from './errors.ts';
+import { reviveError, serializeError } from './errors.ts';
 import { CallEffects, type HostFunctionSignature } from './host-functions.ts';
 import { OverlayInstance, type RawCallResult } from './instance.ts';
-import { HOST_REPLY, type CallMessage, type WorkerInit, type WorkerMessage } from './strict-protocol.ts';
+import { CHANNEL, receive, send, STATE, type CallReply, type CallRequest, type HostReply, type WorkerInit, type WorkerStartup } from './strict-protocol.ts';
 
 const init = workerData as WorkerInit;
 const port = parentPort;
 if (port === null) throw new Error('strict-worker must run in a worker thread');
-const control = new Int32Array(init.shared, 0, HOST_REPLY.headerBytes / 4);
-const replyBytes = new Uint8Array(init.shared, HOST_REPLY.headerBytes);
-const decoder = new TextDecoder();
+const control = new Int32Array(init.channel, 0, CHANNEL.headerBytes / 4);
 
-const post = (message: WorkerMessage): void => {
-  port.postMessage(message);
-};
+/** Waits while the state word still holds `current`, i.e. until the kernel thread has answered. */
+function waitWhile(current: number): void {
+  while (Atomics.load(control, CHANNEL.state) === current) Atomics.wait(control, CHANNEL.state, current);
+}
 
-/** A blocking hop to the kernel thread: post the request, sleep until the reply is in shared memory. */
+/** A blocking hop to the kernel thread: write the request, sleep until the reply is in the channel. */
 function invokeHost(signature: HostFunctionSignature, args: (string | number)[]): unknown {
-  Atomics.store(control, HOST_REPLY.flag, 0);
-  post({ type: 'host', name: signature.name, args });
-  Atomics.wait(control, HOST_REPLY.flag, 0);
-  const length = Atomics.load(control, HOST_REPLY.length);
-  const reply = JSON.parse(decoder.decode(replyBytes.slice(0, length))) as { value?: unknown; error?: SerializedError };
-  if (Atomics.load(control, HOST_REPLY.status) !== 0) throw reviveError(reply.error ?? { name: 'Error', code: undefined, message: 'host call failed', details: {} });
+  send(init.channel, STATE.host, { name: signature.name, args });
+  waitWhile(STATE.host);
+  const reply = receive<HostReply>(init.channel);
+  if ('error' in reply) throw reviveError(reply.error);
   return reply.value;
 }
 
@@ -38,31 +36,45 @@ function createInstance(): OverlayInstance {
   });
 }
 
+function serve(request: CallRequest, instance: OverlayInstance): CallReply {
+  const effects = new CallEffects();
+  const reply = (fields: { ok: true; result: RawCallResult } | { ok: false; error: ReturnType<typeof serializeError> }): CallReply => ({
+    events: fields.ok ? effects.events : [],
+    logs: effects.logs,
+    droppedLogLines: effects.droppedLogLines,
+    ...fields,
+  });
+  try {
+    // Host calls block this thread, so a call never suspends here: the result is synchronous.
+    const { outputJson, fuelUsed } = instance.call(request.exportName, request.inputJson, request.budget, effects) as RawCallResult;
+    return reply({ ok: true, result: { outputJson, fuelUsed } });
+  } catch (error) {
+    return reply({ ok: false, error: serializeError(error) });
+  }
+}
+
 let instance: OverlayInstance | undefined;
 try {
   instance = createInstance();
-  post({ type: 'ready' });
+  port.postMessage({ type: 'ready' } satisfies WorkerStartup);
 } catch (error) {
-  post({ type: 'failed', error: serializeError(error) });
+  port.postMessage({ type: 'failed', error: serializeError(error) } satisfies WorkerStartup);
 }
 
-port.on('message', (message: CallMessage) => {
-  const effects = new CallEffects();
-  const reply = (fields: { ok: true; result: RawCallResult } | { ok: false; error: SerializedError }): void => {
-    post({ type: 'result', id: message.id, events: fields.ok ? effects.events : [], logs: effects.logs, droppedLogLines: effects.droppedLogLines, ...fields });
-  };
-  try {
-    instance ??= createInstance();
-    // Host calls block this thread (Atomics.wait), so calls never suspend here: the result is synchronous.
-    Promise.resolve(instance.call(message.exportName, message.inputJson, message.budget, effects)).then(
-      ({ outputJson, fuelUsed }) => reply({ ok: true, result: { outputJson, fuelUsed } }),
-      (error: unknown) => {
-        if (instance?.broken === true) instance = undefined;
-        reply({ ok: false, error: serializeError(error) });
-      },
-    );
-  } catch (error) {
-    instance = undefined;
-    reply({ ok: false, error: serializeError(error) });
+if (instance !== undefined) {
+  for (;;) {
+    waitWhile(STATE.idle);
+    waitWhile(STATE.done);
+    if (Atomics.load(control, CHANNEL.state) !== STATE.call) continue;
+    const request = receive<CallRequest>(init.channel);
+    let reply: CallReply;
+    try {
+      instance ??= createInstance();
+      reply = serve(request, instance);
+      if (instance.broken) instance = undefined;
+    } catch (error) {
+      reply = { ok: false, error: serializeError(error), events: [], logs: [], droppedLogLines: 0 };
+    }
+    send(init.channel, STATE.done, reply);
   }
-});
+}
