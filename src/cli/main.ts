@@ -1,12 +1,14 @@
 import type { CliIO, Command } from './command.ts';
 import { VERSION } from '../version.ts';
+import { buildCommand } from './build.ts';
 import { callCommand } from './call.ts';
+import { initCommand } from './init.ts';
 
 /** Exit code for a usage mistake (unknown command or flag), as in the BSD sysexits convention of most CLIs. */
 const EXIT_USAGE = 2;
 
 /** Every subcommand, in the order `--help` lists them. Later modules add theirs here. */
-export const COMMANDS: readonly Command[] = [callCommand];
+export const COMMANDS: readonly Command[] = [initCommand, buildCommand, callCommand];
 
 function usage(commands: readonly Command[]): string {
   const width = Math.max(0, ...commands.map((c) => c.name.length));
