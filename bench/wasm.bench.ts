@@ -15,7 +15,7 @@ type WorkloadExports = Record<string, (n: number) => unknown> & Record<string, W
 
 /** Fuel overhead: the same AssemblyScript workloads, metered and unmetered, called directly. */
 async function fuelOverhead(options: BenchOptions): Promise<BenchRow[]> {
-  const bytes = await compileAssemblyScript(join(ROOT, 'overlays-as', 'bench', 'workloads.ts'));
+  const bytes = (await compileAssemblyScript(join(ROOT, 'overlays-as', 'bench', 'workloads.ts'))).binary;
   const metered = meterModule(binaryen, bytes).bytes;
   const imports = { env: { abort: () => { throw new Error('abort'); }, seed: () => 1, trace: () => undefined } };
   const plain = new WebAssembly.Instance(new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>), imports).exports as unknown as WorkloadExports;
@@ -58,7 +58,7 @@ async function fuelOverhead(options: BenchOptions): Promise<BenchRow[]> {
 const quietLogger = createLogger({ level: 'silent' });
 
 async function echoOverlay(mode: 'strict' | 'relaxed', cache: MeteredModuleCache, hostFunctions: HostFunction[] = [], file = 'fixtures/basics.ts', capabilities = ['LOGGING', 'EVENT_PUBLISH']): Promise<OverlayEngine> {
-  const bytes = await compileAssemblyScript(join(ROOT, 'overlays-as', file));
+  const bytes = (await compileAssemblyScript(join(ROOT, 'overlays-as', file))).binary;
   return loadWasmOverlay(bytes, {
     manifest: { name: 'bench-echo', version: '1.0.0', sha256: sha256Hex(bytes), capabilities },
     grant: ['LOGGING', 'EVENT_PUBLISH', 'DATABASE_READ'],

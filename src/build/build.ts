@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join, relative, resolve } from 'node:path';
+import { basename, join, relative, resolve } from 'node:path';
 import { ForgeError } from '../errors.ts';
 import { InvalidManifestError, parseManifest, type OverlayManifest } from '../manifest.ts';
 import { sha256Hex } from '../wasm/loader.ts';
-import { CompileError, ROOT_ASCONFIG } from './asc.ts';
+import { compileAssemblyScript, ROOT_ASCONFIG } from './asc.ts';
 
 /** Where the manifest sits in an overlay's source: a block comment opened with this marker, holding JSON. */
 const MANIFEST_MARKER = 'forge:manifest';
@@ -69,7 +69,7 @@ function fileHash(path: string): string {
 }
 
 function compilerVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../node_modules/assemblyscript/package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL(import.meta.resolve('assemblyscript/package.json')), 'utf8')) as { version: string };
   return `assemblyscript@${pkg.version}`;
 }
 
@@ -78,54 +78,6 @@ function upToDate(previous: BuiltManifest | undefined, wasmFile: string, compile
   if (previous?.build === undefined || previous.build.compiler !== compiler || !existsSync(wasmFile)) return false;
   if (sha256Hex(readFileSync(wasmFile)) !== previous.sha256) return false;
   return Object.entries(previous.build.inputs).every(([path, hash]) => existsSync(path) && fileHash(path) === hash);
-}
-
-/** Reformats asc diagnostics as `file:line:column: message` lines. */
-export function formatDiagnostics(text: string): string {
-  const lines: string[] = [];
-  const blocks = text.split(/\n(?=(?:ERROR|WARNING) )/);
-  for (const block of blocks) {
-    const head = /^(ERROR|WARNING) (\w+): (.*)$/m.exec(block);
-    const where = /in (.+?)\((\d+),(\d+)\)/.exec(block);
-    if (head === null) continue;
-    lines.push(where === null ? `${head[1]}: ${head[3]} [${head[2]}]` : `${where[1]}:${where[2]}:${where[3]}: ${head[1]!.toLowerCase()}: ${head[3]} [${head[2]}]`);
-  }
-  return lines.length > 0 ? lines.join('\n') : text.trim();
-}
-
-async function compile(entry: string): Promise<{ binary: Uint8Array; inputs: string[] }> {
-  const asc = (await import('assemblyscript/asc')).default;
-  let binary: Uint8Array | undefined;
-  let diagnostics = '';
-  const inputs = new Set<string>();
-  const result = await asc.main(
-    [entry, '--config', ROOT_ASCONFIG, '--target', 'release', '--outFile', join(dirname(entry), '__forge_out.wasm')],
-    {
-      stdout: { write: () => true } as never,
-      stderr: {
-        write: (chunk: string | Uint8Array) => {
-          diagnostics += typeof chunk === 'string' ? chunk : new TextDecoder().decode(chunk);
-          return true;
-        },
-      } as never,
-      readFile: (filename: string, dir: string) => {
-        const path = resolve(dir, filename);
-        try {
-          const text = readFileSync(path, 'utf8');
-          // The standard library ships with the compiler (its version is in the key); record only user files.
-          if (!path.includes(`${join('node_modules', 'assemblyscript')}`)) inputs.add(path);
-          return text;
-        } catch {
-          return null;
-        }
-      },
-      writeFile: (filename: string, contents: Uint8Array | string) => {
-        if (filename.endsWith('.wasm') && typeof contents !== 'string') binary = contents;
-      },
-    },
-  );
-  if (result.error !== null || binary === undefined) throw new CompileError(entry, formatDiagnostics(diagnostics) || String(result.error?.message ?? 'no output'));
-  return { binary, inputs: [...inputs] };
 }
 
 /**
@@ -165,7 +117,7 @@ export async function buildOverlays(files: readonly string[], options: BuildOpti
       if (options.force !== true && unchangedManifest && upToDate(previous, wasmFile, compiler)) {
         result = { file: shown, name: declared.name, status: 'skipped', wasm: wasmFile, manifest: manifestFile, sha256: previous!.sha256, bytes: readFileSync(wasmFile).length, durationMs: performance.now() - started };
       } else {
-        const { binary, inputs } = await compile(entry);
+        const { binary, inputs } = await compileAssemblyScript(entry);
         const built: BuiltManifest = {
           ...declared,
           sha256: sha256Hex(binary),

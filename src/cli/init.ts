@@ -109,7 +109,11 @@ Load it in a service with \`loadWasmOverlay(bytes, { manifest, grant: ['LOGGING'
 `;
 }
 
-async function run(args: readonly string[], io: CliIO): Promise<number> {
+function run(args: readonly string[], io: CliIO): Promise<number> {
+  return Promise.resolve(scaffold(args, io));
+}
+
+function scaffold(args: readonly string[], io: CliIO): number {
   let parsed;
   try {
     parsed = parseArgs({ args: [...args], allowPositionals: true, options: { dir: { type: 'string' } } });

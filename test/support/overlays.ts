@@ -19,7 +19,7 @@ export async function buildFixture(file: string, manifest: Record<string, unknow
   try {
     bytes = new Uint8Array(readFileSync(cached));
   } catch {
-    bytes = await compileAssemblyScript(entry);
+    bytes = (await compileAssemblyScript(entry)).binary;
     mkdirSync(CACHE, { recursive: true });
     writeFileSync(cached, bytes);
   }
