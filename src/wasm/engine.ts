@@ -7,6 +7,7 @@ import { InvalidCallInputError, TrustError } from './errors.ts';
 import type { Executor } from './executor.ts';
 import { CallEffects, type HostFunction, type OverlayEvent, type OverlayLogLine } from './host-functions.ts';
 import { compileOverlay, type CompiledOverlay } from './loader.ts';
+import { GRAPH_UNAVAILABLE_FUNCTIONS } from './graph-unavailable.ts';
 import { MeteredModuleCache } from './metered-cache.ts';
 import { hasJspi, RelaxedExecutor } from './relaxed-engine.ts';
 import { StrictExecutor } from './strict-engine.ts';
@@ -58,7 +59,10 @@ export interface LoadWasmOptions {
   grant?: readonly Capability[];
   /** Default `strict`. `relaxed` falls back to `strict` when it needs JSPI and this Node lacks it. */
   mode?: 'strict' | 'relaxed';
-  /** Kernel host functions beyond `log` and `event_publish` (e.g. the graph store's `db_read`). */
+  /**
+   * Kernel host functions beyond `log` and `event_publish` (e.g. the graph store's `db_read`). Without a
+   * `db_read` / `db_write` here, those fail with GRAPH_UNAVAILABLE.
+   */
   hostFunctions?: readonly HostFunction[];
   cache?: MeteredModuleCache;
   logger?: Logger;
@@ -90,11 +94,13 @@ export async function loadWasmOverlay(bytes: Uint8Array, options: LoadWasmOption
   const manifest = parseManifest(options.manifest);
   const id = `ov_${nanoid(12)}`;
   const logger = (options.logger ?? createLogger()).child({ overlayId: id, overlay: manifest.name });
+  const supplied = options.hostFunctions ?? [];
+  const hostFunctions = [...supplied, ...GRAPH_UNAVAILABLE_FUNCTIONS.filter((f) => !supplied.some((s) => s.name === f.name))];
   const compiled = await compileOverlay(bytes, {
     manifest,
     grant: options.grant ?? [],
     cache: options.cache ?? defaultCache(),
-    ...(options.hostFunctions === undefined ? {} : { hostFunctions: options.hostFunctions }),
+    hostFunctions,
     ...(options.maxCallDepth === undefined ? {} : { maxCallDepth: options.maxCallDepth }),
   });
   if (mode === 'relaxed' && compiled.usesAsyncHost && !hasJspi()) {
