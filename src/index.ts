@@ -26,3 +26,17 @@ export type { HostCallContext, HostFunction, HostFunctionSignature, OverlayEvent
 export { GraphUnavailableError } from './wasm/graph-unavailable.ts';
 export { MeteredModuleCache } from './wasm/metered-cache.ts';
 export { loadNativeOverlay, type NativeContext, type NativeOverlay, type TrustedRegistration } from './wasm/trusted-engine.ts';
+export { createKernel, type Kernel, type KernelOptions } from './kernel.ts';
+export {
+  CircuitOpenError,
+  DependencyError,
+  InsufficientTrustError,
+  OverlayInactiveError,
+  OverlayNotFoundError,
+  OverlayRegistry,
+  type HealthReport,
+  type OverlayHandle,
+} from './overlays/registry.ts';
+export type { ExecutionRecord } from './overlays/history.ts';
+export { circuitBreakerMachine, DEFAULT_BREAKER_CONFIG, type BreakerConfig, type BreakerState } from '../actors/circuit-breaker.ts';
+export { overlayMachine, type OverlayState } from '../actors/overlay.ts';

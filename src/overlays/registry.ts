@@ -1,0 +1,508 @@
+import { EventEmitter } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import { createActor, fromPromise, type Actor } from 'xstate';
+import semver from 'semver';
+import { circuitBreakerMachine, type BreakerConfig, type BreakerState } from '../../actors/circuit-breaker.ts';
+import { overlayMachine, type OverlayState } from '../../actors/overlay.ts';
+import { ForgeError, isForgeError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { parseManifest, type OverlayManifest, type Phase } from '../manifest.ts';
+import type { Capability } from '../wasm/abi.ts';
+import { loadWasmOverlay, type CallResult, type OverlayEngine, type PublishedEvent } from '../wasm/engine.ts';
+import type { HostFunction } from '../wasm/host-functions.ts';
+import { sha256Hex } from '../wasm/loader.ts';
+import type { MeteredModuleCache } from '../wasm/metered-cache.ts';
+import { loadNativeOverlay, type NativeOverlay } from '../wasm/trusted-engine.ts';
+import { ExecutionHistory, type ExecutionRecord } from './history.ts';
+
+/** Error codes that are the overlay's own fault: they count against its breaker. Everything else is the caller's. */
+const OVERLAY_FAULTS = new Set(['OUT_OF_FUEL', 'STACK_OVERFLOW', 'MEMORY_LIMIT', 'OVERLAY_TRAP', 'INVALID_OUTPUT', 'INVALID_EVENT', 'DEADLINE_EXCEEDED']);
+/** Deadline of one health check (ms): a hung check cannot hold up the report. */
+const HEALTH_CHECK_TIMEOUT_MS = 1_000;
+
+/** The overlay named or numbered does not exist (caller mistake). */
+export class OverlayNotFoundError extends ForgeError {
+  constructor(idOrName: string) {
+    super('OVERLAY_NOT_FOUND', `No overlay "${idOrName}" is loaded: kernel.overlays.list() shows what is.`, { details: { overlay: idOrName } });
+  }
+}
+
+/** The overlay exists but does not serve calls in its current state (caller mistake, not counted by the breaker). */
+export class OverlayInactiveError extends ForgeError {
+  constructor(name: string, state: string) {
+    super('OVERLAY_INACTIVE', `Overlay "${name}" is ${state} and does not serve calls: activate it first.`, { details: { overlay: name, state } });
+  }
+}
+
+/** The breaker of the overlay is open: the call was rejected without running. */
+export class CircuitOpenError extends ForgeError {
+  constructor(name: string, state: BreakerState) {
+    super('CIRCUIT_OPEN', `Overlay "${name}" is failing and its circuit breaker is ${state}: the call was rejected without running. Retry later, or reset the breaker.`, {
+      details: { overlay: name, breaker: state },
+    });
+  }
+}
+
+/** The caller's trust is below what the overlay requires. */
+export class InsufficientTrustError extends ForgeError {
+  constructor(name: string, required: number, given: number) {
+    super('TRUST_INSUFFICIENT', `Overlay "${name}" requires caller trust ${required}; this call has ${given}.`, { details: { overlay: name, required, given } });
+  }
+}
+
+/** A manifest dependency is missing, has no matching version, or dependencies form a cycle. */
+export class DependencyError extends ForgeError {
+  constructor(message: string, details: Record<string, unknown>) {
+    super('DEPENDENCY_ERROR', message, { details });
+  }
+}
+
+/** What `list()` and `get()` show of an overlay. */
+export interface OverlayHandle {
+  id: string;
+  name: string;
+  version: string;
+  mode: string;
+  state: OverlayState;
+  breaker: BreakerState;
+  phases: Phase[];
+  subscribes: string[];
+  calls: number;
+  faults: number;
+  fuelUsed: number;
+  /** False for an older version replaced by a hot reload, still finishing its calls. */
+  current: boolean;
+}
+
+export interface LoadOptions {
+  /** The manifest; for a path, `<file>.manifest.json` beside the .wasm is read when omitted. */
+  manifest?: unknown;
+  grant?: readonly Capability[];
+  mode?: 'strict' | 'relaxed';
+  /** For a native overlay: it is part of the service (see loadNativeOverlay). */
+  internal?: boolean;
+  trusted?: boolean;
+  breaker?: Partial<BreakerConfig>;
+  /** Activate after loading (default true). */
+  activate?: boolean;
+}
+
+export interface CallOptions {
+  /** The caller's trust (0–100), compared with the overlay's trustRequired. Default 0. */
+  trust?: number;
+  fuel?: number;
+  deadlineMs?: number;
+  signal?: AbortSignal;
+  correlationId?: string;
+}
+
+export interface HealthReport {
+  overlayId: string;
+  name: string;
+  healthy: boolean;
+  state: OverlayState;
+  breaker: BreakerState;
+  detail: string;
+}
+
+interface Entry {
+  id: string;
+  manifest: OverlayManifest;
+  engine: OverlayEngine;
+  actor: Actor<typeof overlayMachine>;
+  breaker: Actor<typeof circuitBreakerMachine>;
+  current: boolean;
+  inFlight: number;
+  drained?: () => void;
+}
+
+export interface RegistryOptions {
+  logger: Logger;
+  cache?: MeteredModuleCache;
+  hostFunctions?: readonly HostFunction[];
+  /** Events overlays publish, after their call succeeded. */
+  onEvents?: (events: readonly PublishedEvent[], source: { overlayId: string; overlayName: string; exportName: string }) => void;
+  historyLimit?: number;
+}
+
+/**
+ * The kernel's overlays: loads them (wasm or native), indexes them by id, name, phase and subscribed event, runs
+ * calls through each overlay's lifecycle actor and circuit breaker, keeps a bounded execution history, checks
+ * health, and hot-reloads new versions without dropping calls in flight. Emits `quarantined`, `breaker` and
+ * `unloaded` events.
+ */
+export class OverlayRegistry extends EventEmitter {
+  readonly #entries = new Map<string, Entry>();
+  readonly #byName = new Map<string, Entry>();
+  readonly #options: RegistryOptions;
+  readonly history: ExecutionHistory;
+
+  constructor(options: RegistryOptions) {
+    super();
+    this.#options = options;
+    this.history = new ExecutionHistory(options.historyLimit);
+  }
+
+  /**
+   * Loads an overlay from a .wasm path, wasm bytes, or a native overlay object. Loading the same bytes again returns
+   * the loaded overlay; a new version of a loaded name replaces it (hot reload): calls in flight finish on the old
+   * version, new calls go to the new one.
+   */
+  async load(source: string | Uint8Array | NativeOverlay, options: LoadOptions = {}): Promise<OverlayHandle> {
+    let engine: OverlayEngine;
+    if (typeof source === 'string' || source instanceof Uint8Array) {
+      const bytes = typeof source === 'string' ? await readBytes(source) : source;
+      const rawManifest = options.manifest ?? (typeof source === 'string' ? await readManifestBeside(source) : undefined);
+      if (rawManifest === undefined) throw new ForgeError('INVALID_MANIFEST', 'Loading wasm bytes needs their manifest: pass { manifest } (forge-kernel build writes <name>.manifest.json).');
+      const manifest = parseManifest(rawManifest);
+      const existing = this.#byName.get(manifest.name);
+      if (existing !== undefined && existing.manifest.sha256 === sha256Hex(bytes)) return this.#handle(existing);
+      this.#checkDependencies(manifest);
+      engine = await loadWasmOverlay(bytes, {
+        manifest,
+        grant: options.grant ?? [],
+        mode: options.mode ?? 'strict',
+        logger: this.#options.logger,
+        ...(this.#options.cache === undefined ? {} : { cache: this.#options.cache }),
+        ...(this.#options.hostFunctions === undefined ? {} : { hostFunctions: this.#options.hostFunctions }),
+        ...(this.#options.onEvents === undefined ? {} : { onEvents: this.#options.onEvents }),
+      });
+    } else {
+      engine = loadNativeOverlay(source, {
+        internal: options.internal === true,
+        trusted: options.trusted === true,
+        logger: this.#options.logger,
+        ...(this.#options.onEvents === undefined ? {} : { onEvents: this.#options.onEvents }),
+      });
+      this.#checkDependencies(engine.manifest);
+    }
+    return this.#register(engine, options);
+  }
+
+  async #register(engine: OverlayEngine, options: LoadOptions): Promise<OverlayHandle> {
+    const manifest = engine.manifest;
+    const actor = createActor(
+      overlayMachine.provide({
+        actors: {
+          load: fromPromise(() => Promise.resolve()),
+          initialize: fromPromise(async () => {
+            if (engine.exports.includes('initialize')) await engine.call('initialize', {});
+          }),
+        },
+      }),
+      { input: { overlayId: engine.id, name: manifest.name, version: manifest.version } },
+    );
+    const breaker = createActor(circuitBreakerMachine, { input: { config: options.breaker ?? {} } });
+    const entry: Entry = { id: engine.id, manifest, engine, actor, breaker, current: true, inFlight: 0 };
+    actor.on('quarantined', (event) => this.emit('quarantined', { overlayId: entry.id, name: manifest.name, reason: event.reason }));
+    breaker.on('*', (event) => this.emit('breaker', { overlayId: entry.id, name: manifest.name, ...event }));
+    actor.start();
+    breaker.start();
+    await waitFor(actor, (s) => s.value !== 'loading');
+
+    const previous = this.#byName.get(manifest.name);
+    this.#entries.set(entry.id, entry);
+    this.#byName.set(manifest.name, entry);
+    if (options.activate !== false) {
+      actor.send({ type: 'ACTIVATE' });
+      await waitFor(actor, (s) => s.value !== 'initializing');
+    }
+    if (previous !== undefined) {
+      previous.current = false;
+      void this.#retire(previous);
+    }
+    return this.#handle(entry);
+  }
+
+  /** Closes an entry once its calls in flight have finished. */
+  async #retire(entry: Entry): Promise<void> {
+    if (entry.inFlight > 0) await new Promise<void>((done) => (entry.drained = done));
+    await this.#close(entry);
+  }
+
+  async #close(entry: Entry): Promise<void> {
+    entry.actor.send({ type: 'UNLOAD' });
+    entry.actor.stop();
+    entry.breaker.stop();
+    this.#entries.delete(entry.id);
+    if (this.#byName.get(entry.manifest.name) === entry) this.#byName.delete(entry.manifest.name);
+    await entry.engine.close();
+    this.emit('unloaded', { overlayId: entry.id, name: entry.manifest.name, version: entry.manifest.version });
+  }
+
+  #checkDependencies(manifest: OverlayManifest): void {
+    for (const [name, range] of Object.entries(manifest.dependencies)) {
+      const loaded = this.#byName.get(name);
+      if (loaded === undefined) {
+        throw new DependencyError(`Overlay "${manifest.name}" depends on "${name}" (${range}), which is not loaded: load it first.`, { overlay: manifest.name, dependency: name, range });
+      }
+      if (!semver.satisfies(loaded.manifest.version, range)) {
+        throw new DependencyError(`Overlay "${manifest.name}" needs "${name}" ${range}, but version ${loaded.manifest.version} is loaded.`, {
+          overlay: manifest.name,
+          dependency: name,
+          range,
+          loaded: loaded.manifest.version,
+        });
+      }
+    }
+  }
+
+  /**
+   * Loads several overlays in dependency order (dependencies first). A missing dependency or a cycle is refused,
+   * naming it, before anything is loaded.
+   */
+  async loadAll(sources: readonly { source: string | Uint8Array; manifest?: unknown; options?: LoadOptions }[]): Promise<OverlayHandle[]> {
+    const items = await Promise.all(
+      sources.map(async (s) => {
+        const manifest = parseManifest(s.manifest ?? s.options?.manifest ?? (typeof s.source === 'string' ? await readManifestBeside(s.source) : undefined));
+        return { ...s, manifest };
+      }),
+    );
+    const byName = new Map(items.map((item) => [item.manifest.name, item]));
+    const order: typeof items = [];
+    const state = new Map<string, 'visiting' | 'done'>();
+    const visit = (name: string, path: string[]): void => {
+      if (state.get(name) === 'done') return;
+      if (state.get(name) === 'visiting') {
+        const cycle = [...path.slice(path.indexOf(name)), name];
+        throw new DependencyError(`Overlay dependencies form a cycle: ${cycle.join(' → ')}.`, { cycle });
+      }
+      const item = byName.get(name);
+      if (item === undefined) return;
+      state.set(name, 'visiting');
+      for (const dependency of Object.keys(item.manifest.dependencies)) {
+        if (!byName.has(dependency) && !this.#byName.has(dependency)) {
+          throw new DependencyError(`Overlay "${name}" depends on "${dependency}", which is neither loaded nor in this batch.`, { overlay: name, dependency });
+        }
+        visit(dependency, [...path, name]);
+      }
+      state.set(name, 'done');
+      order.push(item);
+    };
+    for (const item of items) visit(item.manifest.name, []);
+    const handles: OverlayHandle[] = [];
+    for (const item of order) handles.push(await this.load(item.source, { ...item.options, manifest: item.manifest }));
+    return handles;
+  }
+
+  list(): OverlayHandle[] {
+    return [...this.#entries.values()].map((entry) => this.#handle(entry));
+  }
+
+  get(idOrName: string): OverlayHandle | undefined {
+    const entry = this.#find(idOrName);
+    return entry === undefined ? undefined : this.#handle(entry);
+  }
+
+  /** Current overlays taking part in a phase, in load order. */
+  byPhase(phase: Phase): OverlayHandle[] {
+    return [...this.#byName.values()].filter((e) => e.manifest.phases.includes(phase)).map((e) => this.#handle(e));
+  }
+
+  /** Current overlays subscribed to an event type (exact, `domain.*` or `*.action`). */
+  bySubscription(type: string): OverlayHandle[] {
+    return [...this.#byName.values()].filter((e) => e.manifest.subscribes.some((p) => matchesPattern(p, type))).map((e) => this.#handle(e));
+  }
+
+  activate(idOrName: string): OverlayHandle {
+    const entry = this.#require(idOrName);
+    entry.actor.send({ type: entry.actor.getSnapshot().value === 'quarantined' ? 'RELEASE' : 'ACTIVATE' });
+    return this.#handle(entry);
+  }
+
+  deactivate(idOrName: string): OverlayHandle {
+    const entry = this.#require(idOrName);
+    entry.actor.send({ type: 'DEACTIVATE' });
+    return this.#handle(entry);
+  }
+
+  resetCircuit(idOrName: string): OverlayHandle {
+    const entry = this.#require(idOrName);
+    entry.breaker.send({ type: 'RESET' });
+    return this.#handle(entry);
+  }
+
+  forceOpenCircuit(idOrName: string): OverlayHandle {
+    const entry = this.#require(idOrName);
+    entry.breaker.send({ type: 'FORCE_OPEN', at: Date.now() });
+    return this.#handle(entry);
+  }
+
+  async unload(idOrName: string): Promise<void> {
+    await this.#close(this.#require(idOrName));
+  }
+
+  /**
+   * Calls an export through the overlay's actor and breaker. Caller mistakes (unknown overlay, inactive, trust,
+   * bad input) fail without touching the breaker; the overlay's own faults count against it; a `{ ok: false }`
+   * result is returned to the caller and counts as a fault.
+   */
+  async call(idOrName: string, exportName: string, input: unknown, options: CallOptions = {}): Promise<CallResult> {
+    const started = performance.now();
+    const entry = this.#find(idOrName);
+    const record = (outcome: ExecutionRecord['outcome'], fields: Partial<ExecutionRecord> = {}): void => {
+      this.history.add({
+        overlayId: entry?.id ?? idOrName,
+        overlay: entry?.manifest.name ?? idOrName,
+        version: entry?.manifest.version ?? '',
+        export: exportName,
+        outcome,
+        fuelUsed: 0,
+        durationMs: performance.now() - started,
+        correlationId: options.correlationId ?? null,
+        at: Date.now(),
+        code: null,
+        ...fields,
+      });
+    };
+    const refuse = (error: ForgeError): never => {
+      record('rejected', { code: error.code });
+      throw error;
+    };
+    if (entry === undefined) return refuse(new OverlayNotFoundError(idOrName));
+    const state = entry.actor.getSnapshot().value;
+    if (state !== 'active') return refuse(new OverlayInactiveError(entry.manifest.name, state));
+    const trust = options.trust ?? 0;
+    if (trust < entry.manifest.trustRequired) return refuse(new InsufficientTrustError(entry.manifest.name, entry.manifest.trustRequired, trust));
+    const probe = entry.breaker.getSnapshot().value === 'halfOpen';
+    entry.breaker.send({ type: 'ACQUIRE' });
+    if (!entry.breaker.getSnapshot().context.admitted) return refuse(new CircuitOpenError(entry.manifest.name, entry.breaker.getSnapshot().value));
+
+    entry.inFlight++;
+    try {
+      const result = await entry.engine.call(exportName, input, {
+        ...(options.fuel === undefined ? {} : { fuel: options.fuel }),
+        ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      });
+      const refused = isErrorResult(result.output);
+      if (refused) entry.breaker.send({ type: 'FAILURE', at: Date.now(), probe });
+      else entry.breaker.send({ type: 'SUCCESS', durationMs: result.durationMs, at: Date.now(), probe });
+      entry.actor.send({ type: 'CALL_DONE', fault: refused, fuelUsed: result.fuelUsed });
+      record(refused ? 'error-result' : 'ok', { fuelUsed: result.fuelUsed, durationMs: result.durationMs });
+      return result;
+    } catch (error) {
+      const code = isForgeError(error) ? error.code : 'UNEXPECTED';
+      const fault = OVERLAY_FAULTS.has(code);
+      if (fault) entry.breaker.send({ type: 'FAILURE', at: Date.now(), probe });
+      else entry.breaker.send({ type: 'RELEASE', probe });
+      const fuelUsed = (error as { fuelUsed?: number }).fuelUsed ?? 0;
+      entry.actor.send({ type: 'CALL_DONE', fault, fuelUsed });
+      record(fault ? 'fault' : 'rejected', { code, fuelUsed });
+      throw error;
+    } finally {
+      entry.inFlight--;
+      if (entry.inFlight === 0) entry.drained?.();
+    }
+  }
+
+  /**
+   * Runs every active overlay's `healthCheck` export (when it has one) in parallel, each with its own deadline.
+   * An overlay failing its check three times in a row is quarantined (and a `quarantined` event emitted).
+   */
+  async health(): Promise<HealthReport[]> {
+    const entries = [...this.#entries.values()].filter((e) => e.current);
+    return Promise.all(
+      entries.map(async (entry): Promise<HealthReport> => {
+        const report = (healthy: boolean, detail: string): HealthReport => ({
+          overlayId: entry.id,
+          name: entry.manifest.name,
+          healthy,
+          state: entry.actor.getSnapshot().value,
+          breaker: entry.breaker.getSnapshot().value,
+          detail,
+        });
+        if (entry.actor.getSnapshot().value !== 'active') return report(false, `not active (${entry.actor.getSnapshot().value})`);
+        if (!entry.engine.exports.includes('healthCheck')) return report(entry.breaker.getSnapshot().value === 'closed', 'no healthCheck export; breaker state only');
+        try {
+          const result = await entry.engine.call('healthCheck', {}, { deadlineMs: HEALTH_CHECK_TIMEOUT_MS });
+          if (isErrorResult(result.output)) throw new ForgeError('UNHEALTHY', JSON.stringify(result.output));
+          entry.actor.send({ type: 'HEALTH_OK' });
+          return report(true, 'ok');
+        } catch (error) {
+          const reason = isForgeError(error) ? `${error.code}: ${error.message}` : String(error);
+          entry.actor.send({ type: 'HEALTH_FAILED', reason });
+          return report(false, reason);
+        }
+      }),
+    );
+  }
+
+  /** Unloads everything (the kernel's stop). */
+  async close(): Promise<void> {
+    await Promise.all([...this.#entries.values()].map((entry) => this.#retire(entry)));
+  }
+
+  #find(idOrName: string): Entry | undefined {
+    return this.#entries.get(idOrName) ?? this.#byName.get(idOrName);
+  }
+
+  #require(idOrName: string): Entry {
+    const entry = this.#find(idOrName);
+    if (entry === undefined) throw new OverlayNotFoundError(idOrName);
+    return entry;
+  }
+
+  #handle(entry: Entry): OverlayHandle {
+    const { context, value } = entry.actor.getSnapshot();
+    return {
+      id: entry.id,
+      name: entry.manifest.name,
+      version: entry.manifest.version,
+      mode: entry.engine.mode,
+      state: value,
+      breaker: entry.breaker.getSnapshot().value,
+      phases: entry.manifest.phases,
+      subscribes: entry.manifest.subscribes,
+      calls: context.calls,
+      faults: context.faults,
+      fuelUsed: context.fuelUsed,
+      current: entry.current,
+    };
+  }
+}
+
+/** `{ "ok": false, … }`: the overlay refused its input (an error result, counted as a fault). */
+function isErrorResult(output: unknown): boolean {
+  return typeof output === 'object' && output !== null && (output as { ok?: unknown }).ok === false;
+}
+
+/** Exact types, `domain.*` and `*.action` patterns. */
+export function matchesPattern(pattern: string, type: string): boolean {
+  if (pattern === type || pattern === '*') return true;
+  const p = pattern.split('.');
+  const t = type.split('.');
+  return p.length === t.length && p.every((part, i) => part === '*' || part === t[i]);
+}
+
+function waitFor<A extends Actor<typeof overlayMachine>>(actor: A, done: (snapshot: ReturnType<A['getSnapshot']>) => boolean): Promise<void> {
+  return new Promise((resolve) => {
+    if (done(actor.getSnapshot() as ReturnType<A['getSnapshot']>)) {
+      resolve();
+      return;
+    }
+    const subscription = actor.subscribe((snapshot) => {
+      if (done(snapshot as ReturnType<A['getSnapshot']>)) {
+        subscription.unsubscribe();
+        resolve();
+      }
+    });
+  });
+}
+
+async function readBytes(path: string): Promise<Uint8Array> {
+  try {
+    return new Uint8Array(await readFile(path));
+  } catch (error) {
+    throw new ForgeError('NOT_FOUND', `Cannot read overlay ${path}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
+async function readManifestBeside(path: string): Promise<unknown> {
+  const file = `${path.replace(/\.wasm$/, '')}.manifest.json`;
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as unknown;
+  } catch (error) {
+    throw new ForgeError('INVALID_MANIFEST', `No readable manifest beside ${path} (${file}): ${(error as Error).message}. Pass { manifest }.`, { cause: error });
+  }
+}
