@@ -11,19 +11,12 @@ export interface OverlayContext {
   failedChecks: number;
   /** Why the overlay was quarantined or terminated, if it was. */
   reason: string | null;
-  /** Calls that ran (any outcome), and of those the overlay's own faults. */
-  calls: number;
-  faults: number;
-  /** Fuel burned by all calls. */
-  fuelUsed: number;
 }
 
 export type OverlayEvent =
   /** Make a ready or inactive overlay serve calls (runs its `initialize` export the first time). */
   | { type: 'ACTIVATE' }
   | { type: 'DEACTIVATE' }
-  /** A call ended: the outcome feeds the counters (the breaker has its own machine). */
-  | { type: 'CALL_DONE'; fault: boolean; fuelUsed: number }
   | { type: 'HEALTH_OK' }
   | { type: 'HEALTH_FAILED'; reason: string }
   /** An operator lets a quarantined overlay serve again. */
@@ -39,7 +32,8 @@ export interface OverlayInput {
 }
 
 /**
- * The lifecycle of one loaded overlay: `loading → ready → active ⇄ inactive`, `quarantined` after repeated failed
+ * The lifecycle of one loaded overlay (calls are admitted only in `active`; their counters and the breaker live
+ * beside it, so a call costs no transition of this machine): `loading → ready → active ⇄ inactive`, `quarantined` after repeated failed
  * health checks, `terminated` when unloaded or when loading fails. The effects (loading the module, running its
  * `initialize` export) are named actors the kernel provides with `.provide()`, so the machine stays data.
  */
@@ -60,7 +54,6 @@ export const overlayMachine = setup({
     checksExhausted: ({ context }) => context.failedChecks + 1 >= QUARANTINE_AFTER_FAILED_CHECKS,
   },
   actions: {
-    countCall: assign(({ context, event }) => (event.type === 'CALL_DONE' ? { calls: context.calls + 1, faults: context.faults + (event.fault ? 1 : 0), fuelUsed: context.fuelUsed + event.fuelUsed } : {})),
     countFailedCheck: assign(({ context }) => ({ failedChecks: context.failedChecks + 1 })),
     clearChecks: assign({ failedChecks: 0 }),
     quarantine: assign(({ event }) => ({ reason: event.type === 'HEALTH_FAILED' ? event.reason : 'quarantined' })),
@@ -73,10 +66,9 @@ export const overlayMachine = setup({
 }).createMachine({
   id: 'overlay',
   initial: 'loading',
-  context: ({ input }) => ({ ...input, failedChecks: 0, reason: null, calls: 0, faults: 0, fuelUsed: 0 }),
+  context: ({ input }) => ({ ...input, failedChecks: 0, reason: null }),
   on: {
     UNLOAD: { target: '.terminated' },
-    CALL_DONE: { actions: 'countCall' },
   },
   states: {
     loading: {

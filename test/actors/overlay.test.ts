@@ -60,13 +60,6 @@ describe('Overlay lifecycle machine', () => {
     await settled(b, 'quarantined');
   });
 
-  it('counts calls, faults and fuel in any state', () => {
-    const actor = createActor(machine, { input }).start();
-    actor.send({ type: 'CALL_DONE', fault: false, fuelUsed: 10 });
-    actor.send({ type: 'CALL_DONE', fault: true, fuelUsed: 5 });
-    expect(actor.getSnapshot().context).toMatchObject({ calls: 2, faults: 1, fuelUsed: 15 });
-  });
-
   it('reaches every state (model-based, xstate/graph, with the invoked actors done/error events)', () => {
     const events = [
       { type: 'xstate.done.actor.0.overlay.loading' },
