@@ -1,0 +1,215 @@
+import neo4j, { type Driver } from 'neo4j-driver';
+import { isForgeError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { GraphQueryError, StoreUnavailableError } from './graph-host.ts';
+import type { AuditEntry, ChainRecord, DeadLetterRecord, HopRecord, OverlayRegistration, RunSnapshot, Store } from './store.ts';
+import { WriteBehindBuffer } from './write-behind.ts';
+
+export interface Neo4jStoreOptions {
+  uri: string;
+  user: string;
+  password: string;
+  database?: string;
+  logger?: Logger;
+  /** Write-behind batch size and interval for hops and audit entries. */
+  batchSize?: number;
+  intervalMs?: number;
+}
+
+/** Constraints and indexes, created idempotently on start. */
+const SCHEMA = [
+  'CREATE CONSTRAINT forge_chain_id IF NOT EXISTS FOR (c:CascadeChain) REQUIRE c.id IS UNIQUE',
+  'CREATE CONSTRAINT forge_cascade_event_id IF NOT EXISTS FOR (e:CascadeEvent) REQUIRE e.id IS UNIQUE',
+  'CREATE CONSTRAINT forge_touched_overlay IF NOT EXISTS FOR (o:TouchedOverlay) REQUIRE o.name IS UNIQUE',
+  'CREATE CONSTRAINT forge_run_id IF NOT EXISTS FOR (r:PipelineRunSnapshot) REQUIRE r.runId IS UNIQUE',
+  'CREATE CONSTRAINT forge_overlay_id IF NOT EXISTS FOR (o:OverlayRegistration) REQUIRE o.id IS UNIQUE',
+  'CREATE CONSTRAINT forge_audit_id IF NOT EXISTS FOR (a:AuditEntry) REQUIRE a.id IS UNIQUE',
+  'CREATE CONSTRAINT forge_dead_letter_id IF NOT EXISTS FOR (d:DeadLetter) REQUIRE d.id IS UNIQUE',
+  'CREATE INDEX forge_chain_status IF NOT EXISTS FOR (c:CascadeChain) ON (c.status)',
+  'CREATE INDEX forge_run_status IF NOT EXISTS FOR (r:PipelineRunSnapshot) ON (r.status)',
+  'CREATE INDEX forge_audit_capsule IF NOT EXISTS FOR (a:AuditEntry) ON (a.capsuleId)',
+];
+
+const WRITE_HOPS = `
+UNWIND $hops AS h
+MERGE (c:CascadeChain {id: h.chainId})
+MERGE (e:CascadeEvent {id: h.chainId + ':' + toString(h.index)})
+  SET e.index = h.index, e.from = h.from, e.to = h.to, e.eventType = h.eventType, e.at = h.at
+MERGE (c)-[:HOP {index: h.index}]->(e)
+MERGE (o:TouchedOverlay {name: h.to})
+MERGE (e)-[:TOUCHED]->(o)`;
+
+const WRITE_AUDIT = `
+UNWIND $entries AS a
+MERGE (x:AuditEntry {id: a.id})
+  SET x.runId = a.runId, x.capsuleId = a.capsuleId, x.decision = a.decision, x.detail = a.detail, x.at = a.at`;
+
+function translate(error: unknown): Error {
+  if (isForgeError(error)) return error;
+  const code = (error as { code?: string }).code;
+  if (code === 'ServiceUnavailable' || code === 'SessionExpired' || /connect|ECONNREFUSED|closed/i.test(String((error as Error).message))) {
+    return new StoreUnavailableError((error as Error).message, { cause: error });
+  }
+  return new GraphQueryError((error as Error).message, code, { cause: error });
+}
+
+const num = (value: unknown): number => (neo4j.isInt(value) ? neo4j.integer.toNumber(value) : Number(value));
+
+/**
+ * The Neo4j adapter: cascade chains as `(:CascadeChain)-[:HOP]->(:CascadeEvent)-[:TOUCHED]->(:TouchedOverlay)`,
+ * run snapshots, overlay registrations, the audit trail and dead letters as nodes (JSON in string properties).
+ * Acknowledged writes run in their own transaction before the promise resolves; hops and audit entries go through
+ * write-behind buffers (one `UNWIND` transaction per batch). The driver reconnects by itself; a write that finds
+ * Neo4j down fails with STORE_UNAVAILABLE (acknowledged writes) or stays buffered and is retried (write-behind).
+ */
+export class Neo4jStore implements Store {
+  readonly kind = 'neo4j' as const;
+  readonly driver: Driver;
+  readonly #database: string | undefined;
+  readonly #hops: WriteBehindBuffer<HopRecord>;
+  readonly #audit: WriteBehindBuffer<AuditEntry>;
+
+  constructor(options: Neo4jStoreOptions) {
+    this.driver = neo4j.driver(options.uri, neo4j.auth.basic(options.user, options.password), { maxTransactionRetryTime: 5_000, connectionAcquisitionTimeout: 10_000 });
+    this.#database = options.database;
+    const onError = (what: string) => (error: unknown, attempt: number) => options.logger?.warn({ err: error, attempt }, `${what} flush failed; retrying (nothing is dropped)`);
+    const buffer = { ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }), ...(options.intervalMs === undefined ? {} : { intervalMs: options.intervalMs }) };
+    this.#hops = new WriteBehindBuffer({ ...buffer, write: (hops) => this.#write(WRITE_HOPS, { hops }), onError: onError('cascade hop') });
+    this.#audit = new WriteBehindBuffer({ ...buffer, write: (entries) => this.#write(WRITE_AUDIT, { entries: entries.map((e) => ({ ...e, detail: JSON.stringify(e.detail) })) }), onError: onError('audit') });
+  }
+
+  async #write(query: string, params: Record<string, unknown>): Promise<void> {
+    try {
+      await this.driver.executeQuery(query, params, { ...(this.#database === undefined ? {} : { database: this.#database }), routing: neo4j.routing.WRITE });
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
+  async #read(query: string, params: Record<string, unknown> = {}): Promise<Record<string, unknown>[]> {
+    try {
+      const { records } = await this.driver.executeQuery(query, params, { ...(this.#database === undefined ? {} : { database: this.#database }), routing: neo4j.routing.READ });
+      return records.map((r) => r.toObject());
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
+  async start(): Promise<void> {
+    try {
+      await this.driver.verifyConnectivity();
+    } catch (error) {
+      throw translate(error);
+    }
+    for (const statement of SCHEMA) await this.#write(statement, {});
+  }
+
+  saveChain(chain: ChainRecord): Promise<void> {
+    return this.#write('MERGE (c:CascadeChain {id: $c.id}) SET c += $c', { c: chain });
+  }
+
+  appendHop(hop: HopRecord): void {
+    this.#hops.push(hop);
+  }
+
+  async loadChains(filter: { status?: ChainRecord['status'] } = {}): Promise<ChainRecord[]> {
+    const rows = await this.#read('MATCH (c:CascadeChain) WHERE c.source IS NOT NULL AND ($status IS NULL OR c.status = $status) RETURN c {.*} AS c ORDER BY c.createdAt', { status: filter.status ?? null });
+    return rows.map((r) => {
+      const c = r.c as Record<string, unknown>;
+      return { ...(c as unknown as ChainRecord), hops: num(c.hops), maxHops: num(c.maxHops), createdAt: num(c.createdAt), expiresAt: c.expiresAt === null || c.expiresAt === undefined ? null : num(c.expiresAt) };
+    });
+  }
+
+  async loadHops(chainId: string): Promise<HopRecord[]> {
+    const rows = await this.#read('MATCH (:CascadeChain {id: $id})-[:HOP]->(e:CascadeEvent) RETURN e {.*} AS e ORDER BY e.index', { id: chainId });
+    return rows.map((r) => {
+      const e = r.e as Record<string, unknown>;
+      return { chainId, index: num(e.index), from: String(e.from), to: String(e.to), eventType: String(e.eventType), at: num(e.at) };
+    });
+  }
+
+  saveRunSnapshot(snapshot: RunSnapshot): Promise<void> {
+    return this.#write('MERGE (r:PipelineRunSnapshot {runId: $runId}) SET r.version = $version, r.status = $status, r.snapshot = $snapshot, r.updatedAt = $updatedAt', {
+      ...snapshot,
+      snapshot: JSON.stringify(snapshot.snapshot),
+    });
+  }
+
+  async loadRunSnapshot(runId: string): Promise<RunSnapshot | undefined> {
+    const rows = await this.#read('MATCH (r:PipelineRunSnapshot {runId: $runId}) RETURN r {.*} AS r', { runId });
+    return rows[0] === undefined ? undefined : runFromRow(rows[0].r as Record<string, unknown>);
+  }
+
+  async listRunSnapshots(filter: { status?: string } = {}): Promise<RunSnapshot[]> {
+    const rows = await this.#read('MATCH (r:PipelineRunSnapshot) WHERE $status IS NULL OR r.status = $status RETURN r {.*} AS r ORDER BY r.updatedAt', { status: filter.status ?? null });
+    return rows.map((row) => runFromRow(row.r as Record<string, unknown>));
+  }
+
+  deleteRunSnapshot(runId: string): Promise<void> {
+    return this.#write('MATCH (r:PipelineRunSnapshot {runId: $runId}) DELETE r', { runId });
+  }
+
+  saveOverlay(registration: OverlayRegistration): Promise<void> {
+    return this.#write('MERGE (o:OverlayRegistration {id: $o.id}) SET o += $o', { o: { ...registration, manifest: JSON.stringify(registration.manifest) } });
+  }
+
+  async listOverlays(): Promise<OverlayRegistration[]> {
+    const rows = await this.#read('MATCH (o:OverlayRegistration) RETURN o {.*} AS o ORDER BY o.updatedAt');
+    return rows.map((r) => {
+      const o = r.o as Record<string, unknown>;
+      return { ...(o as unknown as OverlayRegistration), manifest: JSON.parse(String(o.manifest)) as unknown, updatedAt: num(o.updatedAt) };
+    });
+  }
+
+  removeOverlay(id: string): Promise<void> {
+    return this.#write('MATCH (o:OverlayRegistration {id: $id}) DELETE o', { id });
+  }
+
+  appendAudit(entry: AuditEntry): void {
+    this.#audit.push(entry);
+  }
+
+  async listAudit(filter: { capsuleId?: string; runId?: string } = {}): Promise<AuditEntry[]> {
+    const rows = await this.#read(
+      'MATCH (a:AuditEntry) WHERE ($capsuleId IS NULL OR a.capsuleId = $capsuleId) AND ($runId IS NULL OR a.runId = $runId) RETURN a {.*} AS a ORDER BY a.at',
+      { capsuleId: filter.capsuleId ?? null, runId: filter.runId ?? null },
+    );
+    return rows.map((r) => {
+      const a = r.a as Record<string, unknown>;
+      return { ...(a as unknown as AuditEntry), detail: JSON.parse(String(a.detail)) as unknown, at: num(a.at) };
+    });
+  }
+
+  saveDeadLetter(letter: DeadLetterRecord): Promise<void> {
+    return this.#write('MERGE (d:DeadLetter {id: $id}) SET d.event = $event, d.subscriber = $subscriber, d.error = $error, d.attempts = $attempts, d.at = $at', {
+      ...letter,
+      event: JSON.stringify(letter.event),
+      error: JSON.stringify(letter.error),
+    });
+  }
+
+  async listDeadLetters(): Promise<DeadLetterRecord[]> {
+    const rows = await this.#read('MATCH (d:DeadLetter) RETURN d {.*} AS d ORDER BY d.at');
+    return rows.map((r) => {
+      const d = r.d as Record<string, unknown>;
+      return { id: String(d.id), subscriber: String(d.subscriber), event: JSON.parse(String(d.event)) as unknown, error: JSON.parse(String(d.error)) as DeadLetterRecord['error'], attempts: num(d.attempts), at: num(d.at) };
+    });
+  }
+
+  removeDeadLetter(id: string): Promise<void> {
+    return this.#write('MATCH (d:DeadLetter {id: $id}) DELETE d', { id });
+  }
+
+  async flush(): Promise<void> {
+    await Promise.all([this.#hops.flush(), this.#audit.flush()]);
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    await this.driver.close();
+  }
+}
+
+function runFromRow(r: Record<string, unknown>): RunSnapshot {
+  return { runId: String(r.runId), version: num(r.version), status: String(r.status), snapshot: JSON.parse(String(r.snapshot)) as unknown, updatedAt: num(r.updatedAt) };
+}
