@@ -40,3 +40,10 @@ export {
 export type { ExecutionRecord } from './overlays/history.ts';
 export { circuitBreakerMachine, DEFAULT_BREAKER_CONFIG, type BreakerConfig, type BreakerState } from '../actors/circuit-breaker.ts';
 export { overlayMachine, type OverlayState } from '../actors/overlay.ts';
+export type { StoreOption } from './kernel.ts';
+export { CypherGuard, CypherRejectedError, type CypherGuardOptions } from './store/cypher-guard.ts';
+export { GraphQueryError, graphHostFunctions, StoreUnavailableError, type GraphHostOptions } from './store/graph-host.ts';
+export { MemoryStore } from './store/memory-store.ts';
+export { Neo4jStore, type Neo4jStoreOptions } from './store/neo4j-store.ts';
+export type { AuditEntry, ChainRecord, DeadLetterRecord, HopRecord, OverlayRegistration, RunSnapshot, Store } from './store/store.ts';
+export { WriteBehindBuffer, type WriteBehindOptions } from './store/write-behind.ts';

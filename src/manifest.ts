@@ -35,6 +35,8 @@ export interface OverlayManifest {
   memoryPages: number;
   /** Wall-clock deadline of one call (ms). */
   timeoutMs: number;
+  /** Limits of `db_read` / `db_write`: transaction timeout (ms) and rows returned at most. */
+  database: { timeoutMs: number; rowCap: number };
   /** Other overlays this one needs: name → semver range. */
   dependencies: Record<string, string>;
   /** sha256 (hex) of the exact `.wasm` bytes; loading fails closed when it differs. */
@@ -136,8 +138,23 @@ export function parseManifest(raw: unknown): OverlayManifest {
     fuel,
     memoryPages: positiveInteger(raw.memoryPages, 'memoryPages', DEFAULT_MEMORY_PAGES, MAX_MEMORY_PAGES),
     timeoutMs: positiveInteger(raw.timeoutMs, 'timeoutMs', DEFAULT_TIMEOUT_MS, 3_600_000),
+    database: parseDatabaseLimits(raw.database),
     dependencies,
     sha256,
+  };
+}
+
+/** Transaction timeout of an overlay's graph query when its manifest names none (ms). */
+export const DEFAULT_DB_TIMEOUT_MS = 5_000;
+/** Rows a graph query returns to an overlay at most when its manifest names no cap. */
+export const DEFAULT_DB_ROW_CAP = 1_000;
+
+function parseDatabaseLimits(raw: unknown): { timeoutMs: number; rowCap: number } {
+  if (raw === undefined) return { timeoutMs: DEFAULT_DB_TIMEOUT_MS, rowCap: DEFAULT_DB_ROW_CAP };
+  if (!isRecord(raw)) throw new InvalidManifestError('database', 'must be an object { timeoutMs, rowCap }.');
+  return {
+    timeoutMs: positiveInteger(raw.timeoutMs, 'database.timeoutMs', DEFAULT_DB_TIMEOUT_MS, 600_000),
+    rowCap: positiveInteger(raw.rowCap, 'database.rowCap', DEFAULT_DB_ROW_CAP, 100_000),
   };
 }
 

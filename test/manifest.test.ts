@@ -6,7 +6,7 @@ const base = { name: 'capsule-classifier', version: '1.2.3', sha256: 'a'.repeat(
 describe('parseManifest', () => {
   it('fills in defaults for a minimal manifest', () => {
     const manifest = parseManifest(base);
-    expect(manifest).toMatchObject({ ...base, phases: [], subscribes: [], capabilities: [], trustRequired: 0, memoryPages: DEFAULT_MEMORY_PAGES, dependencies: {} });
+    expect(manifest).toMatchObject({ ...base, phases: [], subscribes: [], capabilities: [], trustRequired: 0, memoryPages: DEFAULT_MEMORY_PAGES, dependencies: {}, database: { timeoutMs: 5_000, rowCap: 1_000 } });
     expect(fuelBudget(manifest, 'run')).toBe(DEFAULT_FUEL_BUDGET);
   });
 
@@ -21,6 +21,7 @@ describe('parseManifest', () => {
       fuel: { run: 2_000_000, healthCheck: 10_000 },
       memoryPages: 32,
       timeoutMs: 1_500,
+      database: { timeoutMs: 2_000, rowCap: 50 },
       dependencies: { 'ingestion-normalizer': '^1.0.0' },
     };
     const manifest = parseManifest(full);
@@ -46,6 +47,8 @@ describe('parseManifest', () => {
     [{ ...base, memoryPages: 70_000 }, 'memoryPages'],
     [{ ...base, dependencies: { 'capsule-classifier': '^1.0.0' } }, 'dependencies.capsule-classifier'],
     [{ ...base, dependencies: { other: 42 } }, 'dependencies.other'],
+    [{ ...base, database: { rowCap: 0 } }, 'database.rowCap'],
+    [{ ...base, database: 'fast' }, 'database'],
   ])('rejects %j naming the field %s', (raw, field) => {
     expect(() => parseManifest(raw)).toThrow(expect.objectContaining({ code: 'INVALID_MANIFEST', details: { field } }) as Error);
   });

@@ -12,6 +12,7 @@ import { loadWasmOverlay, type CallResult, type OverlayEngine, type PublishedEve
 import type { HostFunction } from '../wasm/host-functions.ts';
 import { sha256Hex } from '../wasm/loader.ts';
 import type { MeteredModuleCache } from '../wasm/metered-cache.ts';
+import type { Store } from '../store/store.ts';
 import { loadNativeOverlay, type NativeOverlay } from '../wasm/trusted-engine.ts';
 import { ExecutionHistory, type ExecutionRecord } from './history.ts';
 
@@ -120,6 +121,8 @@ interface Entry {
 
 export interface RegistryOptions {
   logger: Logger;
+  /** Where registrations are persisted (manifest, hash, grant, state). */
+  store?: Store;
   cache?: MeteredModuleCache;
   hostFunctions?: readonly HostFunction[];
   /** Events overlays publish, after their call succeeded. */
@@ -213,6 +216,16 @@ export class OverlayRegistry extends EventEmitter {
       previous.current = false;
       void this.#retire(previous);
     }
+    await this.#options.store?.saveOverlay({
+      id: entry.id,
+      name: manifest.name,
+      version: manifest.version,
+      sha256: manifest.sha256,
+      manifest,
+      grant: [...(options.grant ?? [])],
+      state: actor.getSnapshot().value,
+      updatedAt: Date.now(),
+    });
     return this.#handle(entry);
   }
 
@@ -229,6 +242,7 @@ export class OverlayRegistry extends EventEmitter {
     this.#entries.delete(entry.id);
     if (this.#byName.get(entry.manifest.name) === entry) this.#byName.delete(entry.manifest.name);
     await entry.engine.close();
+    await this.#options.store?.removeOverlay(entry.id).catch((error: unknown) => this.#options.logger.warn({ err: error, overlayId: entry.id }, 'could not remove the overlay registration'));
     this.emit('unloaded', { overlayId: entry.id, name: entry.manifest.name, version: entry.manifest.version });
   }
 

@@ -1,12 +1,7 @@
 import neo4j, { isDate, isDateTime, isDuration, isLocalDateTime, isLocalTime, isNode, isPath, isPoint, isRelationship, isTime, type Driver } from 'neo4j-driver';
 import { ForgeError } from '../errors.ts';
-import type { HostFunction } from '../wasm/host-functions.ts';
+import type { HostCallContext, HostFunction } from '../wasm/host-functions.ts';
 import { CypherGuard } from './cypher-guard.ts';
-
-/** Rows a query may return to an overlay when the options name no cap. */
-export const DEFAULT_ROW_CAP = 1_000;
-/** Transaction timeout of an overlay query when the options name none (ms). */
-export const DEFAULT_QUERY_TIMEOUT_MS = 5_000;
 
 /** Neo4j refused or failed the overlay's query; `details.neo4jCode` is the server's code. */
 export class GraphQueryError extends ForgeError {
@@ -26,8 +21,9 @@ export interface GraphHostOptions {
   driver: Driver;
   database?: string;
   guard?: CypherGuard;
-  /** Rows returned at most; more are dropped and the reply says `truncated: true`. */
+  /** Rows returned at most, overriding each overlay's manifest (`database.rowCap`); more are dropped (`truncated`). */
   rowCap?: number;
+  /** Transaction timeout (ms), overriding each overlay's manifest (`database.timeoutMs`). */
   timeoutMs?: number;
 }
 
@@ -64,14 +60,14 @@ function translate(error: unknown): Error {
 
 /**
  * The graph host functions over a real Neo4j: `db_read` runs in a READ access-mode transaction (so Neo4j itself
- * refuses writes), `db_write` in a write transaction; both pass the CypherGuard first, run with a transaction
- * timeout, and return at most `rowCap` rows as `{ rows, truncated }`.
+ * refuses writes), `db_write` in a write transaction; both pass the CypherGuard first, run with the calling
+ * overlay's transaction timeout, and return at most its row cap as `{ rows, truncated }`.
  */
 export function graphHostFunctions(options: GraphHostOptions): HostFunction[] {
   const guard = options.guard ?? new CypherGuard();
-  const rowCap = options.rowCap ?? DEFAULT_ROW_CAP;
-  const timeout = options.timeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
-  const run = async (mode: 'READ' | 'WRITE', cypher: unknown, rawParams: unknown): Promise<string> => {
+  const run = async (context: HostCallContext, mode: 'READ' | 'WRITE', cypher: unknown, rawParams: unknown): Promise<string> => {
+    const rowCap = options.rowCap ?? context.database.rowCap;
+    const timeout = options.timeoutMs ?? context.database.timeoutMs;
     guard.check(cypher);
     const params = parseParams(rawParams);
     const session = options.driver.session({ defaultAccessMode: mode === 'READ' ? neo4j.session.READ : neo4j.session.WRITE, ...(options.database === undefined ? {} : { database: options.database }) });
@@ -98,7 +94,7 @@ export function graphHostFunctions(options: GraphHostOptions): HostFunction[] {
     }
   };
   return [
-    { name: 'db_read', capability: 'DATABASE_READ', async: true, params: ['string', 'string'], result: 'string', invoke: (_context, args) => run('READ', args[0], args[1]) },
-    { name: 'db_write', capability: 'DATABASE_WRITE', async: true, params: ['string', 'string'], result: 'string', invoke: (_context, args) => run('WRITE', args[0], args[1]) },
+    { name: 'db_read', capability: 'DATABASE_READ', async: true, params: ['string', 'string'], result: 'string', invoke: (context, args) => run(context, 'READ', args[0], args[1]) },
+    { name: 'db_write', capability: 'DATABASE_WRITE', async: true, params: ['string', 'string'], result: 'string', invoke: (context, args) => run(context, 'WRITE', args[0], args[1]) },
   ];
 }

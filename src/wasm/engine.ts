@@ -190,7 +190,7 @@ export class LoadedOverlay implements OverlayEngine {
         deadlineMs,
         signal: options.signal,
         effects,
-        context: { overlayId: this.id, overlayName: this.manifest.name, exportName, signal },
+        context: { overlayId: this.id, overlayName: this.manifest.name, exportName, signal, database: this.manifest.database },
       });
       const raw = pending instanceof Promise ? await pending : pending;
       const durationMs = performance.now() - started;

@@ -20,6 +20,8 @@ export interface HostCallContext {
   overlayId: string;
   overlayName: string;
   exportName: string;
+  /** The calling overlay's limits for graph queries (from its manifest). */
+  database: { timeoutMs: number; rowCap: number };
   signal: AbortSignal;
 }
 
