@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createKernel, type Kernel } from '../../src/kernel.ts';
+import type { Neo4jStore } from '../../src/store/neo4j-store.ts';
 import { captureLogger } from '../support/engine.ts';
 import { buildExamples, GOOD_CAPSULE } from '../support/examples.ts';
 
@@ -30,7 +31,7 @@ describe('a kernel on the Neo4j store (real server)', () => {
     const id = `cap-${randomUUID()}`;
     const result = await kernel.overlays.call('capsule-processor', 'run', { capsule: { ...GOOD_CAPSULE, id }, consensus: { decision: 'approve' }, context: { graph: true } }, { trust: 50 });
     expect(result.output).toMatchObject({ ok: true, data: { written: true, status: 'stored' } });
-    const { records } = await (kernel.store as unknown as { driver: import('neo4j-driver').Driver }).driver.executeQuery('MATCH (c:Capsule {id: $id}) RETURN c.status AS status', { id });
+    const { records } = await (kernel.store as Neo4jStore).driver.executeQuery('MATCH (c:Capsule {id: $id}) RETURN c.status AS status', { id });
     expect(records.map((r) => r.get('status') as string)).toEqual(['stored']);
     await kernel.overlays.unload(handle.id);
     expect((await kernel.store.listOverlays()).find((o) => o.id === handle.id)).toBeUndefined();
