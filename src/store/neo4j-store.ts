@@ -53,6 +53,9 @@ function translate(error: unknown): Error {
   return new GraphQueryError((error as Error).message, code, { cause: error });
 }
 
+/** How long close() keeps retrying buffered writes against an unreachable Neo4j (ms). */
+const CLOSE_TIMEOUT_MS = 10_000;
+
 const num = (value: unknown): number => (neo4j.isInt(value) ? neo4j.integer.toNumber(value) : Number(value));
 
 /**
@@ -204,9 +207,22 @@ export class Neo4jStore implements Store {
     await Promise.all([this.#hops.flush(), this.#audit.flush()]);
   }
 
-  async close(): Promise<void> {
-    await this.flush();
+  /**
+   * Flushes, then closes the driver. If Neo4j stays unreachable past `timeoutMs`, the driver is closed anyway and
+   * the call fails with STORE_UNAVAILABLE naming how many buffered writes were not persisted (never silently).
+   */
+  async close(timeoutMs = CLOSE_TIMEOUT_MS): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const flushed = await Promise.race([
+      this.flush().then(() => true),
+      new Promise<boolean>((done) => (timer = setTimeout(() => done(false), timeoutMs))),
+    ]);
+    clearTimeout(timer);
     await this.driver.close();
+    if (!flushed) {
+      const pending = this.#hops.pending + this.#audit.pending;
+      throw new StoreUnavailableError(`${pending} buffered write(s) (cascade hops, audit entries) could not be flushed within ${timeoutMs} ms and were not persisted`);
+    }
   }
 }
 

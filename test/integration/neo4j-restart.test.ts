@@ -45,5 +45,11 @@ describe('Neo4j store across a server stop and restart (its own real server)', (
     expect(await store.loadRunSnapshot('run-1')).toBeUndefined();
     await store.saveRunSnapshot({ runId: 'run-1', version: 1, status: 'paused', snapshot: { ok: true }, updatedAt: 2 });
     expect(await store.loadRunSnapshot('run-1')).toMatchObject({ snapshot: { ok: true } });
+
+    // Stopping the store while Neo4j is down: it says what it could not persist instead of hanging or dropping it.
+    await stopServices({ names: ['neo4j'], env });
+    store.appendHop({ chainId: 'chain-1', index: 6, from: 'a', to: 'o6', eventType: 'insight.detected', at: 6 });
+    await expect(store.close(2_000)).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE', message: expect.stringContaining('1 buffered write') as unknown });
+    store = undefined;
   }, 300_000);
 });
