@@ -4,6 +4,7 @@ import { createActor, fromPromise, type Actor } from 'xstate';
 import semver from 'semver';
 import { circuitBreakerMachine, type BreakerConfig, type BreakerState } from '../../actors/circuit-breaker.ts';
 import { overlayMachine, type OverlayState } from '../../actors/overlay.ts';
+import { matches } from '../bus/event.ts';
 import { ForgeError, isForgeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { parseManifest, type OverlayManifest, type Phase } from '../manifest.ts';
@@ -317,7 +318,7 @@ export class OverlayRegistry extends EventEmitter {
 
   /** Current overlays subscribed to an event type (exact, `domain.*` or `*.action`). */
   bySubscription(type: string): OverlayHandle[] {
-    return [...this.#byName.values()].filter((e) => e.manifest.subscribes.some((p) => matchesPattern(p, type))).map((e) => this.#handle(e));
+    return [...this.#byName.values()].filter((e) => e.manifest.subscribes.some((p) => matches(p, type))).map((e) => this.#handle(e));
   }
 
   activate(idOrName: string): OverlayHandle {
@@ -487,14 +488,6 @@ export class OverlayRegistry extends EventEmitter {
 /** `{ "ok": false, … }`: the overlay refused its input (an error result, counted as a fault). */
 function isErrorResult(output: unknown): boolean {
   return typeof output === 'object' && output !== null && (output as { ok?: unknown }).ok === false;
-}
-
-/** Exact types, `domain.*` and `*.action` patterns. */
-export function matchesPattern(pattern: string, type: string): boolean {
-  if (pattern === type || pattern === '*') return true;
-  const p = pattern.split('.');
-  const t = type.split('.');
-  return p.length === t.length && p.every((part, i) => part === '*' || part === t[i]);
 }
 
 function waitFor<A extends Actor<typeof overlayMachine>>(actor: A, done: (snapshot: ReturnType<A['getSnapshot']>) => boolean): Promise<void> {
