@@ -1,0 +1,193 @@
+import { nanoid } from 'nanoid';
+import { createActor, type Actor, type ActorOptions } from 'xstate';
+import { cascadeMachine, type CascadeInput } from '../../actors/cascade.ts';
+import { ForgeError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { ChainRecord, Store } from '../store/store.ts';
+
+/** Hops a chain may take when its start names no limit. */
+export const DEFAULT_MAX_HOPS = 5;
+/** How long a chain lives when its start names no TTL (ms). */
+export const DEFAULT_CHAIN_TTL_MS = 60_000;
+/** Live chains at most, by default: past it `start` is refused. */
+export const DEFAULT_MAX_LIVE_CHAINS = 10_000;
+
+export class CascadeError extends ForgeError {
+  constructor(code: 'CASCADE_CYCLE' | 'CASCADE_HOP_LIMIT' | 'CASCADE_NOT_ACTIVE' | 'CASCADE_NOT_FOUND' | 'CASCADE_LIMIT' | 'INVALID_INPUT', message: string, details: Record<string, unknown> = {}) {
+    super(code, message, { details });
+  }
+}
+
+export interface CascadeOptions {
+  store: Store;
+  logger: Logger;
+  maxLiveChains?: number;
+  /** The clock of the chains' TTL timers (tests pass a SimulatedClock). */
+  clock?: ActorOptions<typeof cascadeMachine>['clock'];
+  /** The time source for timestamps and deadlines (default Date.now). */
+  now?: () => number;
+}
+
+export interface CascadeView {
+  id: string;
+  status: 'active' | 'completed' | 'expired';
+  source: string;
+  insightType: string;
+  correlationId: string;
+  hops: number;
+  maxHops: number;
+  visited: string[];
+  expiresAt: number;
+}
+
+/**
+ * The live cascade chains, each an actor (flat root actors, one per chain). `propagate` validates before it
+ * mutates: a cycle or a hop past the limit is refused with a typed error and the chain is unchanged. Chains and
+ * hops are persisted through the store; `restore()` reloads active chains with their TTL re-armed.
+ */
+export class CascadeManager {
+  readonly #chains = new Map<string, Actor<typeof cascadeMachine>>();
+  readonly #options: CascadeOptions;
+  readonly #now: () => number;
+
+  constructor(options: CascadeOptions) {
+    this.#options = options;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Starts a chain from `source` (an overlay or the kernel) for an insight type. */
+  async start(source: string, insightType: string, options: { maxHops?: number; ttlMs?: number; correlationId?: string } = {}): Promise<CascadeView> {
+    if (typeof source !== 'string' || source === '' || typeof insightType !== 'string' || insightType === '') {
+      throw new CascadeError('INVALID_INPUT', 'A cascade needs a source and an insight type.');
+    }
+    const maxHops = options.maxHops ?? DEFAULT_MAX_HOPS;
+    const ttlMs = options.ttlMs ?? DEFAULT_CHAIN_TTL_MS;
+    if (!Number.isInteger(maxHops) || maxHops < 1 || !Number.isFinite(ttlMs) || ttlMs <= 0) {
+      throw new CascadeError('INVALID_INPUT', 'maxHops must be a whole number ≥ 1 and ttlMs a positive number.', { maxHops, ttlMs });
+    }
+    const live = this.active().length;
+    if (live >= (this.#options.maxLiveChains ?? DEFAULT_MAX_LIVE_CHAINS)) {
+      throw new CascadeError('CASCADE_LIMIT', `${live} cascade chains are live, the limit: complete some or raise maxLiveChains.`, { live });
+    }
+    const id = `csc_${nanoid(12)}`;
+    const actor = this.#spawn({ id, source, insightType, correlationId: options.correlationId ?? id, maxHops, createdAt: this.#now(), ttlMs });
+    await this.#persist(actor);
+    this.#log(actor).info({ insightType, maxHops, ttlMs }, 'cascade started');
+    return this.#view(actor);
+  }
+
+  /** Extends a chain by one hop to `to`; refuses (changing nothing) a cycle, a hop past the limit, or a closed chain. */
+  async propagate(chainId: string, to: string): Promise<CascadeView> {
+    const actor = this.#require(chainId);
+    const { value, context } = actor.getSnapshot();
+    if (typeof to !== 'string' || to === '') throw new CascadeError('INVALID_INPUT', 'propagate needs the overlay the chain reaches.');
+    if (value !== 'active') throw new CascadeError('CASCADE_NOT_ACTIVE', `Cascade ${chainId} is ${value}.`, { chainId, status: value });
+    if (context.visited.includes(to)) {
+      throw new CascadeError('CASCADE_CYCLE', `Cascade ${chainId} already reached "${to}" (${context.visited.join(' → ')}): propagating again would loop.`, { chainId, to, visited: context.visited });
+    }
+    if (context.hops >= context.maxHops) {
+      throw new CascadeError('CASCADE_HOP_LIMIT', `Cascade ${chainId} took its ${context.maxHops} hops.`, { chainId, hops: context.hops, maxHops: context.maxHops });
+    }
+    const from = context.visited[context.visited.length - 1] ?? context.source;
+    actor.send({ type: 'PROPAGATE', to, at: this.#now() });
+    const after = actor.getSnapshot().context;
+    this.#options.store.appendHop({ chainId, index: after.hops, from, to, eventType: after.insightType, at: this.#now() });
+    await this.#persist(actor);
+    this.#log(actor).debug({ from, to, hops: after.hops }, 'cascade hop');
+    return this.#view(actor);
+  }
+
+  async complete(chainId: string): Promise<CascadeView> {
+    const actor = this.#require(chainId);
+    if (actor.getSnapshot().value !== 'active') throw new CascadeError('CASCADE_NOT_ACTIVE', `Cascade ${chainId} is ${actor.getSnapshot().value}.`, { chainId });
+    actor.send({ type: 'COMPLETE' });
+    await this.#persist(actor);
+    this.#log(actor).info({ hops: actor.getSnapshot().context.hops }, 'cascade completed');
+    this.#chains.delete(chainId);
+    return this.#view(actor);
+  }
+
+  get(chainId: string): CascadeView | undefined {
+    const actor = this.#chains.get(chainId);
+    return actor === undefined ? undefined : this.#view(actor);
+  }
+
+  active(): CascadeView[] {
+    return [...this.#chains.values()].filter((a) => a.getSnapshot().value === 'active').map((a) => this.#view(a));
+  }
+
+  /** Reloads the active chains from the store, re-arming each TTL from its stored deadline. */
+  async restore(): Promise<number> {
+    const records = await this.#options.store.loadChains({ status: 'active' });
+    for (const record of records) {
+      if (this.#chains.has(record.id)) continue;
+      const actor = this.#spawn({
+        id: record.id,
+        source: record.source,
+        insightType: record.insightType,
+        correlationId: record.correlationId,
+        maxHops: record.maxHops,
+        createdAt: record.createdAt,
+        ttlMs: (record.expiresAt ?? record.createdAt) - record.createdAt,
+        hops: record.hops,
+        visited: record.visited,
+      });
+      actor.send({ type: 'REARM', now: this.#now() });
+    }
+    return records.length;
+  }
+
+  /** Stops every chain actor (their state is already in the store). */
+  stop(): void {
+    for (const actor of this.#chains.values()) actor.stop();
+    this.#chains.clear();
+  }
+
+  #spawn(input: CascadeInput): Actor<typeof cascadeMachine> {
+    const actor = createActor(cascadeMachine, { input, ...(this.#options.clock === undefined ? {} : { clock: this.#options.clock }) });
+    actor.on('expired', () => {
+      this.#log(actor).info({ hops: actor.getSnapshot().context.hops }, 'cascade expired');
+      this.#chains.delete(input.id);
+      void this.#persist(actor).catch((err: unknown) => this.#options.logger.error({ err, cascadeId: input.id }, 'could not persist an expired chain'));
+    });
+    this.#chains.set(input.id, actor);
+    actor.start();
+    return actor;
+  }
+
+  #require(chainId: string): Actor<typeof cascadeMachine> {
+    const actor = this.#chains.get(chainId);
+    if (actor === undefined) throw new CascadeError('CASCADE_NOT_FOUND', `No live cascade "${chainId}".`, { chainId });
+    return actor;
+  }
+
+  #record(actor: Actor<typeof cascadeMachine>): ChainRecord {
+    const { value, context } = actor.getSnapshot();
+    return {
+      id: context.id,
+      source: context.source,
+      insightType: context.insightType,
+      status: value,
+      hops: context.hops,
+      maxHops: context.maxHops,
+      visited: context.visited,
+      createdAt: context.createdAt,
+      expiresAt: context.expiresAt,
+      correlationId: context.correlationId,
+    };
+  }
+
+  #persist(actor: Actor<typeof cascadeMachine>): Promise<void> {
+    return this.#options.store.saveChain(this.#record(actor));
+  }
+
+  #view(actor: Actor<typeof cascadeMachine>): CascadeView {
+    const record = this.#record(actor);
+    return { ...record, visited: [...record.visited], expiresAt: record.expiresAt ?? record.createdAt };
+  }
+
+  #log(actor: Actor<typeof cascadeMachine>): Logger {
+    const { id, correlationId } = actor.getSnapshot().context;
+    return this.#options.logger.child({ cascadeId: id, correlationId });
+  }
+}
