@@ -9,6 +9,11 @@ import { OverlayRegistry } from './overlays/registry.ts';
 import type { PublishedEvent } from './wasm/engine.ts';
 import type { HostFunction } from './wasm/host-functions.ts';
 import { MeteredModuleCache } from './wasm/metered-cache.ts';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { EventBus, type Bus, type BusOptions } from './bus/bus.ts';
+import type { BusEvent } from './bus/event.ts';
+import { CascadeError, CascadeManager, type CascadeView } from './cascade/cascades.ts';
+import type { OverlayHandle } from './overlays/registry.ts';
 
 /** Where the kernel keeps what it must not lose: in memory (the default), or in Neo4j (which also gives overlays a graph). */
 export type StoreOption = { kind: 'memory' } | { kind: 'neo4j'; uri: string; user: string; password: string; database?: string } | Store;
@@ -21,17 +26,33 @@ export interface KernelOptions {
   cacheDir?: string | false;
   /** Kernel host functions offered to overlays beyond the builtins (gated by their capabilities). */
   hostFunctions?: readonly HostFunction[];
-  /** Events overlays publish (after their call succeeded). The event bus takes this over in a later release. */
+  /** Also told of every event overlays publish (they are published on the bus in any case). */
   onEvents?: (events: readonly PublishedEvent[]) => void;
+  /** Options of the in-process event bus (capacity, retries, timeouts, …). */
+  bus?: Omit<BusOptions, 'store' | 'logger'>;
+  /** Live cascade chains at most. */
+  maxLiveChains?: number;
   /** Bounded execution history (default 1,000 calls). */
   historyLimit?: number;
 }
 
 /** An embedded Forge Kernel: create one per service (no globals), stop it on shutdown. */
+/** Cascade chains: an insight spreading from overlay to overlay over the bus. */
+export interface Cascades {
+  /** Starts a chain and publishes its first insight event (payload gets the chain's `cascadeId`). */
+  start(source: string, insightType: string, data?: Record<string, unknown>, options?: { maxHops?: number; ttlMs?: number; correlationId?: string }): Promise<CascadeView>;
+  propagate(chainId: string, toOverlay: string): Promise<CascadeView>;
+  complete(chainId: string): Promise<CascadeView>;
+  get(chainId: string): CascadeView | undefined;
+  active(): CascadeView[];
+}
+
 export interface Kernel {
   readonly logger: Logger;
   readonly store: Store;
   readonly overlays: OverlayRegistry;
+  readonly bus: Bus;
+  readonly cascades: Cascades;
   /** Unloads every overlay once its calls in flight have finished. */
   stop(): Promise<void>;
 }
@@ -67,6 +88,12 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   const store = openStore(options.store, logger);
   await store.start();
   const graph = store instanceof Neo4jStore ? graphHostFunctions({ driver: store.driver }) : [];
+  const bus = new EventBus({ ...options.bus, store, logger });
+  const manager = new CascadeManager({ store, logger, ...(options.maxLiveChains === undefined ? {} : { maxLiveChains: options.maxLiveChains }) });
+  await manager.restore();
+  /** The cascade an overlay call belongs to, so the insights it emits continue that chain. */
+  const cascadeOfCall = new AsyncLocalStorage<string>();
+
   const overlays = new OverlayRegistry({
     logger,
     cache,
@@ -74,18 +101,66 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     hostFunctions: [...graph, ...(options.hostFunctions ?? [])],
     ...(options.historyLimit === undefined ? {} : { historyLimit: options.historyLimit }),
     onEvents: (events) => {
-      if (options.onEvents !== undefined) options.onEvents(events);
-      else for (const event of events) logger.debug({ event: event.type, source: event.source }, 'overlay event');
+      options.onEvents?.(events);
+      const cascadeId = cascadeOfCall.getStore();
+      for (const event of events) {
+        const payload = cascadeId !== undefined && typeof event.payload === 'object' && event.payload !== null && !Array.isArray(event.payload) ? { ...event.payload, cascadeId } : event.payload;
+        bus.publish({ type: event.type, payload, source: event.source }).catch((err: unknown) => logger.warn({ err, event: event.type, source: event.source }, 'an overlay event could not be published'));
+      }
     },
   });
+
+  // Every active overlay receives the events its manifest subscribes to, through its actor and breaker.
+  const subscriptions = new Map<string, () => void>();
+  const deliverTo = (overlay: OverlayHandle) => async (event: BusEvent): Promise<void> => {
+    const cascadeId = typeof event.payload === 'object' && event.payload !== null ? (event.payload as { cascadeId?: unknown }).cascadeId : undefined;
+    if (typeof cascadeId === 'string') {
+      try {
+        await manager.propagate(cascadeId, overlay.name);
+      } catch (error) {
+        // A cycle, a spent hop budget or a closed chain ends the cascade here: the event is handled, not failed.
+        if (error instanceof CascadeError) return;
+        throw error;
+      }
+    }
+    const input = { event: { id: event.id, type: event.type, source: event.source, payload: event.payload } };
+    const call = (): Promise<unknown> => overlays.call(overlay.id, 'run', input, { correlationId: event.correlationId, trust: 100 });
+    await (typeof cascadeId === 'string' ? cascadeOfCall.run(cascadeId, call) : call());
+  };
+  overlays.on('loaded', (overlay: OverlayHandle) => {
+    if (overlay.subscribes.length === 0) return;
+    subscriptions.set(overlay.id, bus.subscribe({ name: overlay.name, patterns: overlay.subscribes, target: overlay.name }, deliverTo(overlay)));
+  });
+  overlays.on('unloaded', ({ overlayId }: { overlayId: string }) => {
+    subscriptions.get(overlayId)?.();
+    subscriptions.delete(overlayId);
+  });
+
+  const cascades: Cascades = {
+    async start(source, insightType, data = {}, startOptions = {}) {
+      const chain = await manager.start(source, insightType, startOptions);
+      await bus.publish({ type: insightType, payload: { ...data, cascadeId: chain.id }, source, correlationId: chain.correlationId });
+      return chain;
+    },
+    propagate: (chainId, to) => manager.propagate(chainId, to),
+    complete: (chainId) => manager.complete(chainId),
+    get: (chainId) => manager.get(chainId),
+    active: () => manager.active(),
+  };
+
   let stopped = false;
   return {
     logger,
     store,
     overlays,
+    bus,
+    cascades,
     async stop() {
       if (stopped) return;
       stopped = true;
+      const { undelivered } = await bus.stop();
+      if (undelivered.length > 0) logger.warn({ undelivered: undelivered.length }, 'events not delivered before stop');
+      manager.stop();
       await overlays.close();
       await store.close();
     },

@@ -104,6 +104,20 @@ interface Subscriber {
   active: boolean;
 }
 
+/**
+ * What the kernel and its users rely on of a bus. The in-process `EventBus` implements it; a NATS JetStream
+ * transport implements the same interface for deployments of several kernel processes.
+ */
+export interface Bus {
+  subscribe(spec: SubscribeSpec, handler: Handler): () => void;
+  publish<P>(input: PublishInput<P>): Promise<BusEvent<P>>;
+  registerSchema(type: string, schema: object): void;
+  deadLetters(): DeadLetter[];
+  retryDeadLetter(id: string): Promise<void>;
+  metrics(): ReturnType<EventBus['metrics']>;
+  stop(deadlineMs?: number): Promise<{ undelivered: { eventId: string; type: string; subscriber: string }[] }>;
+}
+
 const current = new AsyncLocalStorage<BusEvent>();
 
 /**
@@ -113,7 +127,7 @@ const current = new AsyncLocalStorage<BusEvent>();
  * store) that can be listed and retried per subscriber, a hop limit against feedback loops, optional JSON Schemas,
  * metrics, and a draining stop.
  */
-export class EventBus {
+export class EventBus implements Bus {
   readonly #options: Required<Omit<BusOptions, 'store' | 'logger'>> & Pick<BusOptions, 'store' | 'logger'>;
   readonly #subscribers = new Map<string, Subscriber>();
   readonly #deadLetters = new Map<string, DeadLetter>();

@@ -217,6 +217,7 @@ export class OverlayRegistry extends EventEmitter {
       previous.current = false;
       void this.#retire(previous);
     }
+    this.emit('loaded', this.#handle(entry));
     await this.#options.store?.saveOverlay({
       id: entry.id,
       name: manifest.name,

@@ -1,0 +1,58 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createKernel, type Kernel } from '../../src/kernel.ts';
+import type { NativeOverlay } from '../../src/wasm/trusted-engine.ts';
+import { captureLogger } from '../support/engine.ts';
+
+/** A native overlay that records what reached it and re-publishes the insight (so a chain would loop without its guards). */
+function relay(name: string, seen: string[]): NativeOverlay {
+  return {
+    manifest: { name, version: '1.0.0', phases: ['propagation'], subscribes: ['insight.detected'] },
+    exports: {
+      run: (input, context) => {
+        const event = (input as { event: { payload: { cascadeId?: string; note: string } } }).event;
+        seen.push(`${name}:${event.payload.note}`);
+        context.publish('insight.detected', { note: `${name} saw ${event.payload.note}` });
+        return { ok: true };
+      },
+    },
+  };
+}
+
+const settle = async (kernel: Kernel): Promise<void> => {
+  for (let i = 0; i < 200 && kernel.bus.metrics().queueDepth > 0; i++) await new Promise((r) => setTimeout(r, 5));
+};
+
+describe('cascades through the kernel (bus + overlay actors + chains)', () => {
+  let kernel: Kernel;
+  afterEach(async () => {
+    await kernel.stop();
+  });
+
+  it('spreads an insight to subscribed overlays through their actors, continues the chain with their insights, and stops at cycles', async () => {
+    kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false });
+    const seen: string[] = [];
+    await kernel.overlays.load(relay('relay-a', seen), { internal: true, trusted: true });
+    await kernel.overlays.load(relay('relay-b', seen), { internal: true, trusted: true });
+    const chain = await kernel.cascades.start('kernel', 'insight.detected', { note: 'root' }, { maxHops: 5, correlationId: 'corr-c' });
+    await settle(kernel);
+    const view = kernel.cascades.get(chain.id)!;
+    expect(view.hops).toBe(2);
+    expect([...view.visited].sort()).toEqual(['kernel', 'relay-a', 'relay-b']);
+    expect(seen.filter((s) => s.endsWith(':root')).sort()).toEqual(['relay-a:root', 'relay-b:root']);
+    // Each relay's insight reached the other only if the other was not yet on the chain: no loop, no dead letters.
+    expect(kernel.bus.deadLetters()).toEqual([]);
+    expect(kernel.overlays.history.list().map((h) => h.correlationId)).toEqual(['corr-c', 'corr-c']);
+    await kernel.cascades.complete(chain.id);
+    expect(kernel.cascades.active()).toEqual([]);
+  });
+
+  it('honours the hop limit across overlays', async () => {
+    kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false });
+    const seen: string[] = [];
+    for (const name of ['hop-a', 'hop-b', 'hop-c']) await kernel.overlays.load(relay(name, seen), { internal: true, trusted: true });
+    const chain = await kernel.cascades.start('kernel', 'insight.detected', { note: 'root' }, { maxHops: 1 });
+    await settle(kernel);
+    expect(kernel.cascades.get(chain.id)?.hops).toBe(1);
+    expect(seen.filter((s) => s.endsWith(':root'))).toHaveLength(1);
+  });
+});
