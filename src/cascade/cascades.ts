@@ -65,7 +65,8 @@ export class CascadeManager {
     if (!Number.isInteger(maxHops) || maxHops < 1 || !Number.isFinite(ttlMs) || ttlMs <= 0) {
       throw new CascadeError('INVALID_INPUT', 'maxHops must be a whole number ≥ 1 and ttlMs a positive number.', { maxHops, ttlMs });
     }
-    const live = this.active().length;
+    // Completed and expired chains leave the map, so its size is the live count (O(1) per start).
+    const live = this.#chains.size;
     if (live >= (this.#options.maxLiveChains ?? DEFAULT_MAX_LIVE_CHAINS)) {
       throw new CascadeError('CASCADE_LIMIT', `${live} cascade chains are live, the limit: complete some or raise maxLiveChains.`, { live });
     }
