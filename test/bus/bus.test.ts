@@ -3,19 +3,11 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { EventBus } from '../../src/bus/bus.ts';
 import { PRIORITIES, type BusEvent, type Priority } from '../../src/bus/event.ts';
 import { MemoryStore } from '../../src/store/memory-store.ts';
+import { codeOf } from '../support/errors.ts';
 
 const tick = async (ms = 0): Promise<void> => {
   await vi.advanceTimersByTimeAsync(ms);
 };
-
-async function codeOf(promise: Promise<unknown> | (() => unknown)): Promise<string | undefined> {
-  try {
-    await (typeof promise === 'function' ? promise() : promise);
-  } catch (error) {
-    return (error as { code?: string }).code;
-  }
-  return undefined;
-}
 
 describe('EventBus', () => {
   beforeEach(() => {

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { CascadeManager } from '../../src/cascade/cascades.ts';
 import { MemoryStore } from '../../src/store/memory-store.ts';
 import { captureLogger } from '../support/engine.ts';
+import { codeOf } from '../support/errors.ts';
 
 function setup(options: { maxLiveChains?: number } = {}) {
   const clock = new SimulatedClock();
@@ -11,15 +12,6 @@ function setup(options: { maxLiveChains?: number } = {}) {
   const log = captureLogger();
   const cascades = new CascadeManager({ store, logger: log.logger, clock, now: () => clock.now(), ...options });
   return { clock, store, cascades, log };
-}
-
-async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await promise;
-  } catch (error) {
-    return (error as { code?: string }).code;
-  }
-  return undefined;
 }
 
 describe('CascadeManager', () => {

@@ -1,18 +1,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startServices, stopServices } from '../../scripts/services/index.ts';
 import { Neo4jStore } from '../../src/store/neo4j-store.ts';
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
-  const { port } = server.address() as { port: number };
-  await new Promise((done) => server.close(done));
-  return port;
-}
+import { freePort } from '../support/net.ts';
 
 describe('Neo4j store across a server stop and restart (its own real server)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'forge-neo4j-restart-'));

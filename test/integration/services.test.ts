@@ -7,17 +7,9 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isListening } from '../../scripts/services/common.ts';
 import { startServices, stopServices } from '../../scripts/services/index.ts';
+import { freePort } from '../support/net.ts';
 
 const SCRIPT = new URL('../../scripts/services.ts', import.meta.url).pathname;
-
-/** A port nobody listens on right now (bound to 0, then released). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
-  const { port } = server.address() as { port: number };
-  await new Promise((done) => server.close(done));
-  return port;
-}
 
 /** A TCP server that accepts connections and says nothing: "some other program" holding a port. */
 async function squatter(): Promise<{ server: Server; port: number }> {

@@ -7,21 +7,13 @@ import type { NativeOverlay } from '../../src/wasm/trusted-engine.ts';
 import { captureLogger } from '../support/engine.ts';
 import { buildExamples, GOOD_CAPSULE } from '../support/examples.ts';
 import { buildFixture } from '../support/overlays.ts';
+import { codeOf } from '../support/errors.ts';
 
 const native = (name: string, version: string, exports: NativeOverlay['exports'], manifest: Record<string, unknown> = {}): NativeOverlay => ({
   manifest: { name, version, phases: ['analysis'], ...manifest },
   exports,
 });
 const TRUSTED = { internal: true, trusted: true } as const;
-
-async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await promise;
-  } catch (error) {
-    return (error as { code?: string }).code ?? String(error);
-  }
-  return undefined;
-}
 
 describe('kernel.overlays (registry)', () => {
   let kernel: Kernel;

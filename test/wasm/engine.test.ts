@@ -1,23 +1,14 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isForgeError } from '../../src/errors.ts';
 import type { Capability } from '../../src/wasm/abi.ts';
 import { loadWasmOverlay, type LoadWasmOptions, type OverlayEngine } from '../../src/wasm/engine.ts';
 import type { HostFunction } from '../../src/wasm/host-functions.ts';
 import type { PublishedEvent } from '../../src/wasm/engine.ts';
 import { captureLogger, testCache } from '../support/engine.ts';
 import { buildFixture } from '../support/overlays.ts';
+import { codeOf } from '../support/errors.ts';
 
 const ALL: Capability[] = ['LOGGING', 'EVENT_PUBLISH', 'DATABASE_READ'];
-
-async function codeOf(promise: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await promise;
-  } catch (error) {
-    return isForgeError(error) ? error.code : `untyped: ${String(error)}`;
-  }
-  return undefined;
-}
 
 const modes = ['strict', 'relaxed'] as const;
 
