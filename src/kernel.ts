@@ -160,6 +160,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
       stopped = true;
       const { undelivered } = await bus.stop();
       if (undelivered.length > 0) logger.warn({ undelivered: undelivered.length }, 'events not delivered before stop');
+      await manager.persistAll();
       manager.stop();
       await overlays.close();
       await store.close();

@@ -47,6 +47,8 @@ export interface CascadeView {
  */
 export class CascadeManager {
   readonly #chains = new Map<string, Actor<typeof cascadeMachine>>();
+  /** One child logger per chain, made once: a pino child per log line would cost more than the hop. */
+  readonly #loggers = new WeakMap<Actor<typeof cascadeMachine>, Logger>();
   readonly #options: CascadeOptions;
   readonly #now: () => number;
 
@@ -78,7 +80,15 @@ export class CascadeManager {
   }
 
   /** Extends a chain by one hop to `to`; refuses (changing nothing) a cycle, a hop past the limit, or a closed chain. */
-  async propagate(chainId: string, to: string): Promise<CascadeView> {
+  propagate(chainId: string, to: string): Promise<CascadeView> {
+    try {
+      return this.#propagate(chainId, to);
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+  }
+
+  #propagate(chainId: string, to: string): Promise<CascadeView> {
     const actor = this.#require(chainId);
     const { value, context } = actor.getSnapshot();
     if (typeof to !== 'string' || to === '') throw new CascadeError('INVALID_INPUT', 'propagate needs the overlay the chain reaches.');
@@ -92,10 +102,11 @@ export class CascadeManager {
     const from = context.visited[context.visited.length - 1] ?? context.source;
     actor.send({ type: 'PROPAGATE', to, at: this.#now() });
     const after = actor.getSnapshot().context;
+    // A hop is one write-behind record; the chain's node is written on start, completion and expiry, and a restore
+    // rebuilds hops and visited overlays from the hop records.
     this.#options.store.appendHop({ chainId, index: after.hops, from, to, eventType: after.insightType, at: this.#now() });
-    await this.#persist(actor);
     this.#log(actor).debug({ from, to, hops: after.hops }, 'cascade hop');
-    return this.#view(actor);
+    return Promise.resolve(this.#view(actor));
   }
 
   async complete(chainId: string): Promise<CascadeView> {
@@ -117,11 +128,14 @@ export class CascadeManager {
     return [...this.#chains.values()].filter((a) => a.getSnapshot().value === 'active').map((a) => this.#view(a));
   }
 
-  /** Reloads the active chains from the store, re-arming each TTL from its stored deadline. */
+  /** Reloads the active chains from the store (hops from their hop records), re-arming each TTL from its deadline. */
   async restore(): Promise<number> {
+    await this.#options.store.flush();
     const records = await this.#options.store.loadChains({ status: 'active' });
-    for (const record of records) {
-      if (this.#chains.has(record.id)) continue;
+    for (const stored of records) {
+      if (this.#chains.has(stored.id)) continue;
+      const hops = await this.#options.store.loadHops(stored.id);
+      const record = { ...stored, hops: hops.length, visited: [stored.source, ...hops.map((h) => h.to)] };
       const actor = this.#spawn({
         id: record.id,
         source: record.source,
@@ -136,6 +150,11 @@ export class CascadeManager {
       actor.send({ type: 'REARM', now: this.#now() });
     }
     return records.length;
+  }
+
+  /** Writes the chains' current state (hop counts) to the store; the kernel calls it on stop. */
+  async persistAll(): Promise<void> {
+    await Promise.all([...this.#chains.values()].map((actor) => this.#persist(actor)));
   }
 
   /** Stops every chain actor (their state is already in the store). */
@@ -188,7 +207,12 @@ export class CascadeManager {
   }
 
   #log(actor: Actor<typeof cascadeMachine>): Logger {
-    const { id, correlationId } = actor.getSnapshot().context;
-    return this.#options.logger.child({ cascadeId: id, correlationId });
+    let logger = this.#loggers.get(actor);
+    if (logger === undefined) {
+      const { id, correlationId } = actor.getSnapshot().context;
+      logger = this.#options.logger.child({ cascadeId: id, correlationId });
+      this.#loggers.set(actor, logger);
+    }
+    return logger;
   }
 }

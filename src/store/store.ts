@@ -101,7 +101,10 @@ export interface DeadLetterRecord {
   at: number;
 }
 
-/** Records are stored as plain JSON: a copy in, a copy out, so no caller can mutate what the store holds. */
+/**
+ * Records are stored as plain JSON: a copy in, a copy out, so no caller can mutate what the store holds. A JSON
+ * round trip is the copy: the records are JSON by contract, and it costs about half of structuredClone.
+ */
 export function copy<T>(value: T): T {
-  return structuredClone(value);
+  return value === undefined ? value : (JSON.parse(JSON.stringify(value)) as T);
 }
