@@ -81,14 +81,11 @@ export class CascadeManager {
 
   /** Extends a chain by one hop to `to`; refuses (changing nothing) a cycle, a hop past the limit, or a closed chain. */
   propagate(chainId: string, to: string): Promise<CascadeView> {
-    try {
-      return this.#propagate(chainId, to);
-    } catch (error) {
-      return Promise.reject(error as Error);
-    }
+    // The executor turns a refusal thrown by the checks into a rejection.
+    return new Promise((resolve) => resolve(this.#propagate(chainId, to)));
   }
 
-  #propagate(chainId: string, to: string): Promise<CascadeView> {
+  #propagate(chainId: string, to: string): CascadeView {
     const actor = this.#require(chainId);
     const { value, context } = actor.getSnapshot();
     if (typeof to !== 'string' || to === '') throw new CascadeError('INVALID_INPUT', 'propagate needs the overlay the chain reaches.');
@@ -106,7 +103,7 @@ export class CascadeManager {
     // rebuilds hops and visited overlays from the hop records.
     this.#options.store.appendHop({ chainId, index: after.hops, from, to, eventType: after.insightType, at: this.#now() });
     this.#log(actor).debug({ from, to, hops: after.hops }, 'cascade hop');
-    return Promise.resolve(this.#view(actor));
+    return this.#view(actor);
   }
 
   async complete(chainId: string): Promise<CascadeView> {
