@@ -28,17 +28,8 @@ export interface CascadeOptions {
   now?: () => number;
 }
 
-export interface CascadeView {
-  id: string;
-  status: 'active' | 'completed' | 'expired';
-  source: string;
-  insightType: string;
-  correlationId: string;
-  hops: number;
-  maxHops: number;
-  visited: string[];
-  expiresAt: number;
-}
+/** What callers see of a chain: its stored record (a live chain always has a deadline). */
+export type CascadeView = ChainRecord & { expiresAt: number };
 
 /**
  * The live cascade chains, each an actor (flat root actors, one per chain). `propagate` validates before it
