@@ -238,5 +238,13 @@ export const circuitBreakerMachine = setup({
   },
 });
 
+/**
+ * True when a success reported to a closed breaker would change nothing: no fault since the last success, a full
+ * window without faults, and a call within the slow-call limit. The registry skips that send (≈5 µs) on the hot path.
+ */
+export function successIsNoOp(context: BreakerContext, durationMs: number): boolean {
+  return context.consecutive === 0 && context.window.length === context.config.windowSize && durationMs <= context.config.slowCallMs && !context.window.includes(true);
+}
+
 /** The state names of the breaker, as the inspector and `health()` show them. */
 export type BreakerState = 'closed' | 'open' | 'halfOpen' | 'forcedOpen';

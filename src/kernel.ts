@@ -14,6 +14,7 @@ import { EventBus, type Bus, type BusOptions } from './bus/bus.ts';
 import type { BusEvent } from './bus/event.ts';
 import { CascadeError, CascadeManager, type CascadeView } from './cascade/cascades.ts';
 import type { OverlayHandle } from './overlays/registry.ts';
+import { Pipelines, type PipelineOptions, type PipelinesDependencies } from './pipeline/pipelines.ts';
 
 /** Where the kernel keeps what it must not lose: in memory (the default), or in Neo4j (which also gives overlays a graph). */
 export type StoreOption = { kind: 'memory' } | { kind: 'neo4j'; uri: string; user: string; password: string; database?: string } | Store;
@@ -34,6 +35,8 @@ export interface KernelOptions {
   maxLiveChains?: number;
   /** Bounded execution history (default 1,000 calls). */
   historyLimit?: number;
+  /** Pipeline runs: per-phase settings and code, hooks, concurrency limits, checkpoints. */
+  pipelines?: PipelineOptions;
 }
 
 /** An embedded Forge Kernel: create one per service (no globals), stop it on shutdown. */
@@ -53,7 +56,8 @@ export interface Kernel {
   readonly overlays: OverlayRegistry;
   readonly bus: Bus;
   readonly cascades: Cascades;
-  /** Unloads every overlay once its calls in flight have finished. */
+  readonly pipelines: Pipelines;
+  /** Halts pipeline runs at a phase boundary (checkpointed), drains the bus, persists chains, and unloads every overlay once its calls in flight have finished. */
   stop(): Promise<void>;
 }
 
@@ -76,6 +80,16 @@ function openStore(option: StoreOption | undefined, logger: Logger): Store {
     return new Neo4jStore({ ...option, logger });
   }
   throw new ForgeError('INVALID_CONFIG', `store.kind must be "memory" or "neo4j", got ${JSON.stringify((option as { kind?: unknown }).kind)}.`);
+}
+
+/** Pipelines from the kernel's options; bad options close what the kernel had opened before they are reported. */
+async function createPipelines(deps: PipelinesDependencies, options: PipelineOptions | undefined, release: () => Promise<void>): Promise<Pipelines> {
+  try {
+    return new Pipelines(deps, options);
+  } catch (error) {
+    await release();
+    throw error;
+  }
 }
 
 /**
@@ -148,6 +162,23 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     active: () => manager.active(),
   };
 
+  const pipelines = await createPipelines(
+    {
+      store,
+      logger,
+      callOverlay: (name, input, call) => overlays.call(name, 'run', input, call),
+      overlaysOf: (phase) => overlays.byPhase(phase).map((overlay) => overlay.name),
+      publish: (type, payload, correlationId) => {
+        bus.publish({ type, payload, source: 'pipeline', correlationId }).catch((err: unknown) => logger.warn({ err, event: type }, 'a pipeline event could not be published'));
+      },
+    },
+    options.pipelines,
+    async () => {
+      await overlays.close();
+      await store.close();
+    },
+  );
+
   let stopped = false;
   return {
     logger,
@@ -155,9 +186,11 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     overlays,
     bus,
     cascades,
+    pipelines,
     async stop() {
       if (stopped) return;
       stopped = true;
+      await pipelines.stop();
       const { undelivered } = await bus.stop();
       if (undelivered.length > 0) logger.warn({ undelivered: undelivered.length }, 'events not delivered before stop');
       await manager.persistAll();

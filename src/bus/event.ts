@@ -61,7 +61,7 @@ export function matches(pattern: string, type: string): boolean {
   return p.length === t.length && p.every((part, i) => part === '*' || part === t[i]);
 }
 
-function deepFreeze<T>(value: T): T {
+export function deepFreeze<T>(value: T): T {
   if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
     Object.freeze(value);
     for (const child of Object.values(value as Record<string, unknown>)) deepFreeze(child);

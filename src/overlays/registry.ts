@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { createActor, fromPromise, type Actor } from 'xstate';
 import semver from 'semver';
-import { circuitBreakerMachine, type BreakerConfig, type BreakerState } from '../../actors/circuit-breaker.ts';
+import { circuitBreakerMachine, successIsNoOp, type BreakerConfig, type BreakerState } from '../../actors/circuit-breaker.ts';
 import { overlayMachine, type OverlayState } from '../../actors/overlay.ts';
 import { matches } from '../bus/event.ts';
 import { ForgeError, isForgeError } from '../errors.ts';
@@ -399,7 +399,7 @@ export class OverlayRegistry extends EventEmitter {
       });
       const refused = isErrorResult(result.output);
       if (refused) entry.breaker.send({ type: 'FAILURE', at: Date.now(), probe });
-      else entry.breaker.send({ type: 'SUCCESS', durationMs: result.durationMs, at: Date.now(), probe });
+      else if (breakerState !== 'closed' || !successIsNoOp(entry.breaker.getSnapshot().context, result.durationMs)) entry.breaker.send({ type: 'SUCCESS', durationMs: result.durationMs, at: Date.now(), probe });
       entry.stats.calls++;
       if (refused) entry.stats.faults++;
       entry.stats.fuelUsed += result.fuelUsed;
@@ -409,7 +409,8 @@ export class OverlayRegistry extends EventEmitter {
       const code = isForgeError(error) ? error.code : 'UNEXPECTED';
       const fault = OVERLAY_FAULTS.has(code);
       if (fault) entry.breaker.send({ type: 'FAILURE', at: Date.now(), probe });
-      else entry.breaker.send({ type: 'RELEASE', probe });
+      // Only a half-open breaker tracks its probe: releasing a call admitted while closed changes nothing.
+      else if (breakerState !== 'closed') entry.breaker.send({ type: 'RELEASE', probe });
       const fuelUsed = (error as { fuelUsed?: number }).fuelUsed ?? 0;
       entry.stats.calls++;
       if (fault) entry.stats.faults++;

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { createActor, SimulatedClock, type Actor } from 'xstate';
 import { getShortestPaths } from 'xstate/graph';
 import { describe, expect, it } from 'vitest';
-import { circuitBreakerMachine, DEFAULT_BREAKER_CONFIG, type BreakerConfig, type BreakerEmitted, type BreakerEvent } from '../../actors/circuit-breaker.ts';
+import { circuitBreakerMachine, DEFAULT_BREAKER_CONFIG, successIsNoOp, type BreakerConfig, type BreakerEmitted, type BreakerEvent } from '../../actors/circuit-breaker.ts';
 
 type Breaker = Actor<typeof circuitBreakerMachine>;
 
@@ -254,6 +254,26 @@ describe('CircuitBreaker properties (fast-check)', () => {
             expect(cmd.kind === 'reset' || (cmd.kind === 'call' && cmd.outcome === 'ok' && before === 'halfOpen')).toBe(true);
           }
         });
+      }),
+      { numRuns: 300 },
+    );
+  });
+  it('changes nothing when it receives a success the registry skips (successIsNoOp), after any history of calls', () => {
+    fc.assert(
+      // A tail of fast successes makes the clean, full window (where the send is skipped) common.
+      fc.property(fc.array(command, { maxLength: 60 }), fc.nat(12), fc.integer({ min: 0, max: 20_000 }), (commands, tail, durationMs) => {
+        const { breaker, clock } = start({ consecutiveFailures: 3, minimumCalls: 4, windowSize: 8, resetTimeoutMs: 10_000 });
+        for (const cmd of [...commands, ...Array.from({ length: tail }, () => ({ kind: 'call' as const, outcome: 'ok' as const }))]) {
+          if (cmd.kind === 'wait') clock.increment(cmd.ms);
+          else if (cmd.kind === 'reset') breaker.send({ type: 'RESET' });
+          else call(breaker, cmd.outcome, clock.now());
+        }
+        const before = breaker.getSnapshot();
+        if (before.value !== 'closed' || !successIsNoOp(before.context, durationMs)) return;
+        breaker.send({ type: 'SUCCESS', durationMs, at: clock.now(), probe: false });
+        const after = breaker.getSnapshot();
+        expect(after.value).toBe('closed');
+        expect(after.context).toEqual(before.context);
       }),
       { numRuns: 300 },
     );

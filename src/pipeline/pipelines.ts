@@ -1,0 +1,336 @@
+import { nanoid } from 'nanoid';
+import { createActor, type Snapshot } from 'xstate';
+import { pipelineMachine, type PipelineContext, type PipelineStatus } from '../../actors/pipeline.ts';
+import { LatencyWindow } from '../bus/latency.ts';
+import { ForgeError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { PHASES, type Phase } from '../manifest.ts';
+import type { Store } from '../store/store.ts';
+import {
+  checkDecisionTimeout,
+  checkPhaseRecord,
+  checkRunOptions,
+  checkTrust,
+  DEFAULT_RUN_TRUST,
+  PipelineConfigError,
+  resolveRunConfig,
+  runData,
+  type PhaseFunctions,
+  type PhaseOverrides,
+  type PipelineHooks,
+  type RunOptions,
+  type RunResult,
+} from './config.ts';
+import { PipelineRun, RUN_SNAPSHOT_VERSION, SYSTEM_CLOCK, type CallOverlay, type PipelineClock, type RunEnvironment } from './run.ts';
+
+/** Runs driving phases at once, unless the kernel sets another limit. */
+export const DEFAULT_MAX_ACTIVE_RUNS = 32;
+/** Runs waiting for a slot at most; past it `start` fails with PIPELINE_BUSY. */
+export const DEFAULT_MAX_QUEUED_RUNS = 1_000;
+/** Finished runs kept for `history()` and `get()`. */
+export const DEFAULT_RUN_HISTORY = 100;
+/** Phase durations kept per phase for `stats()` percentiles. */
+const STATS_WINDOW = 1_000;
+
+/** Kernel-wide pipeline settings (`createKernel({ pipelines })`). */
+export interface PipelineOptions {
+  /** Per-phase settings and code (a `when` condition, a custom `handler`) for every run. */
+  phases?: Partial<Record<Phase, PhaseOverrides & PhaseFunctions>>;
+  hooks?: PipelineHooks;
+  maxActiveRuns?: number;
+  maxQueuedRuns?: number;
+  historyLimit?: number;
+  /** Save a snapshot after each phase (default: when the store outlives the process, i.e. not the memory store). */
+  checkpoints?: boolean;
+  /** Trust of the runs' overlay calls (0–100, default 100: the embedding service is trusted). */
+  trust?: number;
+  /** Default decision deadline at consensus (ms), or null for none. */
+  decisionTimeoutMs?: number | null;
+  /** Timers of runs (timeouts, backoff, decision deadlines): XState's SimulatedClock in tests. */
+  clock?: PipelineClock;
+  random?: () => number;
+}
+
+/** Too many runs are active and queued: `start` refuses more until some finish. */
+export class PipelineBusyError extends ForgeError {
+  constructor(active: number, queued: number) {
+    super('PIPELINE_BUSY', `${active} pipeline runs are active and ${queued} are queued, the limits: wait for runs to finish, or raise maxActiveRuns / maxQueuedRuns.`, { details: { active, queued } });
+  }
+}
+
+/** No live or persisted run has that id. */
+export class RunNotFoundError extends ForgeError {
+  constructor(runId: string) {
+    super('RUN_NOT_FOUND', `No pipeline run "${runId}" is live or persisted: kernel.pipelines.active() lists the live ones.`, { details: { runId } });
+  }
+}
+
+/** The kernel is stopping: no new runs. */
+export class PipelinesStoppedError extends ForgeError {
+  constructor() {
+    super('PIPELINES_STOPPED', 'The kernel is stopping: it starts no more pipeline runs.');
+  }
+}
+
+export interface PhaseStats {
+  runs: number;
+  completed: number;
+  failed: number;
+  skipped: number;
+  /** Completed share of the runs that ran the phase (skips excluded), 0–1. */
+  successRate: number;
+  p50Ms: number;
+  p95Ms: number;
+}
+
+export interface PipelineStats {
+  started: number;
+  completed: number;
+  failed: number;
+  cancelled: number;
+  active: number;
+  queued: number;
+  waiting: number;
+  phases: Record<Phase, PhaseStats>;
+}
+
+export interface PipelinesDependencies {
+  store: Store;
+  logger: Logger;
+  callOverlay: CallOverlay;
+  overlaysOf: (phase: Phase) => string[];
+  publish: (type: string, payload: Record<string, unknown>, correlationId: string) => void;
+}
+
+/**
+ * The kernel's pipeline runs (`kernel.pipelines`): starts each run as an actor, caps the runs driving phases at once
+ * (a bounded queue behind), saves snapshots, restores runs from the store after a restart, and keeps a bounded
+ * history and per-phase statistics.
+ */
+export class Pipelines {
+  readonly #deps: PipelinesDependencies;
+  readonly #functions: Partial<Record<Phase, PhaseFunctions>>;
+  readonly #kernelPhases: Partial<Record<Phase, PhaseOverrides & PhaseFunctions>>;
+  readonly #hooks: PipelineHooks;
+  readonly #limits: { active: number; queued: number; history: number };
+  readonly #trust: number;
+  readonly #decisionTimeoutMs: number | null;
+  readonly #clock: PipelineClock;
+  readonly #env: RunEnvironment;
+  readonly #live = new Map<string, PipelineRun>();
+  readonly #driving = new Set<PipelineRun>();
+  readonly #queue: PipelineRun[] = [];
+  readonly #history: PipelineRun[] = [];
+  readonly #results = new Map<PipelineRun, RunResult>();
+  readonly #phaseStats = new Map<Phase, { window: LatencyWindow; completed: number; failed: number; skipped: number }>();
+  readonly #counts = { started: 0, completed: 0, failed: 0, cancelled: 0 };
+  #stopping = false;
+
+  constructor(deps: PipelinesDependencies, options: PipelineOptions = {}) {
+    if (typeof options !== 'object' || options === null) throw new PipelineConfigError('pipelines', 'must be an object.');
+    this.#deps = deps;
+    this.#kernelPhases = checkPhaseRecord(options.phases, 'pipelines.phases', true);
+    this.#functions = {};
+    for (const phase of PHASES) {
+      const { when, handler } = this.#kernelPhases[phase] ?? {};
+      if (when !== undefined || handler !== undefined) this.#functions[phase] = { ...(when === undefined ? {} : { when }), ...(handler === undefined ? {} : { handler }) };
+    }
+    this.#hooks = options.hooks ?? {};
+    for (const [name, hook] of Object.entries(this.#hooks)) {
+      if (!['prePhase', 'postPhase', 'completion'].includes(name)) throw new PipelineConfigError(`pipelines.hooks.${name}`, 'is not a hook (prePhase, postPhase, completion).');
+      if (typeof hook !== 'function') throw new PipelineConfigError(`pipelines.hooks.${name}`, 'must be a function.');
+    }
+    const positive = (value: unknown, field: string, fallback: number): number => {
+      if (value === undefined) return fallback;
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) throw new PipelineConfigError(field, 'must be a positive integer.');
+      return value;
+    };
+    this.#limits = {
+      active: positive(options.maxActiveRuns, 'pipelines.maxActiveRuns', DEFAULT_MAX_ACTIVE_RUNS),
+      queued: options.maxQueuedRuns === 0 ? 0 : positive(options.maxQueuedRuns, 'pipelines.maxQueuedRuns', DEFAULT_MAX_QUEUED_RUNS),
+      history: positive(options.historyLimit, 'pipelines.historyLimit', DEFAULT_RUN_HISTORY),
+    };
+    this.#trust = options.trust === undefined ? DEFAULT_RUN_TRUST : checkTrust(options.trust, 'pipelines.trust');
+    this.#decisionTimeoutMs = checkDecisionTimeout(options.decisionTimeoutMs, 'pipelines.decisionTimeoutMs');
+    this.#clock = options.clock ?? SYSTEM_CLOCK;
+    for (const phase of PHASES) this.#phaseStats.set(phase, { window: new LatencyWindow(STATS_WINDOW), completed: 0, failed: 0, skipped: 0 });
+    const { store } = deps;
+    this.#env = {
+      logger: deps.logger,
+      clock: this.#clock,
+      callOverlay: deps.callOverlay,
+      functions: this.#functions,
+      hooks: this.#hooks,
+      checkpoints: options.checkpoints ?? store.kind !== 'memory',
+      graph: store.kind === 'neo4j',
+      random: options.random ?? Math.random,
+      save: (runId, status, snapshot) => store.saveRunSnapshot({ runId, version: RUN_SNAPSHOT_VERSION, status, snapshot, updatedAt: Date.now() }),
+      forget: (runId) => store.deleteRunSnapshot(runId),
+      publish: (type, run, payload) => deps.publish(type, { runId: run.id, ...payload }, run.correlationId),
+      released: (run) => this.#release(run),
+      resumed: (run) => this.#driving.add(run),
+      finished: (run, result) => this.#finished(run, result),
+    };
+  }
+
+  /**
+   * Starts a run of the seven phases on `input` (a JSON object: the capsule and whatever the overlays read) and
+   * returns it at once: `run.done` resolves with its result. Past the active limit the run waits in a queue; past
+   * the queue's limit this throws PIPELINE_BUSY.
+   */
+  start(input: unknown, options?: RunOptions): PipelineRun {
+    if (this.#stopping) throw new PipelinesStoppedError();
+    const checked = checkRunOptions(options);
+    const data = runData(input);
+    if (this.#driving.size >= this.#limits.active && this.#queue.length >= this.#limits.queued) throw new PipelineBusyError(this.#driving.size, this.#queue.length);
+    const config = resolveRunConfig({ phases: this.#kernelPhases, trust: this.#trust, decisionTimeoutMs: this.#decisionTimeoutMs }, checked, this.#deps.overlaysOf);
+    const runId = `run_${nanoid(12)}`;
+    const actor = createActor(pipelineMachine, { input: { runId, correlationId: checked.correlationId ?? runId, config, startedAt: this.#clock.now(), data }, clock: this.#clock });
+    const run = new PipelineRun(this.#env, actor);
+    this.#live.set(run.id, run);
+    this.#counts.started++;
+    this.#deps.publish('pipeline.started', { runId }, run.correlationId);
+    this.#admit(run);
+    return run;
+  }
+
+  /** A live run, or a finished one still in the history. */
+  get(runId: string): PipelineRun | undefined {
+    return this.#live.get(runId) ?? this.#history.find((run) => run.id === runId);
+  }
+
+  /** Runs not yet finished: queued, driving phases, paused, or waiting for a decision. */
+  active(): PipelineRun[] {
+    return [...this.#live.values()];
+  }
+
+  /** Results of the last finished runs (bounded), oldest first. */
+  history(): RunResult[] {
+    return this.#history.map((run) => this.#results.get(run)!);
+  }
+
+  /** Runs by outcome, and per phase: p50 / p95 duration and success rate over the recent runs. */
+  stats(): PipelineStats {
+    const phases = {} as Record<Phase, PhaseStats>;
+    for (const [phase, s] of this.#phaseStats) {
+      const ran = s.completed + s.failed;
+      const { p50, p95 } = s.window.percentiles();
+      phases[phase] = { runs: ran + s.skipped, completed: s.completed, failed: s.failed, skipped: s.skipped, successRate: ran === 0 ? 1 : s.completed / ran, p50Ms: p50, p95Ms: p95 };
+    }
+    const live = [...this.#live.values()];
+    return {
+      ...this.#counts,
+      active: this.#driving.size,
+      queued: this.#queue.length,
+      waiting: live.filter((r) => r.status === 'paused' || r.status === 'awaitingDecision').length,
+      phases,
+    };
+  }
+
+  /**
+   * Resumes a paused run, or decides on one waiting at consensus, whether it lives in this process or only in the
+   * store (paused by a process that has since exited).
+   */
+  async resume(runId: string, decision?: unknown): Promise<PipelineRun> {
+    const run = this.#live.get(runId) ?? (await this.#restoreOne(runId));
+    await run.resume(decision);
+    return run;
+  }
+
+  /**
+   * Brings back the runs a previous process left in the store: paused ones wait again (decision deadlines re-armed);
+   * interrupted ones continue from the phase after their last checkpoint. Load the overlays first.
+   */
+  async restore(): Promise<PipelineRun[]> {
+    const restored: PipelineRun[] = [];
+    for (const record of await this.#deps.store.listRunSnapshots()) {
+      if (this.#live.has(record.runId)) continue;
+      const run = this.#revive(record);
+      if (run !== undefined) restored.push(run);
+    }
+    return restored;
+  }
+
+  /** Stops taking runs, halts the active ones at their next phase boundary (checkpointed), and waits for them. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await Promise.all([...this.#live.values()].map((run) => run.interrupt()));
+  }
+
+  async #restoreOne(runId: string): Promise<PipelineRun> {
+    const record = await this.#deps.store.loadRunSnapshot(runId);
+    const run = record === undefined ? undefined : this.#revive(record);
+    if (run === undefined) throw new RunNotFoundError(runId);
+    return run;
+  }
+
+  #revive(record: { runId: string; version: number; snapshot: unknown }): PipelineRun | undefined {
+    if (record.version !== RUN_SNAPSHOT_VERSION) {
+      this.#deps.logger.warn({ runId: record.runId, version: record.version }, 'a persisted run has another snapshot version: left in the store');
+      return undefined;
+    }
+    const snapshot = record.snapshot as Snapshot<unknown> & { context: PipelineContext };
+    // The input is not used when a snapshot is given; XState's types still ask for one.
+    const actor = createActor(pipelineMachine, { snapshot, input: snapshot.context, clock: this.#clock });
+    const run = new PipelineRun(this.#env, actor);
+    this.#live.set(run.id, run);
+    const { value } = actor.getSnapshot();
+    this.#deps.logger.info({ runId: run.id, state: value }, 'pipeline run restored');
+    // A run waiting for someone holds no slot; an interrupted one queues for a slot like a new run.
+    if (value === 'paused' || (typeof value === 'object' && 'awaitingDecision' in value)) run.begin();
+    else this.#admit(run);
+    return run;
+  }
+
+  #admit(run: PipelineRun): void {
+    if (this.#driving.size < this.#limits.active) {
+      this.#driving.add(run);
+      run.begin();
+    } else {
+      this.#queue.push(run);
+    }
+  }
+
+  #release(run: PipelineRun): void {
+    if (!this.#driving.delete(run)) return;
+    const next = this.#queue.shift();
+    if (next !== undefined) this.#admit(next);
+  }
+
+  async #finished(run: PipelineRun, result: RunResult): Promise<void> {
+    this.#live.delete(run.id);
+    const queued = this.#queue.indexOf(run);
+    if (queued >= 0) this.#queue.splice(queued, 1);
+    this.#history.push(run);
+    this.#results.set(run, result);
+    if (this.#history.length > this.#limits.history) this.#results.delete(this.#history.shift()!);
+    if (result.status === 'interrupted') return;
+    this.#counts[result.status]++;
+    for (const outcome of result.phases) {
+      const s = this.#phaseStats.get(outcome.phase)!;
+      if (outcome.status === 'skipped') s.skipped++;
+      else {
+        s[outcome.status]++;
+        s.window.add(outcome.durationMs);
+      }
+    }
+    if (result.status === 'completed') {
+      const capsule = result.data.capsule as { id?: unknown } | undefined;
+      const consensus = result.data.consensus as { decision?: unknown } | undefined;
+      this.#deps.store.appendAudit({
+        id: `aud_${nanoid(12)}`,
+        runId: run.id,
+        capsuleId: typeof capsule?.id === 'string' ? capsule.id : '',
+        decision: result.decision === null ? (typeof consensus?.decision === 'string' ? consensus.decision : 'none') : result.decision.approve ? 'approve' : 'reject',
+        detail: { by: result.decision?.by ?? 'consensus', warnings: result.warnings, fuel: result.fuel },
+        at: Date.now(),
+      });
+      // A settled run is acknowledged with its audit entry durable.
+      await this.#deps.store.flush();
+    }
+    const type = result.status === 'completed' ? 'pipeline.completed' : result.status === 'failed' ? 'pipeline.failed' : 'pipeline.cancelled';
+    this.#deps.publish(type, { runId: run.id, status: result.status, durationMs: result.durationMs, ...(result.error === null ? {} : { error: result.error }) }, run.correlationId);
+  }
+}
+
+export type { PipelineRun, PipelineStatus, RunOptions, RunResult };

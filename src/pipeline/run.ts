@@ -1,0 +1,508 @@
+import type { Actor, Snapshot } from 'xstate';
+import type { pipelineMachine} from '../../actors/pipeline.ts';
+import { type Decision, type OverlayOutcome, type PhaseOutcome, type PipelineEvent, type PipelineStatus, type RunData } from '../../actors/pipeline.ts';
+import { deepFreeze } from '../bus/event.ts';
+import { ForgeError, isForgeError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { Phase } from '../manifest.ts';
+import { fuelByOverlay, type PhaseContext, type PhaseFunctions, type PipelineHooks, type RunResult } from './config.ts';
+
+/** Format version of persisted run snapshots: bump it when the pipeline machine changes shape. */
+export const RUN_SNAPSHOT_VERSION = 1;
+/** Share of a retry's backoff that is random, so retries of many runs do not line up. */
+const RETRY_JITTER = 0.2;
+
+/** The clock a run uses for timeouts, backoff and deadlines; XState's SimulatedClock fits it. */
+export interface PipelineClock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(id: unknown): void;
+}
+
+export const SYSTEM_CLOCK: PipelineClock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (id) => clearTimeout(id as NodeJS.Timeout),
+};
+
+/** A run operation that does not fit the run's state (e.g. resume a run that is not paused). */
+export class RunStateError extends ForgeError {
+  constructor(code: 'RUN_FINISHED' | 'RUN_NOT_PAUSED', runId: string, status: string, message: string) {
+    super(code, message, { details: { runId, status } });
+  }
+}
+
+/** A decision given to resume a run is malformed. */
+export class InvalidDecisionError extends ForgeError {
+  constructor(problem: string) {
+    super('INVALID_DECISION', `A decision is { decision: 'approve' | 'reject', by: '<who>', reason?: '<why>' }: ${problem}`);
+  }
+}
+
+/** What a run calls an overlay with (the kernel's registry, through each overlay's actor and breaker). */
+export type CallOverlay = (name: string, input: unknown, options: { signal: AbortSignal; deadlineMs: number; correlationId: string; trust: number }) => Promise<{ output: unknown; fuelUsed: number }>;
+
+/** What a run needs from its manager: effects, shared settings, and where to report. */
+export interface RunEnvironment {
+  logger: Logger;
+  clock: PipelineClock;
+  callOverlay: CallOverlay;
+  functions: Partial<Record<Phase, PhaseFunctions>>;
+  hooks: PipelineHooks;
+  /** Whether a snapshot is saved after each phase (a pause is always saved). */
+  checkpoints: boolean;
+  /** True when overlays of this kernel have a graph database (passed to them as `context.graph`). */
+  graph: boolean;
+  save(runId: string, status: string, snapshot: Snapshot<unknown>): Promise<void>;
+  forget(runId: string): Promise<void>;
+  publish(type: string, run: PipelineRun, payload: Record<string, unknown>): void;
+  /** The run holds no slot any more (paused, waiting for a decision, or ended). */
+  released(run: PipelineRun): void;
+  /** A paused run drives phases again (it was admitted before, so it takes a slot without queueing). */
+  resumed(run: PipelineRun): void;
+  finished(run: PipelineRun, result: RunResult): Promise<void>;
+  random: () => number;
+}
+
+type PipelineActor = Actor<typeof pipelineMachine>;
+/** The events that report a phase. */
+type PhaseEvent = Extract<PipelineEvent, { outcome: PhaseOutcome }>;
+
+const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** Validates a decision and stamps it with the time it was taken. */
+export function parseDecision(raw: unknown, now: number): Decision {
+  if (!isRecord(raw)) throw new InvalidDecisionError('got no object.');
+  if (raw.decision !== 'approve' && raw.decision !== 'reject') throw new InvalidDecisionError(`decision must be 'approve' or 'reject', got ${JSON.stringify(raw.decision)}.`);
+  if (typeof raw.by !== 'string' || raw.by.trim() === '') throw new InvalidDecisionError('by must name who decided.');
+  if (raw.reason !== undefined && typeof raw.reason !== 'string') throw new InvalidDecisionError('reason must be a string.');
+  return { approve: raw.decision === 'approve', by: raw.by, ...(raw.reason === undefined ? {} : { reason: raw.reason }), at: now };
+}
+
+/**
+ * One pipeline run: the driver of its actor. It runs the current phase's overlays (in parallel or in order, with
+ * the phase's timeout and retries), reports the outcome to the actor, saves a checkpoint, and goes on, until the
+ * actor pauses, waits for a decision, or ends. `done` resolves with the result, whatever the outcome.
+ */
+export class PipelineRun {
+  readonly id: string;
+  readonly correlationId: string;
+  readonly done: Promise<RunResult>;
+  readonly #env: RunEnvironment;
+  readonly #actor: PipelineActor;
+  readonly #log: Logger;
+  #resolve!: (result: RunResult) => void;
+  #started = false;
+  #driving = false;
+  #pauseRequested = false;
+  #pauseWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
+  /** Aborts the calls of the phase in flight (a cancel, or the phase's timeout). */
+  #phaseController: AbortController | null = null;
+  /** A save in progress that a resume must not overtake. */
+  #saving: Promise<void> = Promise.resolve();
+  #interrupted = false;
+  #result: RunResult | null = null;
+
+  constructor(env: RunEnvironment, actor: PipelineActor) {
+    this.#env = env;
+    this.#actor = actor;
+    const { runId, correlationId } = actor.getSnapshot().context;
+    this.id = runId;
+    this.correlationId = correlationId;
+    this.#log = env.logger.child({ runId, correlationId });
+    this.done = new Promise((resolve) => (this.#resolve = resolve));
+    // The machine can end on its own (a decision deadline passing) while no phase is driving it.
+    actor.subscribe({
+      complete: () => {
+        if (!this.#driving && actor.getSnapshot().status === 'done') void this.#finish();
+      },
+    });
+  }
+
+  /** The run's state: `queued` until it starts, then its current phase, `paused`, `awaitingDecision`, or how it ended. */
+  get status(): PipelineStatus {
+    if (!this.#started) return 'queued';
+    const value = this.#actor.getSnapshot().value;
+    return (typeof value === 'string' ? value : Object.keys(value)[0]) as PipelineStatus;
+  }
+
+  /** The run's data, outcomes and decision so far (frozen). */
+  view(): { id: string; status: PipelineStatus; correlationId: string; data: RunData; phases: PhaseOutcome[]; warnings: string[]; decision: Decision | null; startedAt: number } {
+    const { context } = this.#actor.getSnapshot();
+    return { id: this.id, status: this.status, correlationId: this.correlationId, data: context.data, phases: context.outcomes, warnings: context.warnings, decision: context.decision, startedAt: context.startedAt };
+  }
+
+  /** The actor, for the inspector. */
+  get actor(): PipelineActor {
+    return this.#actor;
+  }
+
+  /** True while the run holds an active slot (driving phases). */
+  get driving(): boolean {
+    return this.#driving;
+  }
+
+  /** Starts (or, after a restore, continues) the run from its current state. */
+  begin(): void {
+    if (!this.#started) {
+      this.#started = true;
+      this.#actor.start();
+      // A restored run waiting for a decision: its deadline timer was not restored (xstate#5331).
+      if (this.status === 'awaitingDecision') this.#actor.send({ type: 'REARM', now: this.#env.clock.now() });
+    }
+    const status = this.status;
+    if (status === 'awaitingDecision' || status === 'paused') {
+      this.#env.released(this);
+      return;
+    }
+    void this.#drive();
+  }
+
+  /**
+   * Pauses the run before its next phase starts; resolves once the paused run's snapshot is saved. A run already
+   * paused or waiting for a decision resolves at once.
+   */
+  pause(): Promise<void> {
+    this.#assertLive();
+    const status = this.status;
+    if (status === 'paused' || status === 'awaitingDecision') return this.#saving;
+    this.#pauseRequested = true;
+    return new Promise((resolve, reject) => this.#pauseWaiters.push({ resolve, reject }));
+  }
+
+  /**
+   * Continues a paused run, or decides on a run waiting at consensus (`{ decision: 'approve' | 'reject', by,
+   * reason? }`, required then). Resolves once the run is on its way (the decision is saved with its next checkpoint).
+   */
+  async resume(decision?: unknown): Promise<void> {
+    this.#assertLive();
+    await this.#saving;
+    const status = this.status;
+    if (status === 'awaitingDecision') {
+      const parsed = parseDecision(decision, this.#env.clock.now());
+      this.#actor.send({ type: 'DECIDE', decision: parsed });
+      this.#env.publish('pipeline.resumed', this, { decision: parsed.approve ? 'approve' : 'reject', by: parsed.by });
+    } else if (status === 'paused') {
+      if (decision !== undefined) throw new InvalidDecisionError(`run ${this.id} is paused, not waiting for a decision: resume it without one.`);
+      this.#actor.send({ type: 'RESUME' });
+      this.#env.publish('pipeline.resumed', this, {});
+    } else {
+      throw new RunStateError('RUN_NOT_PAUSED', this.id, status, `Run ${this.id} is ${status}: only a paused run, or one waiting for a decision, can be resumed.`);
+    }
+    this.#env.resumed(this);
+    void this.#drive();
+  }
+
+  /** Cancels the run: aborts its overlay calls in flight and ends it as `cancelled`. Resolves with its result. */
+  async cancel(reason = 'cancelled by the caller'): Promise<RunResult> {
+    this.#assertLive();
+    if (!this.#started) {
+      this.#started = true;
+      this.#actor.start();
+    }
+    this.#actor.send({ type: 'CANCEL', reason });
+    this.#phaseController?.abort(new ForgeError('CANCELLED', reason));
+    if (!this.#driving) await this.#finish();
+    return this.done;
+  }
+
+  /** Halts the run at its next phase boundary (the kernel is stopping); its checkpoint lets `restore()` continue it. */
+  async interrupt(): Promise<void> {
+    if (this.#result !== null) return;
+    this.#interrupted = true;
+    if (!this.#started && this.#env.checkpoints) await this.#persist('queued');
+    if (!this.#driving) await this.#finish();
+    else await this.done;
+  }
+
+  #assertLive(): void {
+    if (this.#result !== null || this.#interrupted) throw new RunStateError('RUN_FINISHED', this.id, this.#result?.status ?? 'interrupted', `Run ${this.id} has ended (${this.#result?.status ?? 'interrupted'}).`);
+  }
+
+  async #drive(): Promise<void> {
+    if (this.#driving) return;
+    this.#driving = true;
+    try {
+      for (;;) {
+        const status = this.status;
+        if (this.#actor.getSnapshot().status !== 'active') break;
+        if (status === 'paused' || status === 'awaitingDecision') {
+          this.#env.released(this);
+          return;
+        }
+        if (this.#interrupted) break;
+        if (this.#pauseRequested) {
+          this.#pauseRequested = false;
+          this.#actor.send({ type: 'PAUSE' });
+          await this.#persist('paused');
+          this.#env.publish('pipeline.paused', this, { reason: 'requested', resumeAt: status });
+          this.#settlePauseWaiters();
+          continue;
+        }
+        const phase = status as Phase;
+        const event = await this.#runPhase(phase);
+        if (this.status === 'cancelled') break;
+        this.#actor.send(event);
+        if (event.type === 'AWAIT_DECISION') {
+          await this.#persist('awaitingDecision');
+          this.#env.publish('pipeline.paused', this, { reason: 'decision', phase });
+          this.#settlePauseWaiters();
+        } else {
+          this.#env.publish('pipeline.phase_completed', this, { phase, status: event.outcome.status, durationMs: event.outcome.durationMs });
+          if (this.#env.checkpoints && this.#actor.getSnapshot().status === 'active') await this.#persist('running');
+        }
+      }
+    } catch (error) {
+      // The driver's own failure (a store that cannot save a checkpoint): the run stops where it is, not silently.
+      this.#log.error({ err: error }, 'pipeline run halted');
+      if (this.#actor.getSnapshot().status === 'active') this.#actor.send({ type: 'CANCEL', reason: `halted: ${(error as Error).message}` });
+    } finally {
+      this.#driving = false;
+    }
+    await this.#finish();
+  }
+
+  #settlePauseWaiters(): void {
+    for (const waiter of this.#pauseWaiters.splice(0)) waiter.resolve();
+  }
+
+  async #persist(status: string): Promise<void> {
+    const saving = this.#env.save(this.id, status, this.#actor.getPersistedSnapshot());
+    this.#saving = saving.catch(() => undefined);
+    await saving;
+  }
+
+  async #finish(): Promise<void> {
+    if (this.#result !== null) return;
+    const snapshot = this.#actor.getSnapshot();
+    const { context } = snapshot;
+    const ended = snapshot.status === 'done';
+    const status = ended ? (this.status as 'completed' | 'failed' | 'cancelled') : 'interrupted';
+    const result: RunResult = {
+      id: this.id,
+      status,
+      correlationId: this.correlationId,
+      phases: context.outcomes,
+      data: context.data,
+      warnings: context.warnings,
+      error: context.error,
+      decision: context.decision,
+      fuel: fuelByOverlay(context.outcomes),
+      startedAt: context.startedAt,
+      durationMs: this.#env.clock.now() - context.startedAt,
+    };
+    this.#result = result;
+    for (const waiter of this.#pauseWaiters.splice(0)) waiter.reject(new RunStateError('RUN_FINISHED', this.id, status, `Run ${this.id} ended (${status}) before it could pause.`));
+    this.#actor.stop();
+    if (ended) {
+      try {
+        await this.#env.forget(this.id);
+      } catch (error) {
+        this.#log.warn({ err: error }, 'the ended run could not be removed from the store');
+      }
+    }
+    this.#env.released(this);
+    await this.#env.finished(this, result);
+    this.#hook('completion', () => this.#env.hooks.completion?.(result));
+    this.#resolve(result);
+  }
+
+  /** Runs a hook; what it throws or rejects with is logged, never the run's problem. */
+  #hook(name: string, call: () => unknown): void {
+    try {
+      const out = call();
+      if (out instanceof Promise) out.catch((error: unknown) => this.#log.warn({ err: error, hook: name }, 'a pipeline hook failed'));
+    } catch (error) {
+      this.#log.warn({ err: error, hook: name }, 'a pipeline hook failed');
+    }
+  }
+
+  /** Runs one phase and returns the event that reports it. */
+  async #runPhase(phase: Phase): Promise<PhaseEvent> {
+    const { context } = this.#actor.getSnapshot();
+    const settings = context.config.phases[phase];
+    const functions = this.#env.functions[phase];
+    const data = context.data;
+    const started = performance.now();
+    const skipped = (reason: string): PhaseEvent => ({ type: 'PHASE_DONE', outcome: { phase, status: 'skipped', required: settings.required, durationMs: 0, overlays: [], reason }, data });
+
+    if (!settings.enabled) return skipped('disabled');
+    if (context.config.skip.includes(phase)) return skipped('skipped by the run');
+    if (functions?.when !== undefined) {
+      let run: boolean;
+      try {
+        run = functions.when(data) === true;
+      } catch (error) {
+        return this.#phaseEvent(phase, settings.required, data, [failure('condition', 'CONDITION_FAILED', error)], started);
+      }
+      if (!run) return skipped('condition not met');
+    }
+    if (settings.overlays.length === 0 && functions?.handler === undefined) return skipped('nothing to run');
+
+    this.#hook('prePhase', () => this.#env.hooks.prePhase?.(phase, { id: this.id, data }));
+    const controller = new AbortController();
+    this.#phaseController = controller;
+    const timer = this.#env.clock.setTimeout(() => controller.abort(new ForgeError('PHASE_TIMEOUT', `Phase ${phase} did not finish within ${settings.timeoutMs} ms.`)), settings.timeoutMs);
+    const deadline = performance.now() + settings.timeoutMs;
+    const phaseContext = { runId: this.id, phase, correlationId: this.correlationId, graph: this.#env.graph };
+    const outcomes: OverlayOutcome[] = [];
+    let output: Record<string, unknown> = {};
+    try {
+      if (settings.parallel) {
+        const input = { ...data, context: phaseContext };
+        const results = await Promise.all(settings.overlays.map((name) => this.#callOverlay(name, input, settings, controller.signal, deadline)));
+        for (const result of results) {
+          outcomes.push(result.outcome);
+          if (result.data !== undefined) output = { ...output, ...result.data };
+        }
+      } else {
+        for (const name of settings.overlays) {
+          const input = { ...data, [phase]: output, context: phaseContext };
+          const result = await this.#callOverlay(name, input, settings, controller.signal, deadline);
+          outcomes.push(result.outcome);
+          if (result.data !== undefined) output = { ...output, ...result.data };
+          if (controller.signal.aborted) break;
+        }
+      }
+      if (functions?.handler !== undefined && !controller.signal.aborted) {
+        const result = await this.#callHandler(phase, functions.handler, deepFreeze({ ...data, [phase]: output }), controller.signal);
+        outcomes.push(result.outcome);
+        if (result.data !== undefined) output = { ...output, ...result.data };
+      }
+    } finally {
+      this.#env.clock.clearTimeout(timer);
+      this.#phaseController = null;
+    }
+    const merged: Record<string, unknown> = { ...data, [phase]: output };
+    // A phase may hand on a new version of the run's subject (ingestion's normalized capsule).
+    if (isRecord(output.capsule)) merged.capsule = output.capsule;
+    const event = this.#phaseEvent(phase, settings.required, deepFreeze(merged), outcomes, started);
+    this.#hook('postPhase', () => this.#env.hooks.postPhase?.(phase, event.outcome, { id: this.id, data: event.data }));
+    return event;
+  }
+
+  #phaseEvent(phase: Phase, required: boolean, after: RunData, overlays: OverlayOutcome[], started: number): PhaseEvent {
+    const failed = overlays.filter((o) => o.status !== 'ok');
+    const outcome: PhaseOutcome = { phase, status: failed.length === 0 ? 'completed' : 'failed', required, durationMs: performance.now() - started, overlays };
+    if (failed.length > 0) {
+      const names = failed.map((o) => `${o.name} (${o.code ?? o.status})`).join(', ');
+      if (required) return { type: 'PHASE_FAILED', outcome, data: after, error: { code: 'PHASE_FAILED', message: `Required phase ${phase} failed: ${names}.`, phase } };
+      return { type: 'PHASE_DONE', outcome, data: after, warning: `Optional phase ${phase} failed: ${names}.` };
+    }
+    if (phase === 'consensus' && asksForDecision(after.consensus)) return { type: 'AWAIT_DECISION', outcome, data: after, now: this.#env.clock.now() };
+    return { type: 'PHASE_DONE', outcome, data: after };
+  }
+
+  /** Calls one overlay with the phase's retries; a failure is an outcome, never an exception. */
+  async #callOverlay(name: string, input: unknown, settings: { retries: number; backoffMs: number }, signal: AbortSignal, deadline: number): Promise<{ outcome: OverlayOutcome; data?: Record<string, unknown> }> {
+    const started = performance.now();
+    const { trust } = this.#actor.getSnapshot().context.config;
+    let fuelUsed = 0;
+    let attempts = 0;
+    for (;;) {
+      attempts++;
+      let problem: { code: string; message: string };
+      try {
+        const result = await this.#env.callOverlay(name, input, { signal, deadlineMs: Math.max(1, Math.ceil(deadline - performance.now())), correlationId: this.correlationId, trust });
+        fuelUsed += result.fuelUsed;
+        const output = result.output;
+        if (isRecord(output) && output.ok === true) {
+          const data = output.data === undefined ? {} : output.data;
+          if (isRecord(data)) return { outcome: { name, status: 'ok', fuelUsed, durationMs: performance.now() - started, attempts }, data };
+          problem = { code: 'INVALID_OUTPUT', message: 'the overlay returned ok with data that is not an object' };
+        } else if (isRecord(output) && output.ok === false) {
+          const error = isRecord(output.error) ? output.error : {};
+          problem = { code: 'OVERLAY_ERROR', message: typeof error.message === 'string' ? error.message : 'the overlay returned ok: false' };
+        } else {
+          problem = { code: 'INVALID_OUTPUT', message: 'the overlay did not return { ok, data }' };
+        }
+      } catch (error) {
+        fuelUsed += (error as { fuelUsed?: number }).fuelUsed ?? 0;
+        problem = { code: isForgeError(error) ? error.code : 'UNEXPECTED', message: (error as Error).message };
+      }
+      if (signal.aborted) return { outcome: abortedOutcome(name, signal, fuelUsed, performance.now() - started, attempts) };
+      if (attempts > settings.retries) return { outcome: { name, status: 'failed', ...problem, fuelUsed, durationMs: performance.now() - started, attempts } };
+      this.#log.info({ overlay: name, attempt: attempts, code: problem.code }, 'retrying an overlay');
+      const delay = settings.backoffMs * 2 ** (attempts - 1) * (1 + RETRY_JITTER * (2 * this.#env.random() - 1));
+      await this.#sleep(delay, signal);
+      if (signal.aborted) return { outcome: abortedOutcome(name, signal, fuelUsed, performance.now() - started, attempts) };
+    }
+  }
+
+  async #callHandler(phase: Phase, handler: NonNullable<PhaseFunctions['handler']>, data: RunData, signal: AbortSignal): Promise<{ outcome: OverlayOutcome; data?: Record<string, unknown> }> {
+    const name = `handler:${phase}`;
+    const started = performance.now();
+    const context: PhaseContext = { runId: this.id, phase, correlationId: this.correlationId, signal };
+    try {
+      const result = await abortable(Promise.resolve().then(() => handler(data, context)), signal);
+      if (result !== undefined && !isJsonObject(result)) {
+        return { outcome: { name, status: 'failed', code: 'INVALID_HANDLER_RESULT', message: 'a phase handler must return a JSON object or nothing', fuelUsed: 0, durationMs: performance.now() - started, attempts: 1 } };
+      }
+      return { outcome: { name, status: 'ok', fuelUsed: 0, durationMs: performance.now() - started, attempts: 1 }, data: result === undefined ? {} : (JSON.parse(JSON.stringify(result)) as Record<string, unknown>) };
+    } catch (error) {
+      if (signal.aborted) return { outcome: abortedOutcome(name, signal, 0, performance.now() - started, 1) };
+      return { outcome: failure(name, isForgeError(error) ? error.code : 'HANDLER_FAILED', error, performance.now() - started) };
+    }
+  }
+
+  /** Waits `ms` on the run's clock, or less when the signal aborts. */
+  #sleep(ms: number, signal: AbortSignal): Promise<void> {
+    const { clock } = this.#env;
+    return new Promise((resolve) => {
+      const aborted = (): void => {
+        clock.clearTimeout(timer);
+        resolve();
+      };
+      const timer = clock.setTimeout(() => {
+        signal.removeEventListener('abort', aborted);
+        resolve();
+      }, ms);
+      signal.addEventListener('abort', aborted, { once: true });
+    });
+  }
+}
+
+function failure(name: string, code: string, error: unknown, durationMs = 0): OverlayOutcome {
+  return { name, status: 'failed', code, message: error instanceof Error ? error.message : String(error), fuelUsed: 0, durationMs, attempts: 1 };
+}
+
+function abortedOutcome(name: string, signal: AbortSignal, fuelUsed: number, durationMs: number, attempts: number): OverlayOutcome {
+  const timedOut = isForgeError(signal.reason, 'PHASE_TIMEOUT');
+  return { name, status: timedOut ? 'timeout' : 'cancelled', code: timedOut ? 'PHASE_TIMEOUT' : 'CANCELLED', message: (signal.reason as Error).message, fuelUsed, durationMs, attempts };
+}
+
+/** Settles with `work`, or rejects with the signal's reason when it aborts first. */
+function abortable<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const aborted = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', aborted, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener('abort', aborted);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', aborted);
+        reject(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  });
+}
+
+function isJsonObject(value: unknown): value is Record<string, unknown> {
+  if (!isRecord(value)) return false;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  if (proto !== Object.prototype && proto !== null) return false;
+  try {
+    return JSON.stringify(value) !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+/** Consensus asks for a human decision when one of its overlays says so (`needsDecision: true`). */
+function asksForDecision(consensus: unknown): boolean {
+  return isRecord(consensus) && consensus.needsDecision === true;
+}
+
