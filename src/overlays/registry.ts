@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createActor, fromPromise, type Actor } from 'xstate';
 import semver from 'semver';
 import { circuitBreakerMachine, successIsNoOp, type BreakerConfig, type BreakerState } from '../../actors/circuit-breaker.ts';
@@ -301,6 +302,30 @@ export class OverlayRegistry extends EventEmitter {
     const handles: OverlayHandle[] = [];
     for (const item of order) handles.push(await this.load(item.source, { ...item.options, manifest: item.manifest }));
     return handles;
+  }
+
+  /**
+   * Loads every `<name>.wasm` of a folder with the `<name>.manifest.json` beside it (what `forge-kernel build`
+   * writes), in dependency order. `grant: 'declared'` grants each overlay the capabilities its manifest declares:
+   * only for a folder you trust.
+   */
+  async loadDirectory(dir: string, options: { grant: 'declared' | readonly Capability[]; mode?: 'strict' | 'relaxed' }): Promise<OverlayHandle[]> {
+    let files: string[];
+    try {
+      files = (await readdir(dir)).filter((f) => f.endsWith('.wasm')).sort();
+    } catch (error) {
+      throw new ForgeError('OVERLAY_DIR_UNREADABLE', `Cannot read the overlay folder ${dir}: ${(error as Error).message}.`, { details: { dir } });
+    }
+    if (files.length === 0) throw new ForgeError('OVERLAY_DIR_EMPTY', `${dir} holds no .wasm overlays: forge-kernel build <sources> --out ${dir} makes some.`, { details: { dir } });
+    const sources = await Promise.all(
+      files.map(async (file) => {
+        const source = join(dir, file);
+        const manifest = await readManifestBeside(source);
+        const grant = options.grant === 'declared' ? parseManifest(manifest).capabilities : options.grant;
+        return { source, manifest, options: { grant, ...(options.mode === undefined ? {} : { mode: options.mode }) } };
+      }),
+    );
+    return this.loadAll(sources);
   }
 
   list(): OverlayHandle[] {

@@ -265,11 +265,11 @@ export class Pipelines {
   }
 
   #revive(record: { runId: string; version: number; snapshot: unknown }): PipelineRun | undefined {
-    if (record.version !== RUN_SNAPSHOT_VERSION) {
-      this.#deps.logger.warn({ runId: record.runId, version: record.version }, 'a persisted run has another snapshot version: left in the store');
+    if (record.version !== RUN_SNAPSHOT_VERSION || !isRunSnapshot(record.snapshot, record.runId)) {
+      this.#deps.logger.warn({ runId: record.runId, version: record.version }, 'a persisted run is not a pipeline snapshot of this version: left in the store');
       return undefined;
     }
-    const snapshot = record.snapshot as Snapshot<unknown> & { context: PipelineContext };
+    const snapshot = record.snapshot;
     // The input is not used when a snapshot is given; XState's types still ask for one.
     const actor = createActor(pipelineMachine, { snapshot, input: snapshot.context, clock: this.#clock });
     const run = new PipelineRun(this.#env, actor);
@@ -331,6 +331,13 @@ export class Pipelines {
     const type = result.status === 'completed' ? 'pipeline.completed' : result.status === 'failed' ? 'pipeline.failed' : 'pipeline.cancelled';
     this.#deps.publish(type, { runId: run.id, status: result.status, durationMs: result.durationMs, ...(result.error === null ? {} : { error: result.error }) }, run.correlationId);
   }
+}
+
+/** The shape a persisted pipeline actor must have before it is revived. */
+function isRunSnapshot(snapshot: unknown, runId: string): snapshot is Snapshot<unknown> & { context: PipelineContext } {
+  if (typeof snapshot !== 'object' || snapshot === null) return false;
+  const { context, value, status } = snapshot as { context?: Partial<PipelineContext>; value?: unknown; status?: unknown };
+  return status === 'active' && value !== undefined && typeof context === 'object' && context !== null && context.runId === runId && typeof context.config === 'object' && typeof context.data === 'object';
 }
 
 export type { PipelineRun, PipelineStatus, RunOptions, RunResult };

@@ -1,25 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { buildOverlays } from '../../src/build/build.ts';
+import { buildExampleOverlays, EXAMPLE_NAMES, type ExampleName } from '../../src/build/examples.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 export const EXAMPLES_OUT = join(ROOT, '.forge', 'cache', 'examples');
-export const EXAMPLE_NAMES = [
-  'ingestion-normalizer',
-  'analysis-classifier',
-  'security-validator',
-  'governance-voter',
-  'capsule-processor',
-  'cascade-propagator',
-  'lineage-tracker',
-] as const;
-export type ExampleName = (typeof EXAMPLE_NAMES)[number];
+export { EXAMPLE_NAMES, type ExampleName };
 
 /** Builds the example overlays (skipped when unchanged) and returns each one's bytes and manifest. */
 export async function buildExamples(): Promise<Record<ExampleName, { bytes: Uint8Array; manifest: Record<string, unknown>; wasm: string }>> {
-  const results = await buildOverlays(EXAMPLE_NAMES.map((name) => join(ROOT, 'overlays-as', 'examples', `${name}.ts`)), { outDir: EXAMPLES_OUT });
-  const failed = results.find((r) => r.status === 'failed');
-  if (failed !== undefined) throw new Error(`example build failed: ${failed.error?.message}`);
+  await buildExampleOverlays(EXAMPLES_OUT);
   const out = {} as Record<ExampleName, { bytes: Uint8Array; manifest: Record<string, unknown>; wasm: string }>;
   for (const name of EXAMPLE_NAMES) {
     const wasm = join(EXAMPLES_OUT, `${name}.wasm`);
@@ -37,6 +26,13 @@ export const GOOD_CAPSULE = {
   trust: 0.9,
   tags: ['Engineering', 'urgent', 'engineering'],
   parents: ['cap-41', 'cap-40'],
+};
+
+/** A clean capsule from a trusted author that mentions an e-mail address: the governance voter escalates it to a human. */
+export const PERSONAL_CAPSULE = {
+  ...GOOD_CAPSULE,
+  id: 'cap-43',
+  content: 'Release notes for the database pipeline; mail ada@example.com for questions',
 };
 
 /** A capsule that leaks secrets and personal data. */

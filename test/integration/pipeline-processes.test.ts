@@ -1,0 +1,96 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { beforeAll, describe, expect, inject, it } from 'vitest';
+import type { Neo4jStore } from '../../src/store/neo4j-store.ts';
+import { createKernel } from '../../src/kernel.ts';
+import { captureLogger } from '../support/engine.ts';
+import { buildExamples, EXAMPLES_OUT, GOOD_CAPSULE, PERSONAL_CAPSULE } from '../support/examples.ts';
+
+const SCRIPT = join(import.meta.dirname, 'fixtures', 'pipeline-process.ts');
+
+/** A kernel process running the fixture script; its JSON lines arrive in order. */
+function kernelProcess(env: Record<string, string>, ...args: string[]): { child: ChildProcess; next: () => Promise<Record<string, unknown>>; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, [SCRIPT, ...args], { env: { ...process.env, ...env, EXAMPLES_DIR: EXAMPLES_OUT }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const lines: Record<string, unknown>[] = [];
+  const waiting: ((line: Record<string, unknown>) => void)[] = [];
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    const parsed = JSON.parse(line) as Record<string, unknown>;
+    const waiter = waiting.shift();
+    if (waiter === undefined) lines.push(parsed);
+    else waiter(parsed);
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const next = (): Promise<Record<string, unknown>> => {
+    const line = lines.shift();
+    if (line !== undefined) return Promise.resolve(line);
+    return Promise.race([
+      new Promise<Record<string, unknown>>((resolve) => waiting.push(resolve)),
+      exited.then((code) => {
+        throw new Error(`kernel process exited (${String(code)}) before printing: ${stderr}`);
+      }),
+    ]);
+  };
+  return { child, next, exited };
+}
+
+describe('pipeline runs across processes (real Neo4j, real child processes)', () => {
+  const services = inject('services');
+  const env = { NEO4J_URI: services.NEO4J_URI, NEO4J_USER: services.NEO4J_USER, NEO4J_PASSWORD: services.NEO4J_PASSWORD };
+  const dir = mkdtempSync(join(tmpdir(), 'forge-pipeline-'));
+  const capsuleFile = (capsule: Record<string, unknown>): string => {
+    const file = join(dir, `${randomUUID()}.json`);
+    writeFileSync(file, JSON.stringify({ capsule }));
+    return file;
+  };
+  beforeAll(async () => {
+    await buildExamples();
+  }, 120_000);
+
+  it('a run paused at consensus by one process that exits is resumed from Neo4j by another', async () => {
+    const id = `cap-${randomUUID()}`;
+    const pauser = kernelProcess(env, 'pause', capsuleFile({ ...PERSONAL_CAPSULE, id }));
+    const paused = await pauser.next();
+    expect(paused.status).toBe('awaitingDecision');
+    expect(await pauser.exited).toBe(0);
+
+    const resumer = kernelProcess(env, 'resume', String(paused.runId), 'approve');
+    const { result, ran } = (await resumer.next()) as { result: { status: string; decision: { by: string; approve: boolean }; data: { execution: { status: string; written: boolean } }; phases: { phase: string }[] }; ran: string[] };
+    expect(await resumer.exited).toBe(0);
+    expect(result.status).toBe('completed');
+    expect(result.decision).toMatchObject({ approve: true, by: 'grace' });
+    expect(result.data.execution).toMatchObject({ status: 'stored', written: true });
+    expect(result.phases.map((p) => p.phase)).toEqual(['ingestion', 'analysis', 'validation', 'consensus', 'execution', 'propagation', 'settlement']);
+    expect(ran).toEqual(['execution', 'propagation', 'settlement']);
+
+    const kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false, store: { kind: 'neo4j', uri: env.NEO4J_URI, user: env.NEO4J_USER, password: env.NEO4J_PASSWORD } });
+    try {
+      expect(await kernel.store.loadRunSnapshot(String(paused.runId))).toBeUndefined();
+      expect(await kernel.store.listAudit({ runId: String(paused.runId) })).toMatchObject([{ capsuleId: id, decision: 'approve' }]);
+      const { records } = await (kernel.store as Neo4jStore).driver.executeQuery('MATCH (c:Capsule {id: $id}) RETURN c.status AS status', { id });
+      expect(records.map((r) => r.get('status') as string)).toEqual(['stored']);
+    } finally {
+      await kernel.stop();
+    }
+  }, 120_000);
+
+  it('a process killed with SIGKILL mid-run has its run restarted from the last completed phase by the next', async () => {
+    const crashing = kernelProcess(env, 'hang', capsuleFile({ ...GOOD_CAPSULE, id: `cap-${randomUUID()}` }), 'propagation');
+    const hanging = await crashing.next();
+    expect(hanging.hanging).toBe('propagation');
+    crashing.child.kill('SIGKILL');
+    await crashing.exited;
+
+    const restorer = kernelProcess(env, 'restore', String(hanging.runId));
+    const { result, ran } = (await restorer.next()) as { result: { status: string; phases: { phase: string; status: string }[] }; ran: string[] };
+    expect(await restorer.exited).toBe(0);
+    expect(result.status).toBe('completed');
+    expect(ran).toEqual(['propagation', 'settlement']);
+    expect(result.phases.map((p) => [p.phase, p.status])).toEqual(['ingestion', 'analysis', 'validation', 'consensus', 'execution', 'propagation', 'settlement'].map((p) => [p, 'completed']));
+  }, 120_000);
+});
