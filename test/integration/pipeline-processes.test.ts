@@ -16,10 +16,10 @@ const SCRIPT = join(import.meta.dirname, 'fixtures', 'pipeline-process.ts');
 function kernelProcess(env: Record<string, string>, ...args: string[]): { child: ChildProcess; next: () => Promise<Record<string, unknown>>; exited: Promise<number | null> } {
   const child = spawn(process.execPath, [SCRIPT, ...args], { env: { ...process.env, ...env, EXAMPLES_DIR: EXAMPLES_OUT }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const lines: Record<string, unknown>[] = [];
   const waiting: ((line: Record<string, unknown>) => void)[] = [];
-  createInterface({ input: child.stdout! }).on('line', (line) => {
+  createInterface({ input: child.stdout }).on('line', (line) => {
     const parsed = JSON.parse(line) as Record<string, unknown>;
     const waiter = waiting.shift();
     if (waiter === undefined) lines.push(parsed);
