@@ -1,12 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ForgeError, isForgeError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
 import { isCapability, type Capability } from '../wasm/abi.ts';
 import { loadWasmOverlay } from '../wasm/engine.ts';
 import { sha256Hex } from '../wasm/loader.ts';
-import type { CliIO, Command } from './command.ts';
+import { reportFailure, UsageError, type CliIO, type Command } from './command.ts';
 
 const HELP = `Usage: forge-kernel call <file.wasm> <export> [options]
 
@@ -23,13 +22,6 @@ Options:
   -h, --help             show this help
 
 Exit status: 0 on success, 1 when the call fails, 2 on a usage mistake.`;
-
-/** A usage mistake on the command line (exit 2). */
-class UsageError extends ForgeError {
-  constructor(message: string) {
-    super('USAGE', message);
-  }
-}
 
 function parse(args: readonly string[]): { file: string; exportName: string; values: Record<string, string | boolean | undefined> } {
   let parsed;
@@ -125,11 +117,7 @@ async function run(args: readonly string[], io: CliIO): Promise<number> {
       await overlay.close();
     }
   } catch (error) {
-    const code = isForgeError(error) ? error.code : 'UNEXPECTED';
-    const message = error instanceof Error ? error.message : String(error);
-    if (json) io.stdout(`${JSON.stringify({ ok: false, error: { code, message } })}\n`);
-    else io.stderr(`forge-kernel call: ${code}: ${message}\n`);
-    return code === 'USAGE' ? 2 : 1;
+    return reportFailure(io, 'call', json, error);
   }
 }
 

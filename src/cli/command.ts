@@ -1,3 +1,5 @@
+import { ForgeError, isForgeError } from '../errors.ts';
+
 /** Where a command writes; injected so commands run in-process under test. */
 export interface CliIO {
   stdout: (text: string) => void;
@@ -13,4 +15,20 @@ export interface Command {
   help: string;
   /** Runs the command with the arguments after its name; resolves to the process exit code. */
   run(args: readonly string[], io: CliIO): Promise<number>;
+}
+
+/** A usage mistake on the command line (exit 2). */
+export class UsageError extends ForgeError {
+  constructor(message: string) {
+    super('USAGE', message);
+  }
+}
+
+/** Reports a command's failure (as `{ ok: false, error }` with --json) and returns its exit code: 2 for usage, else 1. */
+export function reportFailure(io: CliIO, command: string, json: boolean, error: unknown): number {
+  const code = isForgeError(error) ? error.code : 'UNEXPECTED';
+  const message = error instanceof Error ? error.message : String(error);
+  if (json) io.stdout(`${JSON.stringify({ ok: false, error: { code, message } })}\n`);
+  else io.stderr(`forge-kernel ${command}: ${code}: ${message}\n`);
+  return code === 'USAGE' ? 2 : 1;
 }

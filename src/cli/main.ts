@@ -1,3 +1,4 @@
+import { runCommand } from './run.ts';
 import type { CliIO, Command } from './command.ts';
 import { VERSION } from '../version.ts';
 import { buildCommand } from './build.ts';
@@ -8,7 +9,7 @@ import { initCommand } from './init.ts';
 const EXIT_USAGE = 2;
 
 /** Every subcommand, in the order `--help` lists them. Later modules add theirs here. */
-export const COMMANDS: readonly Command[] = [initCommand, buildCommand, callCommand];
+export const COMMANDS: readonly Command[] = [initCommand, buildCommand, callCommand, runCommand];
 
 function usage(commands: readonly Command[]): string {
   const width = Math.max(0, ...commands.map((c) => c.name.length));
