@@ -111,6 +111,8 @@ interface Subscriber {
 export interface Bus {
   subscribe(spec: SubscribeSpec, handler: Handler): () => void;
   publish<P>(input: PublishInput<P>): Promise<BusEvent<P>>;
+  /** True when some subscriber's types or patterns match `type` (filters, priorities and targets aside). */
+  listens(type: string): boolean;
   registerSchema(type: string, schema: object): void;
   deadLetters(): DeadLetter[];
   retryDeadLetter(id: string): Promise<void>;
@@ -177,6 +179,11 @@ export class EventBus implements Bus {
       this.#subscribers.delete(id);
       for (const queue of subscriber.mailbox) for (const delivery of queue.splice(0)) this.#settle(delivery.slot, 'dropped');
     };
+  }
+
+  listens(type: string): boolean {
+    for (const { spec } of this.#subscribers.values()) if ((spec.types ?? []).includes(type) || (spec.patterns ?? []).some((p) => matches(p, type))) return true;
+    return false;
   }
 
   /** Validates every later event of `type` against a JSON Schema at publish. */

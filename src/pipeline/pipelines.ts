@@ -1,6 +1,6 @@
 import { nanoid } from 'nanoid';
 import { createActor, type Snapshot } from 'xstate';
-import { pipelineMachine, type PipelineContext, type PipelineStatus } from '../../actors/pipeline.ts';
+import { pipelineMachine, type PipelineContext, type PipelineStatus, type RunConfig } from '../../actors/pipeline.ts';
 import { LatencyWindow } from '../bus/latency.ts';
 import { ForgeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
@@ -21,6 +21,7 @@ import {
   type RunOptions,
   type RunResult,
 } from './config.ts';
+import { DeadlineScheduler } from './deadlines.ts';
 import { PipelineRun, RUN_SNAPSHOT_VERSION, SYSTEM_CLOCK, type CallOverlay, type PipelineClock, type RunEnvironment } from './run.ts';
 
 /** Runs driving phases at once, unless the kernel sets another limit. */
@@ -99,6 +100,8 @@ export interface PipelinesDependencies {
   logger: Logger;
   callOverlay: CallOverlay;
   overlaysOf: (phase: Phase) => string[];
+  /** Calls `changed` whenever an overlay is loaded or unloaded (a phase's default overlays may then differ). */
+  watchOverlays: (changed: () => void) => void;
   publish: (type: string, payload: Record<string, unknown>, correlationId: string) => void;
 }
 
@@ -125,6 +128,9 @@ export class Pipelines {
   readonly #phaseStats = new Map<Phase, { window: LatencyWindow; completed: number; failed: number; skipped: number }>();
   readonly #counts = { started: 0, completed: 0, failed: 0, cancelled: 0 };
   #stopping = false;
+  readonly #deadlines: DeadlineScheduler;
+  /** The configuration of a run with no per-phase options, until the overlays change (resolving it costs ≈15 µs). */
+  #baseConfig: RunConfig | undefined;
 
   constructor(deps: PipelinesDependencies, options: PipelineOptions = {}) {
     if (typeof options !== 'object' || options === null) throw new PipelineConfigError('pipelines', 'must be an object.');
@@ -153,11 +159,14 @@ export class Pipelines {
     this.#trust = options.trust === undefined ? DEFAULT_RUN_TRUST : checkTrust(options.trust, 'pipelines.trust');
     this.#decisionTimeoutMs = checkDecisionTimeout(options.decisionTimeoutMs, 'pipelines.decisionTimeoutMs');
     this.#clock = options.clock ?? SYSTEM_CLOCK;
+    this.#deadlines = new DeadlineScheduler(this.#clock);
+    deps.watchOverlays(() => (this.#baseConfig = undefined));
     for (const phase of PHASES) this.#phaseStats.set(phase, { window: new LatencyWindow(STATS_WINDOW), completed: 0, failed: 0, skipped: 0 });
     const { store } = deps;
     this.#env = {
       logger: deps.logger,
       clock: this.#clock,
+      deadlines: this.#deadlines,
       callOverlay: deps.callOverlay,
       functions: this.#functions,
       hooks: this.#hooks,
@@ -183,7 +192,7 @@ export class Pipelines {
     const checked = checkRunOptions(options);
     const data = runData(input);
     if (this.#driving.size >= this.#limits.active && this.#queue.length >= this.#limits.queued) throw new PipelineBusyError(this.#driving.size, this.#queue.length);
-    const config = resolveRunConfig({ phases: this.#kernelPhases, trust: this.#trust, decisionTimeoutMs: this.#decisionTimeoutMs }, checked, this.#deps.overlaysOf);
+    const config = this.#configFor(checked);
     const runId = `run_${nanoid(12)}`;
     const actor = createActor(pipelineMachine, { input: { runId, correlationId: checked.correlationId ?? runId, config, startedAt: this.#clock.now(), data }, clock: this.#clock });
     const run = new PipelineRun(this.#env, actor);
@@ -192,6 +201,18 @@ export class Pipelines {
     this.#deps.publish('pipeline.started', { runId }, run.correlationId);
     this.#admit(run);
     return run;
+  }
+
+  #configFor(options: RunOptions): RunConfig {
+    const kernel = { phases: this.#kernelPhases, trust: this.#trust, decisionTimeoutMs: this.#decisionTimeoutMs };
+    if (options.phases !== undefined || options.skip !== undefined) return resolveRunConfig(kernel, options, this.#deps.overlaysOf);
+    this.#baseConfig ??= resolveRunConfig(kernel, {}, this.#deps.overlaysOf);
+    if (options.trust === undefined && options.decisionTimeoutMs === undefined) return this.#baseConfig;
+    return Object.freeze({
+      ...this.#baseConfig,
+      trust: options.trust ?? this.#trust,
+      decisionTimeoutMs: options.decisionTimeoutMs === undefined ? this.#decisionTimeoutMs : options.decisionTimeoutMs,
+    });
   }
 
   /** A live run, or a finished one still in the history. */
@@ -255,6 +276,7 @@ export class Pipelines {
   async stop(): Promise<void> {
     this.#stopping = true;
     await Promise.all([...this.#live.values()].map((run) => run.interrupt()));
+    this.#deadlines.stop();
   }
 
   async #restoreOne(runId: string): Promise<PipelineRun> {

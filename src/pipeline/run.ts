@@ -5,6 +5,7 @@ import { deepFreeze } from '../bus/event.ts';
 import { ForgeError, isForgeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Phase } from '../manifest.ts';
+import type { DeadlineScheduler } from './deadlines.ts';
 import { fuelByOverlay, type PhaseContext, type PhaseFunctions, type PipelineHooks, type RunResult } from './config.ts';
 
 /** Format version of persisted run snapshots: bump it when the pipeline machine changes shape. */
@@ -46,6 +47,8 @@ export type CallOverlay = (name: string, input: unknown, options: { signal: Abor
 export interface RunEnvironment {
   logger: Logger;
   clock: PipelineClock;
+  /** Phase deadlines (one timer for all runs). */
+  deadlines: DeadlineScheduler;
   callOverlay: CallOverlay;
   functions: Partial<Record<Phase, PhaseFunctions>>;
   hooks: PipelineHooks;
@@ -96,8 +99,8 @@ export class PipelineRun {
   #driving = false;
   #pauseRequested = false;
   #pauseWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
-  /** Aborts the calls of the phase in flight (a cancel, or the phase's timeout). */
-  #phaseController: AbortController | null = null;
+  /** Aborts the calls of the phase in flight (a cancel, or the phase's timeout); replaced once aborted. */
+  #controller: AbortController | null = null;
   /** A save in progress that a resume must not overtake. */
   #saving: Promise<void> = Promise.resolve();
   #interrupted = false;
@@ -201,7 +204,7 @@ export class PipelineRun {
       this.#actor.start();
     }
     this.#actor.send({ type: 'CANCEL', reason });
-    this.#phaseController?.abort(new ForgeError('CANCELLED', reason));
+    this.#controller?.abort(new ForgeError('CANCELLED', reason));
     if (!this.#driving) await this.#finish();
     return this.done;
   }
@@ -340,9 +343,9 @@ export class PipelineRun {
     if (settings.overlays.length === 0 && functions?.handler === undefined) return skipped('nothing to run');
 
     this.#hook('prePhase', () => this.#env.hooks.prePhase?.(phase, { id: this.id, data }));
-    const controller = new AbortController();
-    this.#phaseController = controller;
-    const timer = this.#env.clock.setTimeout(() => controller.abort(new ForgeError('PHASE_TIMEOUT', `Phase ${phase} did not finish within ${settings.timeoutMs} ms.`)), settings.timeoutMs);
+    // One controller serves the run's phases until one aborts (an AbortController costs about a microsecond).
+    const controller = (this.#controller ??= new AbortController());
+    const cancelDeadline = this.#env.deadlines.add(settings.timeoutMs, () => controller.abort(new ForgeError('PHASE_TIMEOUT', `Phase ${phase} did not finish within ${settings.timeoutMs} ms.`)));
     const deadline = performance.now() + settings.timeoutMs;
     const phaseContext = { runId: this.id, phase, correlationId: this.correlationId, graph: this.#env.graph };
     const outcomes: OverlayOutcome[] = [];
@@ -370,13 +373,15 @@ export class PipelineRun {
         if (result.data !== undefined) output = { ...output, ...result.data };
       }
     } finally {
-      this.#env.clock.clearTimeout(timer);
-      this.#phaseController = null;
+      cancelDeadline();
+      if (controller.signal.aborted) this.#controller = null;
     }
     const merged: Record<string, unknown> = { ...data, [phase]: output };
     // A phase may hand on a new version of the run's subject (ingestion's normalized capsule).
     if (isRecord(output.capsule)) merged.capsule = output.capsule;
-    const event = this.#phaseEvent(phase, settings.required, deepFreeze(merged), outcomes, started);
+    // The data before the phase is frozen already: freezing the new output and the new top level is enough.
+    deepFreeze(output);
+    const event = this.#phaseEvent(phase, settings.required, Object.freeze(merged), outcomes, started);
     this.#hook('postPhase', () => this.#env.hooks.postPhase?.(phase, event.outcome, { id: this.id, data: event.data }));
     return event;
   }

@@ -42,6 +42,16 @@ describe('EventBus', () => {
     expect(Object.isFrozen(payload) && Object.isFrozen((payload as { tags: string[] }).tags)).toBe(true);
   });
 
+  it('says whether anyone listens to a type, by exact type or pattern, until they unsubscribe', () => {
+    const bus = new EventBus();
+    expect(bus.listens('pipeline.started')).toBe(false);
+    const off = bus.subscribe({ patterns: ['pipeline.*'] }, () => undefined);
+    bus.subscribe({ types: ['capsule.created'] }, () => undefined);
+    expect([bus.listens('pipeline.started'), bus.listens('capsule.created'), bus.listens('capsule.deleted')]).toEqual([true, true, false]);
+    off();
+    expect(bus.listens('pipeline.started')).toBe(false);
+  });
+
   it('never lets a slow subscriber delay another', async () => {
     const bus = new EventBus({ handlerTimeoutMs: 60_000 });
     const fast: number[] = [];

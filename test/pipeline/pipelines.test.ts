@@ -229,6 +229,16 @@ describe('kernel.pipelines', () => {
     await c.done;
   });
 
+  it('sends a run to the overlays loaded when it starts: one loaded later joins later runs, one unloaded leaves them', async () => {
+    const k = await start([echo('analysis')]);
+    expect((await k.pipelines.start({ capsule: { id: 'a' } }).done).data.validation).toBeUndefined();
+    await k.overlays.load(echo('validation'), { internal: true, trusted: true });
+    expect((await k.pipelines.start({ capsule: { id: 'b' } }).done).data.validation).toEqual({ validationSeen: true });
+    await k.overlays.unload('analysis-echo');
+    const after = await k.pipelines.start({ capsule: { id: 'c' } }).done;
+    expect(after.phases.find((p) => p.phase === 'analysis')).toMatchObject({ status: 'skipped', reason: 'nothing to run' });
+  });
+
   describe('consensus pause and resume', () => {
     const voter = (needsDecision: boolean) => overlay('voter', 'consensus', () => ({ ok: true, data: { decision: needsDecision ? 'escalate' : 'approve', needsDecision } }));
     const processor = overlay('processor', 'execution', (input) => ({ ok: true, data: { approved: (input.decision as { approve?: boolean } | undefined)?.approve ?? null } }));
