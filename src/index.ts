@@ -47,3 +47,17 @@ export { MemoryStore } from './store/memory-store.ts';
 export { Neo4jStore, type Neo4jStoreOptions } from './store/neo4j-store.ts';
 export type { AuditEntry, ChainRecord, DeadLetterRecord, HopRecord, OverlayRegistration, RunSnapshot, Store } from './store/store.ts';
 export { WriteBehindBuffer, type WriteBehindOptions } from './store/write-behind.ts';
+export { pipelineMachine, type Decision, type OverlayOutcome, type PhaseOutcome, type PhaseSettings, type PipelineStatus, type RunConfig, type RunData } from '../actors/pipeline.ts';
+export {
+  DEFAULT_PHASE_SETTINGS,
+  PipelineConfigError,
+  PipelineInputError,
+  type PhaseContext,
+  type PhaseFunctions,
+  type PipelineHooks,
+  type RunOptions,
+  type RunResult,
+} from './pipeline/config.ts';
+export { PipelineBusyError, Pipelines, PipelinesStoppedError, RunNotFoundError, type PipelineOptions, type PipelineStats, type PhaseStats } from './pipeline/pipelines.ts';
+export { InvalidDecisionError, PipelineRun, RunStateError, type PipelineClock } from './pipeline/run.ts';
+export { buildExampleOverlays, EXAMPLE_NAMES } from './build/examples.ts';
