@@ -22,7 +22,7 @@ describe('forge-kernel init', () => {
     expect(test.stdout).toMatch(/pass 4/);
     expect(test.stdout).toMatch(/fail 0/);
     expect(test.code).toBe(0);
-  });
+  }, 60_000);
 
   it('refuses a bad name (exit 2) and an existing folder (exit 1), changing nothing', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'forge-init-'));
