@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { stripVTControlCharacters } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { ForgeError } from '../errors.ts';
 
@@ -16,7 +17,8 @@ export class CompileError extends ForgeError {
 /** Reformats asc diagnostics as `file:line:column: message` lines. */
 export function formatDiagnostics(text: string): string {
   const lines: string[] = [];
-  for (const block of text.split(/\n(?=(?:ERROR|WARNING) )/)) {
+  // asc colours its output when it believes a terminal reads it (FORCE_COLOR, CI): parse the plain text.
+  for (const block of stripVTControlCharacters(text).split(/\n(?=(?:ERROR|WARNING) )/)) {
     const head = /^(ERROR|WARNING) (\w+): (.*)$/m.exec(block);
     const where = /in (.+?)\((\d+),(\d+)\)/.exec(block);
     if (head === null) continue;
@@ -41,7 +43,7 @@ export async function compileAssemblyScript(entry: string): Promise<CompileOutpu
   let binary: Uint8Array | undefined;
   let diagnostics = '';
   const inputs = new Set<string>();
-  const result = await asc.main([file, '--config', ROOT_ASCONFIG, '--target', 'release', '--outFile', join(dirname(file), '__forge_out.wasm')], {
+  const result = await asc.main([file, '--config', ROOT_ASCONFIG, '--target', 'release', '--noColors', '--outFile', join(dirname(file), '__forge_out.wasm')], {
     stdout: { write: () => true },
     stderr: {
       write: (chunk: string | Uint8Array) => {
