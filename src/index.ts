@@ -61,3 +61,9 @@ export {
 export { PipelineBusyError, Pipelines, PipelinesStoppedError, RunNotFoundError, type PipelineOptions, type PipelineStats, type PhaseStats } from './pipeline/pipelines.ts';
 export { InvalidDecisionError, PipelineRun, RunStateError, type PipelineClock } from './pipeline/run.ts';
 export { buildExampleOverlays, EXAMPLE_NAMES } from './build/examples.ts';
+export { InspectionAdapter, stateName, type InspectionRecord } from './inspect/adapter.ts';
+export { ACTOR_KINDS, ActorCatalog, type ActorKind, type CatalogEntry } from './inspect/catalog.ts';
+export { activeStateIds, MACHINES, statechart, toDot, toMermaid, type Statechart, type StateView, type TransitionView } from './inspect/statechart.ts';
+export { layoutStatechart, type StatechartLayout } from './inspect/layout.ts';
+export { CONTROL_ACTIONS, DEFAULT_INSPECTOR_PORT, Inspector, InspectorError, type InspectorHandle, type InspectorListenOptions } from './inspect/server.ts';
+export { cascadeMachine } from '../actors/cascade.ts';

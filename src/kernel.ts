@@ -14,7 +14,10 @@ import { EventBus, type Bus, type BusOptions } from './bus/bus.ts';
 import type { BusEvent } from './bus/event.ts';
 import { CascadeError, CascadeManager, type CascadeView } from './cascade/cascades.ts';
 import type { OverlayHandle } from './overlays/registry.ts';
-import { Pipelines, type PipelineOptions, type PipelinesDependencies } from './pipeline/pipelines.ts';
+import { Pipelines, RunNotFoundError, type PipelineOptions, type PipelinesDependencies } from './pipeline/pipelines.ts';
+import { InspectionAdapter } from './inspect/adapter.ts';
+import { ActorCatalog } from './inspect/catalog.ts';
+import { Inspector } from './inspect/server.ts';
 
 /** Where the kernel keeps what it must not lose: in memory (the default), or in Neo4j (which also gives overlays a graph). */
 export type StoreOption = { kind: 'memory' } | { kind: 'neo4j'; uri: string; user: string; password: string; database?: string } | Store;
@@ -37,6 +40,8 @@ export interface KernelOptions {
   historyLimit?: number;
   /** Pipeline runs: per-phase settings and code, hooks, concurrency limits, checkpoints. */
   pipelines?: PipelineOptions;
+  /** Inspection from the start (default off: `inspector.listen()` turns it on while it serves). */
+  inspect?: boolean;
 }
 
 /** An embedded Forge Kernel: create one per service (no globals), stop it on shutdown. */
@@ -57,6 +62,8 @@ export interface Kernel {
   readonly bus: Bus;
   readonly cascades: Cascades;
   readonly pipelines: Pipelines;
+  /** The live web inspector (`listen({ port, host, token })`) and the inspection records behind it. */
+  readonly inspector: Inspector;
   /** Halts pipeline runs at a phase boundary (checkpointed), drains the bus, persists chains, and unloads every overlay once its calls in flight have finished. */
   stop(): Promise<void>;
 }
@@ -103,7 +110,10 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   await store.start();
   const graph = store instanceof Neo4jStore ? graphHostFunctions({ driver: store.driver }) : [];
   const bus = new EventBus({ ...options.bus, store, logger });
-  const manager = new CascadeManager({ store, logger, ...(options.maxLiveChains === undefined ? {} : { maxLiveChains: options.maxLiveChains }) });
+  const catalog = new ActorCatalog();
+  const adapter = new InspectionAdapter(catalog);
+  if (options.inspect === true) adapter.enable();
+  const manager = new CascadeManager({ store, logger, catalog, ...(options.maxLiveChains === undefined ? {} : { maxLiveChains: options.maxLiveChains }) });
   await manager.restore();
   /** The cascade an overlay call belongs to, so the insights it emits continue that chain. */
   const cascadeOfCall = new AsyncLocalStorage<string>();
@@ -113,6 +123,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     cache,
     store,
     hostFunctions: [...graph, ...(options.hostFunctions ?? [])],
+    catalog,
     ...(options.historyLimit === undefined ? {} : { historyLimit: options.historyLimit }),
     onEvents: (events) => {
       options.onEvents?.(events);
@@ -172,6 +183,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
         overlays.on('loaded', changed);
         overlays.on('unloaded', changed);
       },
+      catalog,
       publish: (type, payload, correlationId) => {
         // Run events nobody subscribes to are not built (a publish costs ≈8 µs; a run has nine events).
         if (!bus.listens(type)) return;
@@ -185,6 +197,25 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     },
   );
 
+  const inspector = new Inspector({
+    catalog,
+    adapter,
+    logger,
+    controls: {
+      decide: (runId, decision, by, reason) => pipelines.resume(runId, { decision, by, ...(reason === undefined ? {} : { reason }) }),
+      resume: (runId) => pipelines.resume(runId),
+      cancel: async (runId) => {
+        const run = pipelines.get(runId);
+        if (run === undefined) throw new RunNotFoundError(runId);
+        return run.cancel('cancelled from the inspector');
+      },
+      resetBreaker: (overlay) => overlays.resetCircuit(overlay),
+      forceOpenBreaker: (overlay) => overlays.forceOpenCircuit(overlay),
+      activate: (overlay) => overlays.activate(overlay),
+      deactivate: (overlay) => overlays.deactivate(overlay),
+    },
+  });
+
   let stopped = false;
   return {
     logger,
@@ -193,9 +224,11 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     bus,
     cascades,
     pipelines,
+    inspector,
     async stop() {
       if (stopped) return;
       stopped = true;
+      await inspector.close();
       await pipelines.stop();
       const { undelivered } = await bus.stop();
       if (undelivered.length > 0) logger.warn({ undelivered: undelivered.length }, 'events not delivered before stop');

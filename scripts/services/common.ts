@@ -264,3 +264,38 @@ export async function waitUntilReady(options: {
     `${options.name} did not answer within ${options.timeoutMs / 1000} s. Last lines of ${options.logFile}:\n${tailFile(options.logFile)}`,
   );
 }
+
+/** Where Debian puts system binaries (a non-login shell's PATH may lack the sbin folders). */
+export const SYSTEM_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+
+/**
+ * Finds `binary`, installing Debian's `pkg` when it is missing and this process may (root with apt-get). apt-get is
+ * retried after `apt-get update`, since a fresh machine's package lists may be empty or stale. `codes` name the
+ * errors: the binary missing and uninstallable, or the install failing; `fix` tells the user what to do instead.
+ */
+export async function ensureDebianPackage(
+  binary: string,
+  pkg: string,
+  options: { report: Reporter; fix: string; codes: { missing: string; failed: string } },
+): Promise<string> {
+  const found = findExecutable(binary, SYSTEM_DIRS);
+  if (found !== undefined) return found;
+  const aptGet = findExecutable('apt-get', SYSTEM_DIRS);
+  if (aptGet === undefined || process.getuid?.() !== 0) {
+    throw new ServiceError(options.codes.missing, `${binary} is not installed and this process cannot install it (needs root and apt-get). ${options.fix}`);
+  }
+  options.report(`${binary} is missing; installing the Debian package ${pkg}`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const install = (): Promise<CommandResult> => runCommand(aptGet, ['install', '-y', '-q', '--no-install-recommends', pkg], { env });
+  let result = await install();
+  if (result.status !== 0) {
+    await runCommand(aptGet, ['update', '-q'], { env });
+    result = await install();
+  }
+  const installed = findExecutable(binary, SYSTEM_DIRS);
+  if (result.status !== 0 || installed === undefined) {
+    const why = `${result.stderr}${result.stdout}`.trim().split('\n').slice(-4).join('\n');
+    throw new ServiceError(options.codes.failed, `apt-get could not install ${pkg} (exit ${result.status ?? result.error?.message}):\n${why}\n${options.fix}`);
+  }
+  return installed;
+}

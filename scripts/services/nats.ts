@@ -1,11 +1,10 @@
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { join } from 'node:path';
-import { findExecutable, firstBytes, HOST, isListening, runCommand, ServiceError, type CommandResult, type Reporter } from './common.ts';
+import { ensureDebianPackage, firstBytes, HOST, isListening, type Reporter } from './common.ts';
 import type { Probe, ServiceDefinition, ServiceProcess } from './service.ts';
 
 /** Where Debian puts the server; sbin is often missing from a non-root PATH. */
-const SYSTEM_DIRS = ['/usr/sbin', '/usr/bin', '/usr/local/bin', '/usr/local/sbin'];
 
 export interface NatsConfig {
   port: number;
@@ -36,32 +35,13 @@ async function probe(config: NatsConfig): Promise<Probe> {
   }
 }
 
-/**
- * Finds `nats-server`, installing Debian's package when it is missing and this process may (root with apt-get).
- * apt-get is retried after `apt-get update`, since a fresh machine's package lists may be empty or stale.
- */
-async function ensureBinary(report: Reporter): Promise<string> {
-  const found = findExecutable('nats-server', SYSTEM_DIRS);
-  if (found !== undefined) return found;
-  const fix = 'Install it (Debian: apt-get install -y nats-server), or point NATS_URL at a running NATS server with JetStream.';
-  const aptGet = findExecutable('apt-get', SYSTEM_DIRS);
-  if (aptGet === undefined || process.getuid?.() !== 0) {
-    throw new ServiceError('NATS_SERVER_MISSING', `nats-server is not installed and this process cannot install it (needs root and apt-get). ${fix}`);
-  }
-  report('nats: nats-server is missing; installing the Debian package');
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  const install = (): Promise<CommandResult> => runCommand(aptGet, ['install', '-y', '-q', 'nats-server'], { env });
-  let result = await install();
-  if (result.status !== 0) {
-    await runCommand(aptGet, ['update', '-q'], { env });
-    result = await install();
-  }
-  const installed = findExecutable('nats-server', SYSTEM_DIRS);
-  if (result.status !== 0 || installed === undefined) {
-    const why = `${result.stderr}${result.stdout}`.trim().split('\n').slice(-4).join('\n');
-    throw new ServiceError('NATS_INSTALL_FAILED', `apt-get could not install nats-server (exit ${result.status ?? result.error?.message}):\n${why}\n${fix}`);
-  }
-  return installed;
+/** Finds `nats-server`, installing Debian's package when it is missing and this process may. */
+function ensureBinary(report: Reporter): Promise<string> {
+  return ensureDebianPackage('nats-server', 'nats-server', {
+    report: (line) => report(`nats: ${line}`),
+    fix: 'Install it (Debian: apt-get install -y nats-server), or point NATS_URL at a running NATS server with JetStream.',
+    codes: { missing: 'NATS_SERVER_MISSING', failed: 'NATS_INSTALL_FAILED' },
+  });
 }
 
 /** How to recognise and stop the server process. */

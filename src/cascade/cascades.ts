@@ -2,6 +2,7 @@ import { nanoid } from 'nanoid';
 import { createActor, type Actor, type ActorOptions } from 'xstate';
 import { cascadeMachine, type CascadeInput } from '../../actors/cascade.ts';
 import { ForgeError } from '../errors.ts';
+import type { ActorCatalog } from '../inspect/catalog.ts';
 import type { Logger } from '../logger.ts';
 import type { ChainRecord, Store } from '../store/store.ts';
 
@@ -22,6 +23,8 @@ export interface CascadeOptions {
   store: Store;
   logger: Logger;
   maxLiveChains?: number;
+  /** Where the chain actors are listed for the inspector. */
+  catalog?: ActorCatalog;
   /** The clock of the chains' TTL timers (tests pass a SimulatedClock). */
   clock?: ActorOptions<typeof cascadeMachine>['clock'];
   /** The time source for timestamps and deadlines (default Date.now). */
@@ -103,7 +106,7 @@ export class CascadeManager {
     actor.send({ type: 'COMPLETE' });
     await this.#persist(actor);
     this.#log(actor).info({ hops: actor.getSnapshot().context.hops }, 'cascade completed');
-    this.#chains.delete(chainId);
+    this.#forget(chainId);
     return this.#view(actor);
   }
 
@@ -147,18 +150,37 @@ export class CascadeManager {
 
   /** Stops every chain actor (their state is already in the store). */
   stop(): void {
-    for (const actor of this.#chains.values()) actor.stop();
+    for (const [id, actor] of this.#chains) {
+      this.#options.catalog?.remove(id);
+      actor.stop();
+    }
     this.#chains.clear();
+  }
+
+  #forget(chainId: string): void {
+    this.#chains.delete(chainId);
+    this.#options.catalog?.remove(chainId);
   }
 
   #spawn(input: CascadeInput): Actor<typeof cascadeMachine> {
     const actor = createActor(cascadeMachine, { input, ...(this.#options.clock === undefined ? {} : { clock: this.#options.clock }) });
     actor.on('expired', () => {
       this.#log(actor).info({ hops: actor.getSnapshot().context.hops }, 'cascade expired');
-      this.#chains.delete(input.id);
+      this.#forget(input.id);
       void this.#persist(actor).catch((err: unknown) => this.#options.logger.error({ err, cascadeId: input.id }, 'could not persist an expired chain'));
     });
     this.#chains.set(input.id, actor);
+    this.#options.catalog?.add({
+      id: input.id,
+      kind: 'cascade',
+      label: `${input.insightType} from ${input.source}`,
+      actor,
+      correlationId: input.correlationId,
+      details: () => {
+        const { context } = actor.getSnapshot();
+        return { source: context.source, insightType: context.insightType, hops: context.hops, maxHops: context.maxHops, visited: context.visited, expiresAt: context.expiresAt };
+      },
+    });
     actor.start();
     return actor;
   }

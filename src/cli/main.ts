@@ -1,4 +1,6 @@
+import { inspectCommand } from './inspect.ts';
 import { runCommand } from './run.ts';
+import { vizCommand } from './viz.ts';
 import type { CliIO, Command } from './command.ts';
 import { VERSION } from '../version.ts';
 import { buildCommand } from './build.ts';
@@ -9,7 +11,7 @@ import { initCommand } from './init.ts';
 const EXIT_USAGE = 2;
 
 /** Every subcommand, in the order `--help` lists them. Later modules add theirs here. */
-export const COMMANDS: readonly Command[] = [initCommand, buildCommand, callCommand, runCommand];
+export const COMMANDS: readonly Command[] = [initCommand, buildCommand, callCommand, runCommand, inspectCommand, vizCommand];
 
 function usage(commands: readonly Command[]): string {
   const width = Math.max(0, ...commands.map((c) => c.name.length));

@@ -14,6 +14,7 @@ import { loadWasmOverlay, type CallResult, type OverlayEngine, type PublishedEve
 import type { HostFunction } from '../wasm/host-functions.ts';
 import { sha256Hex } from '../wasm/loader.ts';
 import type { MeteredModuleCache } from '../wasm/metered-cache.ts';
+import type { ActorCatalog } from '../inspect/catalog.ts';
 import type { Store } from '../store/store.ts';
 import { loadNativeOverlay, type NativeOverlay } from '../wasm/trusted-engine.ts';
 import { ExecutionHistory, type ExecutionRecord } from './history.ts';
@@ -130,6 +131,14 @@ export interface RegistryOptions {
   /** Events overlays publish, after their call succeeded. */
   onEvents?: (events: readonly PublishedEvent[], source: { overlayId: string; overlayName: string; exportName: string }) => void;
   historyLimit?: number;
+  /** Where the overlay and breaker actors are listed for the inspector. */
+  catalog?: ActorCatalog;
+}
+
+/** What the inspector shows of a breaker beside its state. */
+function breakerDetails(entry: Entry): Record<string, unknown> {
+  const { context } = entry.breaker.getSnapshot();
+  return { overlayId: entry.id, overlay: entry.manifest.name, consecutiveFaults: context.consecutive, recentFaults: context.window.filter(Boolean).length, openings: context.openings, rejected: context.rejected, openedAt: context.openedAt, resetAfterMs: context.resetAfterMs };
 }
 
 /**
@@ -201,6 +210,8 @@ export class OverlayRegistry extends EventEmitter {
     );
     const breaker = createActor(circuitBreakerMachine, { input: { config: options.breaker ?? {} } });
     const entry: Entry = { id: engine.id, manifest, engine, actor, breaker, current: true, inFlight: 0, stats: { calls: 0, faults: 0, fuelUsed: 0 } };
+    this.#options.catalog?.add({ id: entry.id, kind: 'overlay', label: `${manifest.name}@${manifest.version}`, actor, details: () => ({ ...this.#handle(entry) }) });
+    this.#options.catalog?.add({ id: `${entry.id}:breaker`, kind: 'breaker', label: manifest.name, actor: breaker, details: () => breakerDetails(entry) });
     actor.on('quarantined', (event) => this.emit('quarantined', { overlayId: entry.id, name: manifest.name, reason: event.reason }));
     breaker.on('*', (event) => this.emit('breaker', { overlayId: entry.id, name: manifest.name, ...event }));
     actor.start();
@@ -240,6 +251,8 @@ export class OverlayRegistry extends EventEmitter {
 
   async #close(entry: Entry): Promise<void> {
     entry.actor.send({ type: 'UNLOAD' });
+    this.#options.catalog?.remove(entry.id);
+    this.#options.catalog?.remove(`${entry.id}:breaker`);
     entry.actor.stop();
     entry.breaker.stop();
     this.#entries.delete(entry.id);

@@ -3,6 +3,7 @@ import { createActor, type Snapshot } from 'xstate';
 import { pipelineMachine, type PipelineContext, type PipelineStatus, type RunConfig } from '../../actors/pipeline.ts';
 import { LatencyWindow } from '../bus/latency.ts';
 import { ForgeError } from '../errors.ts';
+import type { ActorCatalog } from '../inspect/catalog.ts';
 import type { Logger } from '../logger.ts';
 import { PHASES, type Phase } from '../manifest.ts';
 import type { Store } from '../store/store.ts';
@@ -103,6 +104,8 @@ export interface PipelinesDependencies {
   /** Calls `changed` whenever an overlay is loaded or unloaded (a phase's default overlays may then differ). */
   watchOverlays: (changed: () => void) => void;
   publish: (type: string, payload: Record<string, unknown>, correlationId: string) => void;
+  /** Where run actors are listed for the inspector. */
+  catalog?: ActorCatalog;
 }
 
 /**
@@ -197,6 +200,7 @@ export class Pipelines {
     const actor = createActor(pipelineMachine, { input: { runId, correlationId: checked.correlationId ?? runId, config, startedAt: this.#clock.now(), data }, clock: this.#clock });
     const run = new PipelineRun(this.#env, actor);
     this.#live.set(run.id, run);
+    this.#list(run);
     this.#counts.started++;
     this.#deps.publish('pipeline.started', { runId }, run.correlationId);
     this.#admit(run);
@@ -296,6 +300,7 @@ export class Pipelines {
     const actor = createActor(pipelineMachine, { snapshot, input: snapshot.context, clock: this.#clock });
     const run = new PipelineRun(this.#env, actor);
     this.#live.set(run.id, run);
+    this.#list(run);
     const { value } = actor.getSnapshot();
     this.#deps.logger.info({ runId: run.id, state: value }, 'pipeline run restored');
     // A run waiting for someone holds no slot; an interrupted one queues for a slot like a new run.
@@ -319,8 +324,25 @@ export class Pipelines {
     if (next !== undefined) this.#admit(next);
   }
 
+  /** Lists the run's actor for the inspector. */
+  #list(run: PipelineRun): void {
+    const capsule = run.view().data.capsule as { id?: unknown } | undefined;
+    this.#deps.catalog?.add({
+      id: run.id,
+      kind: 'pipeline',
+      label: typeof capsule?.id === 'string' ? capsule.id : run.id,
+      actor: run.actor,
+      correlationId: run.correlationId,
+      details: () => {
+        const view = run.view();
+        return { status: view.status, phases: view.phases.map((p) => ({ phase: p.phase, status: p.status, durationMs: p.durationMs })), warnings: view.warnings, decision: view.decision, consensus: view.data.consensus ?? null };
+      },
+    });
+  }
+
   async #finished(run: PipelineRun, result: RunResult): Promise<void> {
     this.#live.delete(run.id);
+    this.#deps.catalog?.remove(run.id);
     const queued = this.#queue.indexOf(run);
     if (queued >= 0) this.#queue.splice(queued, 1);
     this.#history.push(run);
