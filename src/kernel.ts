@@ -6,7 +6,7 @@ import { Neo4jStore } from './store/neo4j-store.ts';
 import type { Store } from './store/store.ts';
 import type { BreakerConfig } from '../actors/circuit-breaker.ts';
 import { OverlayRegistry } from './overlays/registry.ts';
-import type { PublishedEvent } from './wasm/engine.ts';
+import type { CallResult, PublishedEvent } from './wasm/engine.ts';
 import type { HostFunction } from './wasm/host-functions.ts';
 import { MeteredModuleCache } from './wasm/metered-cache.ts';
 import { AsyncLocalStorage } from 'node:async_hooks';
@@ -137,11 +137,14 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
 
   // Every active overlay receives the events its manifest subscribes to, through its actor and breaker.
   const subscriptions = new Map<string, () => void>();
+  /** The overlays each event has already taken its chain to: a retried delivery is the same hop, not a cycle. */
+  const hopped = new WeakMap<BusEvent, Set<string>>();
   const deliverTo = (overlay: OverlayHandle) => async (event: BusEvent): Promise<void> => {
     const cascadeId = typeof event.payload === 'object' && event.payload !== null ? (event.payload as { cascadeId?: unknown }).cascadeId : undefined;
-    if (typeof cascadeId === 'string') {
+    if (typeof cascadeId === 'string' && hopped.get(event)?.has(overlay.id) !== true) {
       try {
         await manager.propagate(cascadeId, overlay.name);
+        hopped.set(event, (hopped.get(event) ?? new Set()).add(overlay.id));
       } catch (error) {
         // A cycle, a spent hop budget or a closed chain ends the cascade here: the event is handled, not failed.
         if (error instanceof CascadeError) return;
@@ -149,8 +152,13 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
       }
     }
     const input = { event: { id: event.id, type: event.type, source: event.source, payload: event.payload } };
-    const call = (): Promise<unknown> => overlays.call(overlay.id, 'run', input, { correlationId: event.correlationId, trust: 100 });
-    await (typeof cascadeId === 'string' ? cascadeOfCall.run(cascadeId, call) : call());
+    const call = (): Promise<CallResult> => overlays.call(overlay.id, 'run', input, { correlationId: event.correlationId, trust: 100 });
+    const { output } = await (typeof cascadeId === 'string' ? cascadeOfCall.run(cascadeId, call) : call());
+    // An overlay that answers { ok: false } did not handle the event: the bus retries it, then dead-letters it.
+    if (typeof output === 'object' && output !== null && (output as { ok?: unknown }).ok === false) {
+      const message = (output as { error?: { message?: unknown } }).error?.message;
+      throw new ForgeError('OVERLAY_ERROR', `Overlay "${overlay.name}" could not handle ${event.type}: ${typeof message === 'string' ? message : 'it answered ok: false'}.`, { details: { overlay: overlay.name, event: event.id } });
+    }
   };
   overlays.on('loaded', (overlay: OverlayHandle) => {
     if (overlay.subscribes.length === 0) return;

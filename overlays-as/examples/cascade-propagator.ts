@@ -2,7 +2,7 @@
 {
   "name": "cascade-propagator",
   "version": "1.0.0",
-  "description": "Spreads insights: publishes insight.detected when a capsule's top category is strong, and insight.urgent for urgent capsules.",
+  "description": "Spreads insights: publishes insight.detected when a capsule's top category is strong, insight.urgent for urgent capsules, and relays insights it receives while they are still strong.",
   "phases": ["propagation"],
   "subscribes": ["insight.detected"],
   "capabilities": ["EVENT_PUBLISH", "LOGGING"],
@@ -18,6 +18,19 @@ const STRONG_SCORE: f64 = 2;
 
 export function run(text: string): string {
   const data = input(text);
+  // A cascade hop: an insight about a capsule arrives as input.event; pass it on, weaker, while it is still strong.
+  const event = data.get("event");
+  if (event !== null && event.isObject()) {
+    const payload = event.get("payload");
+    const strength = payload !== null ? payload.getNumber("strength", 0) : 0;
+    const about = payload !== null ? payload.getString("capsuleId", "") : "";
+    log.info("insight " + event.getString("type") + " from " + event.getString("source") + " reached the propagator");
+    if (strength - 1 >= STRONG_SCORE) {
+      publish("insight.detected", Value.object().setString("capsuleId", about).setString("pattern", "relayed").setNumber("strength", strength - 1));
+      return ok(Value.object().setNumber("propagated", 1).setBool("relayed", true));
+    }
+    return ok(Value.object().setNumber("propagated", 0).setBool("relayed", false));
+  }
   const capsule = data.get("capsule");
   if (capsule === null || !capsule.isObject()) return fail("capsule: missing, or not an object");
   const id = capsule.getString("id");
@@ -40,8 +53,5 @@ export function run(text: string): string {
     publish("insight.urgent", insight);
     insights.push(insight);
   }
-  // A cascade hop: an insight event about another capsule arrives as input.event.
-  const event = data.get("event");
-  if (event !== null && event.getString("type") == "insight.detected") log.info("insight from " + event.getString("source") + " reached " + id);
   return ok(Value.object().setNumber("propagated", insights.items.length).set("insights", insights));
 }

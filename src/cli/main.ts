@@ -1,3 +1,5 @@
+import { benchCommand } from './bench.ts';
+import { demoCommand } from './demo.ts';
 import { inspectCommand } from './inspect.ts';
 import { runCommand } from './run.ts';
 import { vizCommand } from './viz.ts';
@@ -11,7 +13,7 @@ import { initCommand } from './init.ts';
 const EXIT_USAGE = 2;
 
 /** Every subcommand, in the order `--help` lists them. Later modules add theirs here. */
-export const COMMANDS: readonly Command[] = [initCommand, buildCommand, callCommand, runCommand, inspectCommand, vizCommand];
+export const COMMANDS: readonly Command[] = [demoCommand, initCommand, buildCommand, callCommand, runCommand, inspectCommand, vizCommand, benchCommand];
 
 function usage(commands: readonly Command[]): string {
   const width = Math.max(0, ...commands.map((c) => c.name.length));

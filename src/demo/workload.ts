@@ -18,13 +18,18 @@ const CONTENTS = {
   ],
   personal: ['Release notes for the billing pipeline; mail ops@example.com for questions about the rollout'],
   secret: ['Deploy fix: set password = hunter2 and key AKIAIOSFODNN7EXAMPLE in the pipeline config'],
+  /** Blank: the normalizer refuses it, so the run fails at ingestion (naming the overlay). */
+  malformed: ['   '],
 } as const;
 
 export type CapsulePath = keyof typeof CONTENTS;
 
-/** The `n`-th demo capsule: mostly clean, every `personalEvery`-th one escalated to a human, some leaking secrets. */
+/**
+ * The `n`-th demo capsule: mostly clean; every `personalEvery`-th one escalated to a human, every 17th leaking
+ * secrets (rejected at consensus, quarantined), every 50th blank (the run fails at ingestion).
+ */
 export function demoCapsule(n: number, personalEvery = 25): { capsule: Record<string, unknown>; path: CapsulePath } {
-  const path: CapsulePath = n % personalEvery === personalEvery - 1 ? 'personal' : n % 17 === 16 ? 'secret' : 'clean';
+  const path: CapsulePath = n % personalEvery === personalEvery - 1 ? 'personal' : n % 50 === 37 ? 'malformed' : n % 17 === 16 ? 'secret' : 'clean';
   const texts = CONTENTS[path];
   const author = path === 'secret' ? AUTHORS[3]! : AUTHORS[n % 3]!;
   return {

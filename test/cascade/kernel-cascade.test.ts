@@ -55,4 +55,17 @@ describe('cascades through the kernel (bus + overlay actors + chains)', () => {
     expect(kernel.cascades.get(chain.id)?.hops).toBe(1);
     expect(seen.filter((s) => s.endsWith(':root'))).toHaveLength(1);
   });
+  it('retries an event a subscribed overlay refuses ({ ok: false }) as the same hop, then dead-letters it naming the overlay', async () => {
+    kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false, bus: { retryDelayMs: 1, maxAttempts: 3 } });
+    let attempts = 0;
+    await kernel.overlays.load(
+      { manifest: { name: 'refuser', version: '1.0.0', subscribes: ['insight.detected'] }, exports: { run: () => (attempts++, { ok: false, error: { message: 'not today' } }) } },
+      { internal: true, trusted: true, breaker: { consecutiveFailures: 10 } },
+    );
+    const chain = await kernel.cascades.start('kernel', 'insight.detected', { note: 'root' });
+    for (let i = 0; i < 200 && kernel.bus.deadLetters().length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    expect(attempts).toBe(3);
+    expect(kernel.cascades.get(chain.id)?.hops).toBe(1);
+    expect(kernel.bus.deadLetters()).toMatchObject([{ attempts: 3, error: { code: 'OVERLAY_ERROR', message: 'Overlay "refuser" could not handle insight.detected: not today.' } }]);
+  });
 });

@@ -147,6 +147,15 @@ describe('example overlays', () => {
       expect(result.events.map((e) => e.type)).toEqual(['insight.detected', 'insight.urgent']);
       expect(result.events[0]!.payload).toEqual({ capsuleId: 'cap-42', pattern: 'strong-engineering', category: 'engineering', strength: 8 });
     });
+    it('relays an insight it receives on a cascade hop while it is still strong, weaker by one', async () => {
+      const hop = (strength: number) => run('cascade-propagator', { event: { id: 'evt_1', type: 'insight.detected', source: 'kernel', payload: { capsuleId: 'cap-7', strength, cascadeId: 'csc_1' } } });
+      const strong = await hop(4);
+      expect(strong.output).toEqual({ ok: true, data: { propagated: 1, relayed: true } });
+      expect(strong.events).toMatchObject([{ type: 'insight.detected', payload: { capsuleId: 'cap-7', pattern: 'relayed', strength: 3 } }]);
+      const faint = await hop(2);
+      expect(faint.output).toEqual({ ok: true, data: { propagated: 0, relayed: false } });
+      expect(faint.events).toEqual([]);
+    });
     it('publishes nothing for a weak, non-urgent capsule', async () => {
       const result = await run('cascade-propagator', { capsule: { ...GOOD_CAPSULE, tags: [] }, analysis: { top: 'finance', categories: [{ name: 'finance', score: 1 }] } });
       expect(result.events).toEqual([]);
@@ -208,6 +217,6 @@ const PINNED_FUEL: Record<string, number> = {
   'security-validator': 470_736,
   'governance-voter': 382_254,
   'capsule-processor': 394_101,
-  'cascade-propagator': 553_450,
+  'cascade-propagator': 553_418,
   'lineage-tracker': 627_321,
 };
