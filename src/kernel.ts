@@ -11,6 +11,9 @@ import type { HostFunction } from './wasm/host-functions.ts';
 import { MeteredModuleCache } from './wasm/metered-cache.ts';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventBus, type Bus, type BusOptions } from './bus/bus.ts';
+import { NatsBus, type NatsBusOptions } from './bus/nats-bus.ts';
+import { Membership, type ClusterMember, type MemberStatus } from './cluster/membership.ts';
+import { hostname } from 'node:os';
 import type { BusEvent } from './bus/event.ts';
 import { CascadeError, CascadeManager, type CascadeView } from './cascade/cascades.ts';
 import type { OverlayHandle } from './overlays/registry.ts';
@@ -32,8 +35,11 @@ export interface KernelOptions {
   hostFunctions?: readonly HostFunction[];
   /** Also told of every event overlays publish (they are published on the bus in any case). */
   onEvents?: (events: readonly PublishedEvent[]) => void;
-  /** Options of the in-process event bus (capacity, retries, timeouts, …). */
-  bus?: Omit<BusOptions, 'store' | 'logger'>;
+  /**
+   * The event bus: in-process by default (options: capacity, retries, timeouts, …), or NATS JetStream across
+   * processes with `{ transport: 'nats', servers }` (which also gives `cluster()` its members).
+   */
+  bus?: Omit<BusOptions, 'store' | 'logger'> | ({ transport: 'nats' } & Omit<NatsBusOptions, 'store' | 'logger'>);
   /** Live cascade chains at most. */
   maxLiveChains?: number;
   /** Bounded execution history (default 1,000 calls). */
@@ -64,6 +70,8 @@ export interface Kernel {
   readonly pipelines: Pipelines;
   /** The live web inspector (`listen({ port, host, token })`) and the inspection records behind it. */
   readonly inspector: Inspector;
+  /** The kernel processes sharing this kernel's NATS (heartbeats, with what each runs); just this one in process. */
+  cluster(): Promise<ClusterMember[]>;
   /** Halts pipeline runs at a phase boundary (checkpointed), drains the bus, persists chains, and unloads every overlay once its calls in flight have finished. */
   stop(): Promise<void>;
 }
@@ -109,7 +117,14 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   const store = openStore(options.store, logger);
   await store.start();
   const graph = store instanceof Neo4jStore ? graphHostFunctions({ driver: store.driver }) : [];
-  const bus = new EventBus({ ...options.bus, store, logger });
+  const busOption = options.bus;
+  const bus: Bus =
+    busOption !== undefined && 'transport' in busOption && busOption.transport === 'nats'
+      ? await NatsBus.connect({ ...busOption, store, logger }).catch(async (error: unknown) => {
+          await store.close();
+          throw error;
+        })
+      : new EventBus({ ...(busOption as Omit<BusOptions, 'store' | 'logger'> | undefined), store, logger });
   const catalog = new ActorCatalog();
   const adapter = new InspectionAdapter(catalog);
   if (options.inspect === true) adapter.enable();
@@ -146,9 +161,13 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
         await manager.propagate(cascadeId, overlay.name);
         hopped.set(event, (hopped.get(event) ?? new Set()).add(overlay.id));
       } catch (error) {
-        // A cycle, a spent hop budget or a closed chain ends the cascade here: the event is handled, not failed.
-        if (error instanceof CascadeError) return;
-        throw error;
+        // A chain started by another kernel process is not tracked here (chains are per process): run the overlay.
+        if (error instanceof CascadeError && error.code === 'CASCADE_NOT_FOUND' && bus instanceof NatsBus) {
+          logger.debug({ cascadeId, overlay: overlay.name }, 'cascade from another process: not tracked here');
+        } else if (error instanceof CascadeError) {
+          // A cycle, a spent hop budget or a closed chain ends the cascade here: the event is handled, not failed.
+          return;
+        } else throw error;
       }
     }
     const input = { event: { id: event.id, type: event.type, source: event.source, payload: event.payload } };
@@ -224,6 +243,10 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     },
   });
 
+  const memberStatus = (): MemberStatus => ({ overlays: overlays.list().map((o) => o.name), activeRuns: pipelines.stats().active });
+  const membership = bus instanceof NatsBus ? await Membership.join(bus.connection, { processId: bus.processId, status: memberStatus, logger }) : undefined;
+  const startedAt = Date.now();
+
   let stopped = false;
   return {
     logger,
@@ -233,11 +256,16 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     cascades,
     pipelines,
     inspector,
+    async cluster() {
+      if (membership !== undefined) return membership.members();
+      return [{ processId: `${hostname()}-${process.pid}`, host: hostname(), pid: process.pid, startedAt, lastSeen: Date.now(), transport: 'memory', self: true, ...memberStatus() }];
+    },
     async stop() {
       if (stopped) return;
       stopped = true;
       await inspector.close();
       await pipelines.stop();
+      await membership?.leave();
       const { undelivered } = await bus.stop();
       if (undelivered.length > 0) logger.warn({ undelivered: undelivered.length }, 'events not delivered before stop');
       await manager.persistAll();

@@ -4,19 +4,15 @@ import { nanoid } from 'nanoid';
 import { ForgeError, isForgeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Store } from '../store/store.ts';
-import { freezePayload, InvalidEventInputError, isEventPattern, isEventType, matches, PRIORITIES, priorityRank, type BusEvent, type Priority, type PublishInput } from './event.ts';
+import { createEvent, HopLimitError, InvalidEventInputError, isEventPattern, isEventType, matches, PRIORITIES, priorityRank, type BusEvent, type Priority, type PublishInput } from './event.ts';
+
+export { HopLimitError };
 import { LatencyWindow } from './latency.ts';
 
 /** The queue was full for longer than the publisher may wait. */
 export class QueueFullError extends ForgeError {
   constructor(capacity: number, waitedMs: number) {
     super('QUEUE_FULL', `The event queue is full (${capacity} events awaiting delivery) and stayed full for ${waitedMs} ms: slow down, or add or fix the slow subscribers.`, { details: { capacity, waitedMs } });
-  }
-}
-
-export class HopLimitError extends ForgeError {
-  constructor(type: string, hops: number, max: number) {
-    super('HOP_LIMIT', `Event "${type}" would be ${hops} handlers deep; the limit is ${max}: a feedback loop between subscribers?`, { details: { type, hops, max } });
   }
 }
 
@@ -199,32 +195,16 @@ export class EventBus implements Bus {
    */
   async publish<P>(input: PublishInput<P>): Promise<BusEvent<P>> {
     if (this.#stopping) throw new BusStoppedError();
-    if (typeof input !== 'object' || input === null) throw new InvalidEventInputError('publish needs { type, payload?, … }.');
-    if (!isEventType(input.type)) throw new InvalidEventInputError(`"${String(input.type)}" is not an event type (lower-case domain.action).`, { type: input.type });
-    const priority = input.priority ?? 'normal';
-    if (!PRIORITIES.includes(priority)) throw new InvalidEventInputError(`priority must be one of ${PRIORITIES.join(', ')}.`, { priority });
-    if (input.targets !== undefined && (!Array.isArray(input.targets) || input.targets.some((t) => typeof t !== 'string'))) throw new InvalidEventInputError('targets must be an array of subscriber targets.');
-    const payload = freezePayload(input.payload) as P;
-    const validate = this.#schemas.get(input.type);
-    if (validate !== undefined && !validate(payload)) {
-      throw new InvalidEventInputError(`The payload of "${input.type}" does not match its schema: ${this.#ajv.errorsText(validate.errors)}.`, { type: input.type });
-    }
-    const parent = current.getStore();
-    const hops = parent === undefined ? 0 : parent.hops + 1;
-    if (hops > this.#options.maxHops) throw new HopLimitError(input.type, hops, this.#options.maxHops);
-    const id = `evt_${nanoid(12)}`;
-    const event: BusEvent<P> = Object.freeze({
-      id,
-      type: input.type,
-      source: input.source ?? parent?.source ?? 'kernel',
-      payload,
-      timestamp: Date.now(),
-      correlationId: input.correlationId ?? parent?.correlationId ?? id,
-      causationId: parent?.id ?? null,
-      hops,
-      priority,
-      ...(input.targets === undefined ? {} : { targets: Object.freeze([...(input.targets as readonly string[])]) }),
+    const event = createEvent(input, {
+      parent: current.getStore(),
+      maxHops: this.#options.maxHops,
+      newId: () => `evt_${nanoid(12)}`,
+      validate: (type, payload) => {
+        const validate = this.#schemas.get(type);
+        if (validate !== undefined && !validate(payload)) throw new InvalidEventInputError(`The payload of "${type}" does not match its schema: ${this.#ajv.errorsText(validate.errors)}.`, { type });
+      },
     });
+    const priority = event.priority;
     await this.#acquireSlot();
     this.#counts.published++;
     const slot: Slot = { pending: 0 };

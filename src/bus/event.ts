@@ -34,6 +34,11 @@ export interface PublishInput<P = unknown> {
   priority?: Priority;
   correlationId?: string;
   targets?: readonly string[];
+  /**
+   * The event's id, for idempotent publishing: a transport that deduplicates (NATS JetStream's `Nats-Msg-Id`)
+   * delivers an id published twice once. Generated when absent.
+   */
+  id?: string;
 }
 
 export class InvalidEventInputError extends ForgeError {
@@ -80,4 +85,43 @@ export function freezePayload(payload: unknown): unknown {
   }
   if (json === undefined) throw new InvalidEventInputError('The payload must be a JSON value.');
   return deepFreeze(JSON.parse(json) as unknown);
+}
+
+const EVENT_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
+
+/**
+ * Validates a publish and builds the frozen event: the payload copied and frozen, the hop count, correlation and
+ * cause inherited from the event being handled (`parent`), refused past `maxHops`. Both transports use it.
+ */
+export function createEvent<P>(input: PublishInput<P>, options: { parent: BusEvent | undefined; maxHops: number; newId: () => string; validate?: (type: string, payload: unknown) => void }): BusEvent<P> {
+  if (typeof input !== 'object' || input === null) throw new InvalidEventInputError('publish needs { type, payload?, … }.');
+  if (!isEventType(input.type)) throw new InvalidEventInputError(`"${String(input.type)}" is not an event type (lower-case domain.action).`, { type: input.type });
+  const priority = input.priority ?? 'normal';
+  if (!PRIORITIES.includes(priority)) throw new InvalidEventInputError(`priority must be one of ${PRIORITIES.join(', ')}.`, { priority });
+  if (input.targets !== undefined && (!Array.isArray(input.targets) || input.targets.some((t) => typeof t !== 'string'))) throw new InvalidEventInputError('targets must be an array of subscriber targets.');
+  if (input.id !== undefined && (typeof input.id !== 'string' || !EVENT_ID.test(input.id))) throw new InvalidEventInputError('id must be 1–128 letters, digits or _ . : -', { id: input.id });
+  const payload = freezePayload(input.payload) as P;
+  options.validate?.(input.type, payload);
+  const { parent } = options;
+  const hops = parent === undefined ? 0 : parent.hops + 1;
+  if (hops > options.maxHops) throw new HopLimitError(input.type, hops, options.maxHops);
+  const id = input.id ?? options.newId();
+  return Object.freeze({
+    id,
+    type: input.type,
+    source: input.source ?? parent?.source ?? 'kernel',
+    payload,
+    timestamp: Date.now(),
+    correlationId: input.correlationId ?? parent?.correlationId ?? id,
+    causationId: parent?.id ?? null,
+    hops,
+    priority,
+    ...(input.targets === undefined ? {} : { targets: Object.freeze([...(input.targets as readonly string[])]) }),
+  });
+}
+
+export class HopLimitError extends ForgeError {
+  constructor(type: string, hops: number, max: number) {
+    super('HOP_LIMIT', `Event "${type}" would be ${hops} handlers deep; the limit is ${max}: a feedback loop between subscribers?`, { details: { type, hops, max } });
+  }
 }
