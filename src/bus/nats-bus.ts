@@ -352,7 +352,11 @@ export class NatsBus implements Bus {
         }
       }
     }
-    await this.#nc.drain().catch(() => undefined);
+    // Draining flushes acks; a cluster that lost the node it was talking to may never confirm, so it is bounded.
+    const drained = this.#nc.drain().catch(() => undefined);
+    const timer = setTimeout(() => void this.#nc.close().catch(() => undefined), Math.max(500, until - Date.now()));
+    await drained;
+    clearTimeout(timer);
     return { undelivered };
   }
 }
