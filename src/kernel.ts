@@ -224,10 +224,18 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     },
   );
 
+  const memberStatus = (): MemberStatus => ({ overlays: overlays.list().map((o) => o.name), activeRuns: pipelines.stats().active });
+  const membership = bus instanceof NatsBus ? await Membership.join(bus.connection, { processId: bus.processId, status: memberStatus, logger }) : undefined;
+  const startedAt = Date.now();
+  const cluster = async (): Promise<ClusterMember[]> => {
+    if (membership !== undefined) return membership.members();
+    return [{ processId: `${hostname()}-${process.pid}`, host: hostname(), pid: process.pid, startedAt, lastSeen: Date.now(), transport: 'memory', self: true, ...memberStatus() }];
+  };
   const inspector = new Inspector({
     catalog,
     adapter,
     logger,
+    cluster,
     controls: {
       decide: (runId, decision, by, reason) => pipelines.resume(runId, { decision, by, ...(reason === undefined ? {} : { reason }) }),
       resume: (runId) => pipelines.resume(runId),
@@ -243,10 +251,6 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     },
   });
 
-  const memberStatus = (): MemberStatus => ({ overlays: overlays.list().map((o) => o.name), activeRuns: pipelines.stats().active });
-  const membership = bus instanceof NatsBus ? await Membership.join(bus.connection, { processId: bus.processId, status: memberStatus, logger }) : undefined;
-  const startedAt = Date.now();
-
   let stopped = false;
   return {
     logger,
@@ -256,10 +260,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     cascades,
     pipelines,
     inspector,
-    async cluster() {
-      if (membership !== undefined) return membership.members();
-      return [{ processId: `${hostname()}-${process.pid}`, host: hostname(), pid: process.pid, startedAt, lastSeen: Date.now(), transport: 'memory', self: true, ...memberStatus() }];
-    },
+    cluster,
     async stop() {
       if (stopped) return;
       stopped = true;

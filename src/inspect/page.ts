@@ -17,6 +17,7 @@ export const INSPECTOR_PAGE = `<!doctype html>
   header { grid-column: 1 / 3; display: flex; gap: 16px; align-items: center; padding: 8px 14px; border-bottom: 1px solid var(--line); background: var(--panel); }
   header h1 { font-size: 15px; margin: 0; }
   #connection { color: var(--dim); }
+  #cluster { color: var(--dim); margin-left: auto; font-size: 12px; }
   #connection.live { color: var(--ok); }
   #actors { overflow: auto; border-right: 1px solid var(--line); padding: 6px 0; }
   #actors h2 { font-size: 11px; text-transform: uppercase; letter-spacing: .06em; color: var(--dim); margin: 10px 12px 4px; }
@@ -56,7 +57,7 @@ export const INSPECTOR_PAGE = `<!doctype html>
 </style>
 </head>
 <body>
-<header><h1>Forge Kernel inspector</h1><span id="connection">connecting…</span><span id="counts"></span></header>
+<header><h1>Forge Kernel inspector</h1><span id="connection">connecting…</span><span id="counts"></span><span id="cluster" title="kernel processes"></span></header>
 <nav id="actors" aria-label="actors"></nav>
 <main>
   <div id="title">Select an actor</div>
@@ -250,6 +251,14 @@ export const INSPECTOR_PAGE = `<!doctype html>
     pending = null;
     try { actors = await api('/api/actors'); renderActors(); } catch (error) { $('connection').textContent = 'error: ' + error.message; }
   }
+  async function refreshCluster() {
+    try {
+      const { members } = await api('/api/cluster');
+      $('cluster').textContent = members.length + ' kernel process' + (members.length === 1 ? '' : 'es') + ': ' + members.map((m) => m.processId + (m.self ? ' (this one)' : '') + ' · ' + m.activeRuns + ' runs').join(', ');
+    } catch (error) { $('cluster').textContent = ''; }
+  }
+  refreshCluster();
+  setInterval(refreshCluster, 3000);
   const soon = () => { if (!pending) pending = setTimeout(refresh, 120); };
 
   function connect() {

@@ -94,7 +94,10 @@ export class Inspector {
   #enabledAdapter = false;
   readonly #streams = new Set<ServerResponse>();
 
-  constructor(deps: { catalog: ActorCatalog; adapter: InspectionAdapter; controls: InspectorControls; logger: Logger }) {
+  readonly #cluster: () => Promise<unknown[]>;
+
+  constructor(deps: { catalog: ActorCatalog; adapter: InspectionAdapter; controls: InspectorControls; logger: Logger; cluster?: () => Promise<unknown[]> }) {
+    this.#cluster = deps.cluster ?? (() => Promise.resolve([]));
     this.#catalog = deps.catalog;
     this.#adapter = deps.adapter;
     this.#controls = deps.controls;
@@ -206,6 +209,7 @@ export class Inspector {
     if (req.method === 'GET' && url.pathname === '/api/actors') {
       return this.#json(res, 200, { live: this.#catalog.live().map(describeEntry), ended: this.#catalog.ended().map(describeEntry) });
     }
+    if (req.method === 'GET' && url.pathname === '/api/cluster') return this.#json(res, 200, { members: await this.#cluster() });
     const chart = /^\/api\/statecharts\/([a-z]+)$/.exec(url.pathname);
     if (req.method === 'GET' && chart !== null) {
       const kind = chart[1] as ActorKind;

@@ -52,6 +52,8 @@ describe('kernel.inspector', () => {
     expect((await fetch(`${url}api/statecharts/toaster`)).status).toBe(404);
     expect((await fetch(`${url}nothing-here`)).status).toBe(404);
     expect((await fetch(`${url}api/actors`)).status).toBe(200);
+    const { members } = (await (await fetch(`${url}api/cluster`)).json()) as { members: { self: boolean; transport: string }[] };
+    expect(members).toMatchObject([{ self: true, transport: 'memory' }]);
   });
 
   it('streams records as Server-Sent Events, resuming after the last one a client saw', async () => {

@@ -48,6 +48,9 @@ describe('kernels as separate processes on NATS JetStream (real server, real pro
     expect(members.map((m) => m.processId).sort()).toEqual(['kernel-a', 'kernel-b', 'kernel-publisher']);
     expect(members.find((m) => m.processId === 'kernel-a')).toMatchObject({ overlays: ['indexer'], transport: 'nats', self: false });
     expect(members[0]).toMatchObject({ processId: 'kernel-publisher', self: true });
+    const { url } = await kernel.inspector.listen({ port: 0 });
+    const shown = (await (await fetch(`${url}api/cluster`)).json()) as { members: { processId: string }[] };
+    expect(shown.members.map((m) => m.processId).sort()).toEqual(['kernel-a', 'kernel-b', 'kernel-publisher']);
 
     const ids: string[] = [];
     for (let i = 0; i < 30; i++) ids.push((await kernel.bus.publish({ type: 'capsule.created', payload: { i } })).id);
