@@ -12,6 +12,7 @@ import { MeteredModuleCache } from './wasm/metered-cache.ts';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventBus, type Bus, type BusOptions } from './bus/bus.ts';
 import { NatsBus, type NatsBusOptions } from './bus/nats-bus.ts';
+import { ChainGuard } from './cluster/chain-guard.ts';
 import { Membership, type ClusterMember, type MemberStatus } from './cluster/membership.ts';
 import { hostname } from 'node:os';
 import type { BusEvent } from './bus/event.ts';
@@ -125,6 +126,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
           throw error;
         })
       : new EventBus({ ...(busOption as Omit<BusOptions, 'store' | 'logger'> | undefined), store, logger });
+  const chainGuard = bus instanceof NatsBus ? await ChainGuard.open(bus.connection) : undefined;
   const catalog = new ActorCatalog();
   const adapter = new InspectionAdapter(catalog);
   if (options.inspect === true) adapter.enable();
@@ -158,16 +160,21 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     const cascadeId = typeof event.payload === 'object' && event.payload !== null ? (event.payload as { cascadeId?: unknown }).cascadeId : undefined;
     if (typeof cascadeId === 'string' && hopped.get(event)?.has(overlay.id) !== true) {
       try {
-        await manager.propagate(cascadeId, overlay.name);
+        if (chainGuard !== undefined) {
+          // Across processes the chain's limits are global: the hop is taken in the cluster's bucket first, then
+          // mirrored on this process's chain actor when the chain started here.
+          await chainGuard.hop(cascadeId, overlay.name);
+          await manager.propagate(cascadeId, overlay.name).catch((error: unknown) => {
+            if (!(error instanceof CascadeError)) throw error;
+          });
+        } else {
+          await manager.propagate(cascadeId, overlay.name);
+        }
         hopped.set(event, (hopped.get(event) ?? new Set()).add(overlay.id));
       } catch (error) {
-        // A chain started by another kernel process is not tracked here (chains are per process): run the overlay.
-        if (error instanceof CascadeError && error.code === 'CASCADE_NOT_FOUND' && bus instanceof NatsBus) {
-          logger.debug({ cascadeId, overlay: overlay.name }, 'cascade from another process: not tracked here');
-        } else if (error instanceof CascadeError) {
-          // A cycle, a spent hop budget or a closed chain ends the cascade here: the event is handled, not failed.
-          return;
-        } else throw error;
+        // A cycle, a spent hop budget or a closed chain ends the cascade here: the event is handled, not failed.
+        if (error instanceof CascadeError) return;
+        throw error;
       }
     }
     const input = { event: { id: event.id, type: event.type, source: event.source, payload: event.payload } };
@@ -191,11 +198,16 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   const cascades: Cascades = {
     async start(source, insightType, data = {}, startOptions = {}) {
       const chain = await manager.start(source, insightType, startOptions);
+      await chainGuard?.register({ id: chain.id, source, maxHops: chain.maxHops, visited: [...chain.visited], expiresAt: chain.expiresAt });
       await bus.publish({ type: insightType, payload: { ...data, cascadeId: chain.id }, source, correlationId: chain.correlationId });
       return chain;
     },
     propagate: (chainId, to) => manager.propagate(chainId, to),
-    complete: (chainId) => manager.complete(chainId),
+    complete: async (chainId) => {
+      const view = await manager.complete(chainId);
+      await chainGuard?.complete(chainId);
+      return view;
+    },
     get: (chainId) => manager.get(chainId),
     active: () => manager.active(),
   };

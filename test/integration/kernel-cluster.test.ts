@@ -3,6 +3,8 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, inject, it } from 'vitest';
+import { connect } from '@nats-io/transport-node';
+import { ChainGuard } from '../../src/cluster/chain-guard.ts';
 import { createKernel, type Kernel } from '../../src/kernel.ts';
 import { captureLogger } from '../support/engine.ts';
 import { deleteStreams } from '../support/nats.ts';
@@ -30,8 +32,8 @@ describe('kernels as separate processes on NATS JetStream (real server, real pro
     await deleteStreams(services.NATS_URL, [env.STREAM]);
   });
 
-  const member = (name: string): ChildProcess => {
-    const child = spawn(process.execPath, [SCRIPT, name], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const member = (name: string, relays = ''): ChildProcess => {
+    const child = spawn(process.execPath, [SCRIPT, name, relays], { env, stdio: ['ignore', 'pipe', 'inherit'] });
     createInterface({ input: child.stdout }).on('line', (line) => lines.push(JSON.parse(line) as Record<string, unknown>));
     children.push(child);
     return child;
@@ -66,5 +68,26 @@ describe('kernels as separate processes on NATS JetStream (real server, real pro
     for (let i = 0; i < 5; i++) after.push((await kernel.bus.publish({ type: 'capsule.created', payload: { i } })).id);
     await until(() => after.every((id) => got().some((g) => g.got === id)), 30_000);
     expect(got().filter((g) => after.includes(g.got)).every((g) => g.by === 'kernel-a')).toBe(true);
+  }, 120_000);
+  it('holds a cascade chain\'s hop limit and cycle guard across processes (compare-and-set in the cluster)', async () => {
+    member('kernel-c', 'relay-a');
+    member('kernel-d', 'relay-b,relay-c');
+    await until(() => lines.filter((l) => l.ready === 'kernel-c' || l.ready === 'kernel-d').length === 2, 60_000);
+    kernel ??= await createKernel({ logger: captureLogger().logger, cacheDir: false, bus: { transport: 'nats', servers: services.NATS_URL, stream: env.STREAM, subjectPrefix: env.PREFIX, processId: 'kernel-publisher' } });
+    await new Promise((r) => setTimeout(r, 500));
+    const chain = await kernel.cascades.start('origin', 'insight.detected', { note: 'root' }, { maxHops: 2, ttlMs: 60_000 });
+    const relayed = (): { relayed: string; cascadeId: string }[] => lines.filter((l): l is { relayed: string; cascadeId: string } => 'relayed' in l && l.cascadeId === chain.id);
+    await until(() => relayed().length >= 2);
+    await new Promise((r) => setTimeout(r, 1_500));
+    const conn = await connect({ servers: services.NATS_URL });
+    try {
+      const global = await (await ChainGuard.open(conn)).get(chain.id);
+      expect(global).toMatchObject({ hops: 2, maxHops: 2, status: 'active' });
+      expect(global!.visited[0]).toBe('origin');
+      expect(new Set(global!.visited).size).toBe(3);
+      expect(relayed().map((r) => r.relayed).sort()).toEqual(global!.visited.slice(1).sort());
+    } finally {
+      await conn.close();
+    }
   }, 120_000);
 });

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import type { BusEvent } from '../../src/bus/event.ts';
+import { connect } from '@nats-io/transport-node';
 import { NatsBus, type NatsBusOptions } from '../../src/bus/nats-bus.ts';
+import { ChainGuard } from '../../src/cluster/chain-guard.ts';
 import { deleteStreams } from '../support/nats.ts';
 
 const until = async (condition: () => boolean, ms = 10_000): Promise<void> => {
@@ -122,5 +124,28 @@ describe('the bus over NATS JetStream (real server)', () => {
     expect(() => a!.subscribe({ types: [] }, () => undefined)).toThrow(expect.objectContaining({ code: 'INVALID_SUBSCRIPTION' }) as Error);
     await expect(NatsBus.connect({ servers: 'nats://127.0.0.1:1' })).rejects.toMatchObject({ code: 'NATS_UNAVAILABLE' });
     await expect(NatsBus.connect({} as never)).rejects.toMatchObject({ code: 'INVALID_CONFIG' });
+  });
+  it('lets exactly maxHops of many racing hops through, and refuses cycles, under compare-and-set', async () => {
+    const conn = await connect({ servers: services.NATS_URL });
+    try {
+      const guards = await Promise.all([ChainGuard.open(conn), ChainGuard.open(conn), ChainGuard.open(conn)]);
+      const id = `csc_${randomUUID()}`;
+      await guards[0]!.register({ id, source: 'origin', maxHops: 3, visited: ['origin'], expiresAt: Date.now() + 60_000 });
+      const attempts = Array.from({ length: 12 }, (_, i) => guards[i % 3]!.hop(id, `overlay-${i}`).then(() => 'ok', (e: { code: string }) => e.code));
+      const outcomes = await Promise.all(attempts);
+      expect(outcomes.filter((o) => o === 'ok')).toHaveLength(3);
+      expect(new Set(outcomes.filter((o) => o !== 'ok'))).toEqual(new Set(['CASCADE_HOP_LIMIT']));
+      expect((await guards[1]!.get(id))?.hops).toBe(3);
+      const second = `csc_${randomUUID()}`;
+      await guards[0]!.register({ id: second, source: 'origin', maxHops: 5, visited: ['origin'], expiresAt: Date.now() + 60_000 });
+      await guards[1]!.hop(second, 'a');
+      await expect(guards[2]!.hop(second, 'a')).rejects.toMatchObject({ code: 'CASCADE_CYCLE' });
+      await expect(guards[2]!.hop(second, 'origin')).rejects.toMatchObject({ code: 'CASCADE_CYCLE' });
+      await guards[0]!.complete(second);
+      await expect(guards[2]!.hop(second, 'b')).rejects.toMatchObject({ code: 'CASCADE_NOT_ACTIVE' });
+      await expect(guards[2]!.hop('csc_missing', 'b')).rejects.toMatchObject({ code: 'CASCADE_NOT_FOUND' });
+    } finally {
+      await conn.close();
+    }
   });
 });
