@@ -130,20 +130,20 @@ describe('the bus over NATS JetStream (real server)', () => {
     try {
       const guards = await Promise.all([ChainGuard.open(conn), ChainGuard.open(conn), ChainGuard.open(conn)]);
       const id = `csc_${randomUUID()}`;
-      await guards[0]!.register({ id, source: 'origin', maxHops: 3, visited: ['origin'], expiresAt: Date.now() + 60_000 });
+      await guards[0].register({ id, source: 'origin', maxHops: 3, visited: ['origin'], expiresAt: Date.now() + 60_000 });
       const attempts = Array.from({ length: 12 }, (_, i) => guards[i % 3]!.hop(id, `overlay-${i}`).then(() => 'ok', (e: { code: string }) => e.code));
       const outcomes = await Promise.all(attempts);
       expect(outcomes.filter((o) => o === 'ok')).toHaveLength(3);
       expect(new Set(outcomes.filter((o) => o !== 'ok'))).toEqual(new Set(['CASCADE_HOP_LIMIT']));
-      expect((await guards[1]!.get(id))?.hops).toBe(3);
+      expect((await guards[1].get(id))?.hops).toBe(3);
       const second = `csc_${randomUUID()}`;
-      await guards[0]!.register({ id: second, source: 'origin', maxHops: 5, visited: ['origin'], expiresAt: Date.now() + 60_000 });
-      await guards[1]!.hop(second, 'a');
-      await expect(guards[2]!.hop(second, 'a')).rejects.toMatchObject({ code: 'CASCADE_CYCLE' });
-      await expect(guards[2]!.hop(second, 'origin')).rejects.toMatchObject({ code: 'CASCADE_CYCLE' });
-      await guards[0]!.complete(second);
-      await expect(guards[2]!.hop(second, 'b')).rejects.toMatchObject({ code: 'CASCADE_NOT_ACTIVE' });
-      await expect(guards[2]!.hop('csc_missing', 'b')).rejects.toMatchObject({ code: 'CASCADE_NOT_FOUND' });
+      await guards[0].register({ id: second, source: 'origin', maxHops: 5, visited: ['origin'], expiresAt: Date.now() + 60_000 });
+      await guards[1].hop(second, 'a');
+      await expect(guards[2].hop(second, 'a')).rejects.toMatchObject({ code: 'CASCADE_CYCLE' });
+      await expect(guards[2].hop(second, 'origin')).rejects.toMatchObject({ code: 'CASCADE_CYCLE' });
+      await guards[0].complete(second);
+      await expect(guards[2].hop(second, 'b')).rejects.toMatchObject({ code: 'CASCADE_NOT_ACTIVE' });
+      await expect(guards[2].hop('csc_missing', 'b')).rejects.toMatchObject({ code: 'CASCADE_NOT_FOUND' });
     } finally {
       await conn.close();
     }
