@@ -13,6 +13,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventBus, type Bus, type BusOptions } from './bus/bus.ts';
 import { NatsBus, type NatsBusOptions } from './bus/nats-bus.ts';
 import { ChainGuard } from './cluster/chain-guard.ts';
+import { RunLeases } from './cluster/run-leases.ts';
 import { Membership, type ClusterMember, type MemberStatus } from './cluster/membership.ts';
 import { hostname } from 'node:os';
 import type { BusEvent } from './bus/event.ts';
@@ -127,6 +128,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
         })
       : new EventBus({ ...(busOption as Omit<BusOptions, 'store' | 'logger'> | undefined), store, logger });
   const chainGuard = bus instanceof NatsBus ? await ChainGuard.open(bus.connection) : undefined;
+  const leases = bus instanceof NatsBus ? await RunLeases.open(bus.connection, bus.processId, logger) : undefined;
   const catalog = new ActorCatalog();
   const adapter = new InspectionAdapter(catalog);
   if (options.inspect === true) adapter.enable();
@@ -223,6 +225,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
         overlays.on('unloaded', changed);
       },
       catalog,
+      ...(leases === undefined ? {} : { leases }),
       publish: (type, payload, correlationId) => {
         // Run events nobody subscribes to are not built (a publish costs ≈8 µs; a run has nine events).
         if (!bus.listens(type)) return;
@@ -278,6 +281,8 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
       stopped = true;
       await inspector.close();
       await pipelines.stop();
+      // Interrupted runs keep their checkpoints; releasing their leases lets another process continue them.
+      await leases?.close();
       await membership?.leave();
       const { undelivered } = await bus.stop();
       if (undelivered.length > 0) logger.warn({ undelivered: undelivered.length }, 'events not delivered before stop');

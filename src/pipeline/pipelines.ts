@@ -3,6 +3,7 @@ import { createActor, type Snapshot } from 'xstate';
 import { pipelineMachine, type PipelineContext, type PipelineStatus, type RunConfig } from '../../actors/pipeline.ts';
 import { LatencyWindow } from '../bus/latency.ts';
 import { ForgeError } from '../errors.ts';
+import type { RunLeases } from '../cluster/run-leases.ts';
 import type { ActorCatalog } from '../inspect/catalog.ts';
 import type { Logger } from '../logger.ts';
 import { PHASES, type Phase } from '../manifest.ts';
@@ -106,7 +107,12 @@ export interface PipelinesDependencies {
   publish: (type: string, payload: Record<string, unknown>, correlationId: string) => void;
   /** Where run actors are listed for the inspector. */
   catalog?: ActorCatalog;
+  /** Run leases in a cluster: with them, runs whose process died are taken over by this one. */
+  leases?: RunLeases;
 }
+
+/** How often a clustered kernel looks for runs whose process died (ms). */
+const TAKEOVER_INTERVAL_MS = 2_000;
 
 /**
  * The kernel's pipeline runs (`kernel.pipelines`): starts each run as an actor, caps the runs driving phases at once
@@ -132,6 +138,7 @@ export class Pipelines {
   readonly #counts = { started: 0, completed: 0, failed: 0, cancelled: 0 };
   #stopping = false;
   readonly #deadlines: DeadlineScheduler;
+  #takeover: NodeJS.Timeout | undefined;
   /** The configuration of a run with no per-phase options, until the overlays change (resolving it costs ≈15 µs). */
   #baseConfig: RunConfig | undefined;
 
@@ -163,6 +170,12 @@ export class Pipelines {
     this.#decisionTimeoutMs = checkDecisionTimeout(options.decisionTimeoutMs, 'pipelines.decisionTimeoutMs');
     this.#clock = options.clock ?? SYSTEM_CLOCK;
     this.#deadlines = new DeadlineScheduler(this.#clock);
+    if (deps.leases !== undefined && deps.store.kind !== 'memory') {
+      this.#takeover = setInterval(() => {
+        this.takeOver().catch((err: unknown) => deps.logger.warn({ err }, 'pipeline takeover failed'));
+      }, TAKEOVER_INTERVAL_MS);
+      this.#takeover.unref();
+    }
     deps.watchOverlays(() => (this.#baseConfig = undefined));
     for (const phase of PHASES) this.#phaseStats.set(phase, { window: new LatencyWindow(STATS_WINDOW), completed: 0, failed: 0, skipped: 0 });
     const { store } = deps;
@@ -179,8 +192,13 @@ export class Pipelines {
       save: (runId, status, snapshot) => store.saveRunSnapshot({ runId, version: RUN_SNAPSHOT_VERSION, status, snapshot, updatedAt: Date.now() }),
       forget: (runId) => store.deleteRunSnapshot(runId),
       publish: (type, run, payload) => deps.publish(type, { runId: run.id, ...payload }, run.correlationId),
-      released: (run) => this.#release(run),
+      released: (run) => {
+        this.#release(run);
+        // A run that stops driving (paused, waiting, ended) gives up its lease: any process may resume it.
+        void deps.leases?.release(run.id);
+      },
       resumed: (run) => this.#driving.add(run),
+      claim: (run) => deps.leases?.claim(run.id) ?? Promise.resolve(true),
       finished: (run, result) => this.#finished(run, result),
     };
   }
@@ -270,15 +288,40 @@ export class Pipelines {
     const restored: PipelineRun[] = [];
     for (const record of await this.#deps.store.listRunSnapshots()) {
       if (this.#live.has(record.runId)) continue;
+      // In a cluster, a run another process drives is left to it.
+      const driving = record.status === 'running' || record.status === 'queued';
+      if (driving && this.#deps.leases !== undefined && !(await this.#deps.leases.claim(record.runId))) continue;
       const run = this.#revive(record);
       if (run !== undefined) restored.push(run);
     }
     return restored;
   }
 
+  /**
+   * In a cluster: claims the checkpointed runs no live process holds (their process died, or stopped) and continues
+   * them here. Runs on a timer while the kernel runs; `pipelines.restore()` does the same once.
+   */
+  async takeOver(): Promise<PipelineRun[]> {
+    const leases = this.#deps.leases;
+    if (leases === undefined || this.#stopping) return [];
+    const taken: PipelineRun[] = [];
+    for (const record of await this.#deps.store.listRunSnapshots()) {
+      if (this.#live.has(record.runId) || (record.status !== 'running' && record.status !== 'queued')) continue;
+      if (!(await leases.claim(record.runId))) continue;
+      const run = this.#revive(record);
+      if (run === undefined) await leases.release(record.runId);
+      else {
+        this.#deps.logger.info({ runId: run.id }, 'took over a pipeline run from a process that is gone');
+        taken.push(run);
+      }
+    }
+    return taken;
+  }
+
   /** Stops taking runs, halts the active ones at their next phase boundary (checkpointed), and waits for them. */
   async stop(): Promise<void> {
     this.#stopping = true;
+    clearInterval(this.#takeover);
     await Promise.all([...this.#live.values()].map((run) => run.interrupt()));
     this.#deadlines.stop();
   }

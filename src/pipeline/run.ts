@@ -28,7 +28,7 @@ export const SYSTEM_CLOCK: PipelineClock = {
 
 /** A run operation that does not fit the run's state (e.g. resume a run that is not paused). */
 export class RunStateError extends ForgeError {
-  constructor(code: 'RUN_FINISHED' | 'RUN_NOT_PAUSED', runId: string, status: string, message: string) {
+  constructor(code: 'RUN_FINISHED' | 'RUN_NOT_PAUSED' | 'RUN_CLAIMED', runId: string, status: string, message: string) {
     super(code, message, { details: { runId, status } });
   }
 }
@@ -63,6 +63,8 @@ export interface RunEnvironment {
   released(run: PipelineRun): void;
   /** A paused run drives phases again (it was admitted before, so it takes a slot without queueing). */
   resumed(run: PipelineRun): void;
+  /** Makes this process the run's driver in a cluster (a lease); false when another process drives it. */
+  claim(run: PipelineRun): Promise<boolean>;
   finished(run: PipelineRun, result: RunResult): Promise<void>;
   random: () => number;
 }
@@ -181,6 +183,9 @@ export class PipelineRun {
     this.#assertLive();
     await this.#saving;
     const status = this.status;
+    if ((status === 'awaitingDecision' || status === 'paused') && !(await this.#env.claim(this))) {
+      throw new RunStateError('RUN_CLAIMED', this.id, status, `Run ${this.id} was resumed by another kernel process, which drives it now.`);
+    }
     if (status === 'awaitingDecision') {
       const parsed = parseDecision(decision, this.#env.clock.now());
       this.#actor.send({ type: 'DECIDE', decision: parsed });
@@ -226,6 +231,11 @@ export class PipelineRun {
     if (this.#driving) return;
     this.#driving = true;
     try {
+      if (!(await this.#env.claim(this))) {
+        // Another kernel process holds the run's lease: it drives the run; this copy stops where it is.
+        this.#log.info('pipeline run is driven by another process');
+        this.#interrupted = true;
+      }
       for (;;) {
         const status = this.status;
         if (this.#actor.getSnapshot().status !== 'active') break;

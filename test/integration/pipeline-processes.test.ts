@@ -9,6 +9,7 @@ import type { Neo4jStore } from '../../src/store/neo4j-store.ts';
 import { createKernel } from '../../src/kernel.ts';
 import { captureLogger } from '../support/engine.ts';
 import { buildExamples, EXAMPLES_OUT, GOOD_CAPSULE, PERSONAL_CAPSULE } from '../support/examples.ts';
+import { deleteStreams } from '../support/nats.ts';
 
 const SCRIPT = join(import.meta.dirname, 'fixtures', 'pipeline-process.ts');
 
@@ -92,5 +93,27 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
     expect(result.status).toBe('completed');
     expect(ran).toEqual(['propagation', 'settlement']);
     expect(result.phases.map((p) => [p.phase, p.status])).toEqual(['ingestion', 'analysis', 'validation', 'consensus', 'execution', 'propagation', 'settlement'].map((p) => [p, 'completed']));
+  }, 120_000);
+  it('in a cluster on NATS, another kernel process takes over a run whose process was killed, from its last checkpoint', async () => {
+    const tag = randomUUID().slice(0, 8);
+    const cluster = { NATS_URL: services.NATS_URL, STREAM: `FORGE_RUNS_${tag}`, PREFIX: `r${tag}` };
+    const survivor = kernelProcess({ ...env, ...cluster, PROCESS_ID: `survivor-${tag}` }, 'serve');
+    try {
+      expect(await survivor.next()).toMatchObject({ ready: `survivor-${tag}` });
+      const doomed = kernelProcess({ ...env, ...cluster, PROCESS_ID: `doomed-${tag}` }, 'hang', capsuleFile({ ...GOOD_CAPSULE, id: `cap-${randomUUID()}` }), 'propagation');
+      const hanging = await doomed.next();
+      expect(hanging.hanging).toBe('propagation');
+      doomed.child.kill('SIGKILL');
+      await doomed.exited;
+      // The lease expires 5 s after the last renewal; the survivor looks every 2 s.
+      // The survivor may also finish runs other tests left in the shared store: wait for this one.
+      let taken: { completed?: string; status?: string; ran?: string[] } = {};
+      while (taken.completed !== hanging.runId) taken = (await survivor.next());
+      expect(taken).toEqual({ completed: hanging.runId, status: 'completed', ran: ['propagation', 'settlement'] });
+    } finally {
+      survivor.child.kill('SIGTERM');
+      await survivor.exited;
+      await deleteStreams(services.NATS_URL, [cluster.STREAM]);
+    }
   }, 120_000);
 });
