@@ -72,6 +72,8 @@ export interface RunConfig {
 export interface PipelineContext {
   runId: string;
   correlationId: string;
+  /** The kernel cluster whose processes may drive the run (null outside one). */
+  cluster: string | null;
   config: RunConfig;
   /** When the run started (ms since the epoch). */
   startedAt: number;
@@ -107,6 +109,7 @@ export type PipelineEvent =
 export interface PipelineInput {
   runId: string;
   correlationId: string;
+  cluster?: string | null;
   config: RunConfig;
   startedAt: number;
   data: RunData;
@@ -179,6 +182,7 @@ export const pipelineMachine = setup({
   context: ({ input }) => ({
     runId: input.runId,
     correlationId: input.correlationId,
+    cluster: input.cluster ?? null,
     config: input.config,
     startedAt: input.startedAt,
     data: input.data,

@@ -19,7 +19,7 @@ import { hostname } from 'node:os';
 import type { BusEvent } from './bus/event.ts';
 import { CascadeError, CascadeManager, type CascadeView } from './cascade/cascades.ts';
 import type { OverlayHandle } from './overlays/registry.ts';
-import { Pipelines, RunNotFoundError, type PipelineOptions, type PipelinesDependencies } from './pipeline/pipelines.ts';
+import { Pipelines, RunNotFoundError, type PipelineOptions, type PipelinesDependencies, type RunResult } from './pipeline/pipelines.ts';
 import { InspectionAdapter } from './inspect/adapter.ts';
 import { ActorCatalog } from './inspect/catalog.ts';
 import { Inspector } from './inspect/server.ts';
@@ -127,8 +127,9 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
           throw error;
         })
       : new EventBus({ ...(busOption as Omit<BusOptions, 'store' | 'logger'> | undefined), store, logger });
-  const chainGuard = bus instanceof NatsBus ? await ChainGuard.open(bus.connection) : undefined;
-  const leases = bus instanceof NatsBus ? await RunLeases.open(bus.connection, bus.processId, logger) : undefined;
+  // A cluster is the kernels sharing an event stream; its key-value buckets are named after it.
+  const chainGuard = bus instanceof NatsBus ? await ChainGuard.open(bus.connection, `forge_chains_${bus.clusterName}`) : undefined;
+  const leases = bus instanceof NatsBus ? await RunLeases.open(bus.connection, bus.processId, logger, `forge_run_leases_${bus.clusterName}`) : undefined;
   const catalog = new ActorCatalog();
   const adapter = new InspectionAdapter(catalog);
   if (options.inspect === true) adapter.enable();
@@ -225,7 +226,17 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
         overlays.on('unloaded', changed);
       },
       catalog,
-      ...(leases === undefined ? {} : { leases }),
+      ...(leases === undefined || !(bus instanceof NatsBus)
+        ? {}
+        : {
+            leases,
+            processId: bus.processId,
+            clusterName: bus.clusterName,
+            queue: {
+              enqueue: async (runId: string) => void (await bus.publish({ type: 'pipeline.enqueued', payload: { runId }, source: 'pipeline' })),
+              settled: async (result: RunResult) => void (await bus.publish({ type: 'pipeline.settled', payload: result, source: 'pipeline' })),
+            },
+          }),
       publish: (type, payload, correlationId) => {
         // Run events nobody subscribes to are not built (a publish costs ≈8 µs; a run has nine events).
         if (!bus.listens(type)) return;
@@ -240,12 +251,18 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   );
 
   const memberStatus = (): MemberStatus => ({ overlays: overlays.list().map((o) => o.name), activeRuns: pipelines.stats().active });
-  const membership = bus instanceof NatsBus ? await Membership.join(bus.connection, { processId: bus.processId, status: memberStatus, logger }) : undefined;
+  const membership = bus instanceof NatsBus ? await Membership.join(bus.connection, { processId: bus.processId, status: memberStatus, logger, bucket: `forge_members_${bus.clusterName}` }) : undefined;
   const startedAt = Date.now();
   const cluster = async (): Promise<ClusterMember[]> => {
     if (membership !== undefined) return membership.members();
     return [{ processId: `${hostname()}-${process.pid}`, host: hostname(), pid: process.pid, startedAt, lastSeen: Date.now(), transport: 'memory', self: true, ...memberStatus() }];
   };
+  if (bus instanceof NatsBus) {
+    // The cluster's pipeline work queue: one process of the group takes each new run; every process hears results.
+    bus.subscribe({ name: 'forge-pipeline-runners', types: ['pipeline.enqueued'] }, (event) => pipelines.claimQueued((event.payload as { runId: string }).runId));
+    bus.subscribe({ name: 'forge-run-results', types: ['pipeline.settled'], broadcast: true }, (event) => pipelines.settledElsewhere(event.payload as RunResult));
+  }
+
   const inspector = new Inspector({
     catalog,
     adapter,

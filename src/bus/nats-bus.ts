@@ -83,6 +83,7 @@ export class NatsBus implements Bus {
   readonly #latency = new LatencyWindow(1_024);
   readonly #counts = { published: 0, delivered: 0, failed: 0, retried: 0, deadLettered: 0, dropped: 0 };
   readonly #inFlight = new Set<Promise<unknown>>();
+  readonly #opening = new Set<Promise<void>>();
   #stopping = false;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, options: ResolvedOptions) {
@@ -127,6 +128,11 @@ export class NatsBus implements Bus {
     return new NatsBus(nc, jsm, resolved);
   }
 
+  /** The cluster this bus belongs to: the kernels sharing its event stream. Names the cluster's key-value buckets. */
+  get clusterName(): string {
+    return this.#options.stream;
+  }
+
   /** This process's id in the cluster. */
   get processId(): string {
     return this.#options.processId;
@@ -150,8 +156,9 @@ export class NatsBus implements Bus {
     const group = spec.name ?? id;
     const subscription: Subscription = { id, group, spec, handler, feeds: [], consumers: [], mailbox: PRIORITIES.map(() => []), busy: false, active: true };
     this.#subscriptions.set(id, subscription);
-    const ready = this.#open(subscription).catch((err: unknown) => this.#options.logger?.error({ err, group }, 'a NATS subscription could not start'));
-    this.#track(ready);
+    const ready = this.#openWithRetry(subscription);
+    this.#opening.add(ready);
+    void ready.finally(() => this.#opening.delete(ready));
     return () => {
       if (!subscription.active) return;
       subscription.active = false;
@@ -162,6 +169,24 @@ export class NatsBus implements Bus {
     };
   }
 
+  /** Resolves once every subscription made so far consumes (its consumers exist: later events reach it). */
+  async ready(): Promise<void> {
+    while (this.#opening.size > 0) await Promise.allSettled([...this.#opening]);
+  }
+
+  /** Opens the subscription, retrying while JetStream is unavailable (a cluster electing a leader, a restart). */
+  async #openWithRetry(subscription: Subscription): Promise<void> {
+    for (let attempt = 1; subscription.active && !this.#stopping; attempt++) {
+      try {
+        await this.#open(subscription);
+        return;
+      } catch (err) {
+        this.#options.logger?.warn({ err, group: subscription.group, attempt }, 'a NATS subscription could not start yet: retrying');
+        await new Promise((r) => setTimeout(r, Math.min(5_000, 200 * attempt)));
+      }
+    }
+  }
+
   /** Creates (or joins) the subscription's consumers, one per accepted priority rank, and starts consuming. */
   async #open(subscription: Subscription): Promise<void> {
     const { spec } = subscription;
@@ -169,6 +194,7 @@ export class NatsBus implements Bus {
     const filterTail = only.length === 1 ? (only[0] === '*' ? '>' : only[0]!) : '>';
     const minRank = priorityRank(spec.minPriority ?? 'low');
     for (let rank = minRank; rank < PRIORITIES.length; rank++) {
+      if (subscription.consumers.includes(consumerName(subscription.group, ...(spec.broadcast === true ? [this.#options.processId] : []), `p${rank}`))) continue;
       const name = consumerName(subscription.group, ...(spec.broadcast === true ? [this.#options.processId] : []), `p${rank}`);
       const config = {
         durable_name: name,

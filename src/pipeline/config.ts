@@ -70,6 +70,8 @@ export interface RunResult {
   fuel: Record<string, number>;
   startedAt: number;
   durationMs: number;
+  /** In a cluster: the kernel process that drove the run to its end. */
+  drivenBy?: string;
 }
 
 /** A pipeline configuration or run option is malformed (the caller's mistake). */

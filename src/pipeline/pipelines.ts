@@ -49,6 +49,11 @@ export interface PipelineOptions {
   trust?: number;
   /** Default decision deadline at consensus (ms), or null for none. */
   decisionTimeoutMs?: number | null;
+  /**
+   * In a cluster (NATS bus and a durable store): whether this process takes runs from the work queue (default
+   * true). A kernel with `worker: false` only starts runs for the others to drive.
+   */
+  worker?: boolean;
   /** Timers of runs (timeouts, backoff, decision deadlines): XState's SimulatedClock in tests. */
   clock?: PipelineClock;
   random?: () => number;
@@ -109,6 +114,15 @@ export interface PipelinesDependencies {
   catalog?: ActorCatalog;
   /** Run leases in a cluster: with them, runs whose process died are taken over by this one. */
   leases?: RunLeases;
+  /**
+   * A cluster's work queue: `enqueue` hands a new run (already in the store) to the processes that run pipelines,
+   * `settled` tells every process a run's result (the one that started it resolves its `done`).
+   */
+  queue?: { enqueue(runId: string): Promise<void>; settled(result: RunResult): Promise<void> };
+  /** This process's id in the cluster (recorded as `drivenBy` in results). */
+  processId?: string;
+  /** The cluster this process belongs to: it drives only that cluster's runs. */
+  clusterName?: string;
 }
 
 /** How often a clustered kernel looks for runs whose process died (ms). */
@@ -138,6 +152,9 @@ export class Pipelines {
   readonly #counts = { started: 0, completed: 0, failed: 0, cancelled: 0 };
   #stopping = false;
   readonly #deadlines: DeadlineScheduler;
+  /** Runs this process started and put on the cluster's queue, until their result arrives. */
+  readonly #remote = new Set<PipelineRun>();
+  readonly #worker: boolean;
   #takeover: NodeJS.Timeout | undefined;
   /** The configuration of a run with no per-phase options, until the overlays change (resolving it costs ≈15 µs). */
   #baseConfig: RunConfig | undefined;
@@ -170,6 +187,7 @@ export class Pipelines {
     this.#decisionTimeoutMs = checkDecisionTimeout(options.decisionTimeoutMs, 'pipelines.decisionTimeoutMs');
     this.#clock = options.clock ?? SYSTEM_CLOCK;
     this.#deadlines = new DeadlineScheduler(this.#clock);
+    this.#worker = options.worker ?? true;
     if (deps.leases !== undefined && deps.store.kind !== 'memory') {
       this.#takeover = setInterval(() => {
         this.takeOver().catch((err: unknown) => deps.logger.warn({ err }, 'pipeline takeover failed'));
@@ -199,6 +217,7 @@ export class Pipelines {
       },
       resumed: (run) => this.#driving.add(run),
       claim: (run) => deps.leases?.claim(run.id) ?? Promise.resolve(true),
+      ...(deps.processId === undefined ? {} : { processId: deps.processId }),
       finished: (run, result) => this.#finished(run, result),
     };
   }
@@ -215,14 +234,76 @@ export class Pipelines {
     if (this.#driving.size >= this.#limits.active && this.#queue.length >= this.#limits.queued) throw new PipelineBusyError(this.#driving.size, this.#queue.length);
     const config = this.#configFor(checked);
     const runId = `run_${nanoid(12)}`;
-    const actor = createActor(pipelineMachine, { input: { runId, correlationId: checked.correlationId ?? runId, config, startedAt: this.#clock.now(), data }, clock: this.#clock });
+    const actor = createActor(pipelineMachine, { input: { runId, correlationId: checked.correlationId ?? runId, cluster: this.#deps.clusterName ?? null, config, startedAt: this.#clock.now(), data }, clock: this.#clock });
     const run = new PipelineRun(this.#env, actor);
     this.#live.set(run.id, run);
     this.#list(run);
     this.#counts.started++;
     this.#deps.publish('pipeline.started', { runId }, run.correlationId);
-    this.#admit(run);
+    if (this.#clustered) {
+      this.#remote.add(run);
+      void this.#enqueue(run);
+    } else this.#admit(run);
     return run;
+  }
+
+  /** A cluster's queue needs the run in the store before any process can take it. */
+  get #clustered(): boolean {
+    return this.#deps.queue !== undefined && this.#deps.leases !== undefined && this.#deps.store.kind !== 'memory';
+  }
+
+  async #enqueue(run: PipelineRun): Promise<void> {
+    try {
+      await this.#env.save(run.id, 'queued', run.actor.getPersistedSnapshot());
+      await this.#deps.queue!.enqueue(run.id);
+    } catch (error) {
+      // The queue is unreachable: this process runs it, rather than lose it.
+      this.#deps.logger.warn({ err: error, runId: run.id }, 'could not enqueue a pipeline run: running it here');
+      if (this.#remote.delete(run)) this.#admit(run);
+    }
+  }
+
+  /**
+   * A run on the cluster's queue: claim it (its lease) and drive it here. Runs this process started are driven from
+   * their own handle; others are loaded from the store. A run needing an overlay this process lacks is left to the
+   * others (the takeover loop of a process that has it picks it up).
+   */
+  async claimQueued(runId: string): Promise<void> {
+    if (this.#stopping || !this.#worker || this.#deps.leases === undefined) return;
+    const own = this.#live.get(runId);
+    if (own !== undefined && !this.#remote.has(own)) return;
+    const record = own === undefined ? await this.#deps.store.loadRunSnapshot(runId) : undefined;
+    if (own === undefined && record === undefined) return;
+    const context = own !== undefined ? own.actor.getSnapshot().context : (record!.snapshot as { context?: PipelineContext }).context;
+    if (context === undefined || !this.#ours(context) || !this.#canRun(context.config)) return;
+    if (!(await this.#deps.leases.claim(runId))) return;
+    if (own !== undefined) {
+      this.#remote.delete(own);
+      this.#admit(own);
+    } else if (record !== undefined && this.#revive(record) === undefined) await this.#deps.leases.release(runId);
+  }
+
+  /** True when the run belongs to this process's cluster (runs of another cluster sharing the store are not ours). */
+  #ours(context: PipelineContext): boolean {
+    return (context.cluster ?? null) === (this.#deps.clusterName ?? null);
+  }
+
+  /** True when every overlay the run's phases name is loaded here. */
+  #canRun(config: RunConfig): boolean {
+    const here = new Set(PHASES.flatMap((phase) => this.#deps.overlaysOf(phase)));
+    return PHASES.every((phase) => config.phases[phase].overlays.every((name) => here.has(name)));
+  }
+
+  /** Another process finished a run this one started: its handle resolves with that result. */
+  settledElsewhere(result: RunResult): void {
+    const run = this.#live.get(result.id);
+    if (run === undefined || !this.#remote.delete(run)) return;
+    this.#live.delete(run.id);
+    this.#deps.catalog?.remove(run.id);
+    this.#history.push(run);
+    this.#results.set(run, result);
+    if (this.#history.length > this.#limits.history) this.#results.delete(this.#history.shift()!);
+    run.settleWith(result);
   }
 
   #configFor(options: RunOptions): RunConfig {
@@ -303,11 +384,22 @@ export class Pipelines {
    */
   async takeOver(): Promise<PipelineRun[]> {
     const leases = this.#deps.leases;
-    if (leases === undefined || this.#stopping) return [];
+    if (leases === undefined || this.#stopping || !this.#worker) return [];
     const taken: PipelineRun[] = [];
     for (const record of await this.#deps.store.listRunSnapshots()) {
-      if (this.#live.has(record.runId) || (record.status !== 'running' && record.status !== 'queued')) continue;
+      if (record.status !== 'running' && record.status !== 'queued') continue;
+      if (this.#live.has(record.runId) && !this.#remote.has(this.#live.get(record.runId)!)) continue;
+      const context = (record.snapshot as { context?: PipelineContext } | undefined)?.context;
+      if (context === undefined || !this.#ours(context) || !this.#canRun(context.config)) continue;
+      const own = this.#live.get(record.runId);
+      if (own !== undefined && !this.#remote.has(own)) continue;
       if (!(await leases.claim(record.runId))) continue;
+      if (own !== undefined) {
+        this.#remote.delete(own);
+        this.#admit(own);
+        taken.push(own);
+        continue;
+      }
       const run = this.#revive(record);
       if (run === undefined) await leases.release(record.runId);
       else {
@@ -415,6 +507,7 @@ export class Pipelines {
       // A settled run is acknowledged with its audit entry durable.
       await this.#deps.store.flush();
     }
+    if (this.#deps.queue !== undefined) await this.#deps.queue.settled(result).catch((err: unknown) => this.#deps.logger.warn({ err, runId: run.id }, 'could not tell the cluster a run settled'));
     const type = result.status === 'completed' ? 'pipeline.completed' : result.status === 'failed' ? 'pipeline.failed' : 'pipeline.cancelled';
     this.#deps.publish(type, { runId: run.id, status: result.status, durationMs: result.durationMs, ...(result.error === null ? {} : { error: result.error }) }, run.correlationId);
   }

@@ -63,6 +63,8 @@ export interface RunEnvironment {
   released(run: PipelineRun): void;
   /** A paused run drives phases again (it was admitted before, so it takes a slot without queueing). */
   resumed(run: PipelineRun): void;
+  /** This process in a cluster (recorded in results as `drivenBy`). */
+  processId?: string;
   /** Makes this process the run's driver in a cluster (a lease); false when another process drives it. */
   claim(run: PipelineRun): Promise<boolean>;
   finished(run: PipelineRun, result: RunResult): Promise<void>;
@@ -214,6 +216,14 @@ export class PipelineRun {
     return this.done;
   }
 
+  /** Ends this handle with a result another kernel process reached (it drove the run). */
+  settleWith(result: RunResult): void {
+    if (this.#result !== null) return;
+    this.#result = result;
+    this.#actor.stop();
+    this.#resolve(result);
+  }
+
   /** Halts the run at its next phase boundary (the kernel is stopping); its checkpoint lets `restore()` continue it. */
   async interrupt(): Promise<void> {
     if (this.#result !== null) return;
@@ -303,6 +313,7 @@ export class PipelineRun {
       fuel: fuelByOverlay(context.outcomes),
       startedAt: context.startedAt,
       durationMs: this.#env.clock.now() - context.startedAt,
+      ...(this.#env.processId === undefined ? {} : { drivenBy: this.#env.processId }),
     };
     this.#result = result;
     for (const waiter of this.#pauseWaiters.splice(0)) waiter.reject(new RunStateError('RUN_FINISHED', this.id, status, `Run ${this.id} ended (${status}) before it could pause.`));

@@ -81,7 +81,7 @@ describe('kernels as separate processes on NATS JetStream (real server, real pro
     await new Promise((r) => setTimeout(r, 1_500));
     const conn = await connect({ servers: services.NATS_URL });
     try {
-      const global = await (await ChainGuard.open(conn)).get(chain.id);
+      const global = await (await ChainGuard.open(conn, `forge_chains_${env.STREAM}`)).get(chain.id);
       expect(global).toMatchObject({ hops: 2, maxHops: 2, status: 'active' });
       expect(global!.visited[0]).toBe('origin');
       expect(new Set(global!.visited).size).toBe(3);

@@ -40,7 +40,7 @@ describe('the bus over NATS JetStream (real server)', () => {
     b!.subscribe({ name: 'indexer', types: ['capsule.created'] }, (e) => void seen.b!.push(e.id));
     a!.subscribe({ name: 'cache', types: ['capsule.created'], broadcast: true }, (e) => void seen.bcastA!.push(e.id));
     b!.subscribe({ name: 'cache', types: ['capsule.created'], broadcast: true }, (e) => void seen.bcastB!.push(e.id));
-    await new Promise((r) => setTimeout(r, 500));
+    await Promise.all([a!.ready(), b!.ready()]);
     const ids: string[] = [];
     for (let i = 0; i < 40; i++) ids.push((await c!.publish({ type: 'capsule.created', payload: { i } })).id);
     await until(() => seen.a!.length + seen.b!.length >= 40 && seen.bcastA!.length >= 40 && seen.bcastB!.length >= 40);
@@ -56,7 +56,7 @@ describe('the bus over NATS JetStream (real server)', () => {
     const [a] = await cluster(1);
     const seen: BusEvent[] = [];
     a!.subscribe({ name: 'dedup', types: ['order.placed'] }, (e) => void seen.push(e));
-    await new Promise((r) => setTimeout(r, 300));
+    await a!.ready();
     await a!.publish({ type: 'order.placed', payload: { n: 1 }, id: 'order-42' });
     await a!.publish({ type: 'order.placed', payload: { n: 1 }, id: 'order-42' });
     await a!.publish({ type: 'order.placed', payload: { n: 2 }, id: 'order-43' });
@@ -75,7 +75,7 @@ describe('the bus over NATS JetStream (real server)', () => {
       if (!healthy) throw new Error('downstream down');
     });
     a!.subscribe({ name: 'bystander', types: ['job.run'] }, (e) => void other.push(e.id));
-    await new Promise((r) => setTimeout(r, 300));
+    await a!.ready();
     const event = await a!.publish({ type: 'job.run', payload: {} });
     await until(() => a!.deadLetters().length === 1);
     expect(attempts).toBe(3);
@@ -97,7 +97,7 @@ describe('the bus over NATS JetStream (real server)', () => {
       if ((e.payload as { n: string }).n === 'first') await gate;
       order.push((e.payload as { n: string }).n);
     });
-    await new Promise((r) => setTimeout(r, 300));
+    await a!.ready();
     await a!.publish({ type: 'alert.raised', payload: { n: 'first' } });
     await new Promise((r) => setTimeout(r, 200));
     for (const n of ['low-1', 'low-2']) await a!.publish({ type: 'alert.raised', payload: { n }, priority: 'low' });
@@ -115,7 +115,7 @@ describe('the bus over NATS JetStream (real server)', () => {
       seen.push(e);
       if (e.type === 'step.one') await a!.publish({ type: 'step.two', payload: {} });
     });
-    await new Promise((r) => setTimeout(r, 300));
+    await a!.ready();
     const root = await a!.publish({ type: 'step.one', payload: {}, correlationId: 'corr-n' });
     await until(() => seen.length === 2);
     expect(seen[1]).toMatchObject({ type: 'step.two', correlationId: 'corr-n', causationId: root.id, hops: 1 });

@@ -23,7 +23,7 @@ describe('the NATS bus on a 3-node JetStream cluster (real servers)', () => {
     buses.push(publisher, subscriber);
     const delivered: string[] = [];
     subscriber.subscribe({ name: 'ledger', types: ['payment.settled'] }, (e) => void delivered.push(e.id));
-    await new Promise((r) => setTimeout(r, 1_000));
+    await subscriber.ready();
 
     const acknowledged: string[] = [];
     for (let i = 0; i < 100; i++) {

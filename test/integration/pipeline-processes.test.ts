@@ -97,12 +97,13 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
   it('in a cluster on NATS, another kernel process takes over a run whose process was killed, from its last checkpoint', async () => {
     const tag = randomUUID().slice(0, 8);
     const cluster = { NATS_URL: services.NATS_URL, STREAM: `FORGE_RUNS_${tag}`, PREFIX: `r${tag}` };
+    // The doomed process is alone at first, so it takes its own run from the queue and hangs in it.
+    const doomed = kernelProcess({ ...env, ...cluster, PROCESS_ID: `doomed-${tag}` }, 'hang', capsuleFile({ ...GOOD_CAPSULE, id: `cap-${randomUUID()}` }), 'propagation');
+    const hanging = await doomed.next();
+    expect(hanging.hanging).toBe('propagation');
     const survivor = kernelProcess({ ...env, ...cluster, PROCESS_ID: `survivor-${tag}` }, 'serve');
     try {
       expect(await survivor.next()).toMatchObject({ ready: `survivor-${tag}` });
-      const doomed = kernelProcess({ ...env, ...cluster, PROCESS_ID: `doomed-${tag}` }, 'hang', capsuleFile({ ...GOOD_CAPSULE, id: `cap-${randomUUID()}` }), 'propagation');
-      const hanging = await doomed.next();
-      expect(hanging.hanging).toBe('propagation');
       doomed.child.kill('SIGKILL');
       await doomed.exited;
       // The lease expires 5 s after the last renewal; the survivor looks every 2 s.
@@ -113,6 +114,35 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
     } finally {
       survivor.child.kill('SIGTERM');
       await survivor.exited;
+      await deleteStreams(services.NATS_URL, [cluster.STREAM]);
+    }
+  }, 120_000);
+  it('in a cluster on NATS, runs started on one process are taken from the queue and driven by the others', async () => {
+    const tag = randomUUID().slice(0, 8);
+    const cluster = { NATS_URL: services.NATS_URL, STREAM: `FORGE_QUEUE_${tag}`, PREFIX: `q${tag}` };
+    const workers = [kernelProcess({ ...env, ...cluster, PROCESS_ID: `worker-1-${tag}` }, 'serve'), kernelProcess({ ...env, ...cluster, PROCESS_ID: `worker-2-${tag}` }, 'serve')];
+    const origin = await createKernel({
+      logger: captureLogger().logger,
+      cacheDir: false,
+      store: { kind: 'neo4j', uri: env.NEO4J_URI, user: env.NEO4J_USER, password: env.NEO4J_PASSWORD },
+      bus: { transport: 'nats', servers: cluster.NATS_URL, stream: cluster.STREAM, subjectPrefix: cluster.PREFIX, processId: `origin-${tag}` },
+      pipelines: { worker: false },
+    });
+    try {
+      for (const w of workers) expect(await w.next()).toMatchObject({ ready: expect.stringContaining('worker-') as unknown });
+      await origin.overlays.loadDirectory(EXAMPLES_OUT, { grant: 'declared', mode: 'relaxed' });
+      await new Promise((r) => setTimeout(r, 500));
+      const runs = Array.from({ length: 12 }, (_, i) => origin.pipelines.start({ capsule: { ...GOOD_CAPSULE, id: `cap-q${i}-${tag}` } }));
+      expect(runs.every((r) => r.status === 'queued')).toBe(true);
+      const results = await Promise.all(runs.map((r) => r.done));
+      expect(results.map((r) => r.status)).toEqual(Array(12).fill('completed'));
+      const drivers = new Set(results.map((r) => r.drivenBy));
+      expect([...drivers].every((d) => d === `worker-1-${tag}` || d === `worker-2-${tag}`)).toBe(true);
+      expect(drivers.size).toBe(2);
+    } finally {
+      await origin.stop();
+      for (const w of workers) w.child.kill('SIGTERM');
+      await Promise.all(workers.map((w) => w.exited));
       await deleteStreams(services.NATS_URL, [cluster.STREAM]);
     }
   }, 120_000);
