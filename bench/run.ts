@@ -4,6 +4,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import type { BenchOptions, BenchRow } from './harness.ts';
 import { busBenchmarks } from './bus.bench.ts';
+import { clusterBenchmarks } from './cluster.bench.ts';
 import { inspectBenchmarks } from './inspect.bench.ts';
 import { natsBenchmarks } from './nats.bench.ts';
 import { overlayBenchmarks } from './overlays.bench.ts';
@@ -14,7 +15,7 @@ import { wasmBenchmarks } from './wasm.bench.ts';
 const options: BenchOptions = { quick: process.argv.includes('--quick') };
 const json = process.argv.includes('--json');
 
-const rows: BenchRow[] = [...(await wasmBenchmarks(options)), ...(await overlayBenchmarks(options)), ...(await busBenchmarks(options)), ...(await pipelineBenchmarks(options)), ...(await inspectBenchmarks(options)), ...(await storeBenchmarks(options)), ...(await natsBenchmarks(options))];
+const rows: BenchRow[] = [...(await wasmBenchmarks(options)), ...(await overlayBenchmarks(options)), ...(await busBenchmarks(options)), ...(await pipelineBenchmarks(options)), ...(await inspectBenchmarks(options)), ...(await storeBenchmarks(options)), ...(await natsBenchmarks(options)), ...(await clusterBenchmarks(options))];
 
 const format = (n: number | null): string => (n === null ? '—' : n >= 100 ? n.toFixed(0) : n >= 1 ? n.toFixed(2) : n.toFixed(4));
 const report = {
