@@ -36,7 +36,7 @@ export async function clusterBenchmarks(options: BenchOptions): Promise<BenchRow
       for (let i = 0; i < size; i++) {
         const child = spawn(process.execPath, [WORKER], { env: { ...process.env, ...env, STREAM: stream, PROCESS_ID: `${stream}-w${i}`, OVERLAYS: overlays }, stdio: ['ignore', 'pipe', 'inherit'] });
         workers.push(child);
-        await new Promise<void>((resolve) => createInterface({ input: child.stdout! }).once('line', () => resolve()));
+        await new Promise<void>((resolve) => createInterface({ input: child.stdout }).once('line', () => resolve()));
       }
       const origin = await createKernel({
         logger: { level: 'silent' },
