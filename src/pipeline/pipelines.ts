@@ -153,7 +153,7 @@ export class Pipelines {
   #stopping = false;
   readonly #deadlines: DeadlineScheduler;
   /** Runs this process started and put on the cluster's queue, until their result arrives. */
-  readonly #remote = new Set<PipelineRun>();
+  readonly #remote = new Map<string, PipelineRun>();
   readonly #worker: boolean;
   #takeover: NodeJS.Timeout | undefined;
   /** The configuration of a run with no per-phase options, until the overlays change (resolving it costs ≈15 µs). */
@@ -241,7 +241,7 @@ export class Pipelines {
     this.#counts.started++;
     this.#deps.publish('pipeline.started', { runId }, run.correlationId);
     if (this.#clustered) {
-      this.#remote.add(run);
+      this.#remote.set(run.id, run);
       void this.#enqueue(run);
     } else this.#admit(run);
     return run;
@@ -259,7 +259,7 @@ export class Pipelines {
     } catch (error) {
       // The queue is unreachable: this process runs it, rather than lose it.
       this.#deps.logger.warn({ err: error, runId: run.id }, 'could not enqueue a pipeline run: running it here');
-      if (this.#remote.delete(run)) this.#admit(run);
+      if (this.#remote.delete(run.id)) this.#admit(run);
     }
   }
 
@@ -271,14 +271,14 @@ export class Pipelines {
   async claimQueued(runId: string): Promise<void> {
     if (this.#stopping || !this.#worker || this.#deps.leases === undefined) return;
     const own = this.#live.get(runId);
-    if (own !== undefined && !this.#remote.has(own)) return;
+    if (own !== undefined && this.#remote.get(runId) !== own) return;
     const record = own === undefined ? await this.#deps.store.loadRunSnapshot(runId) : undefined;
     if (own === undefined && record === undefined) return;
     const context = own !== undefined ? own.actor.getSnapshot().context : (record!.snapshot as { context?: PipelineContext }).context;
     if (context === undefined || !this.#ours(context) || !this.#canRun(context.config)) return;
     if (!(await this.#deps.leases.claim(runId))) return;
     if (own !== undefined) {
-      this.#remote.delete(own);
+      this.#remote.delete(runId);
       this.#admit(own);
     } else if (record !== undefined && this.#revive(record) === undefined) await this.#deps.leases.release(runId);
   }
@@ -296,9 +296,10 @@ export class Pipelines {
 
   /** Another process finished a run this one started: its handle resolves with that result. */
   settledElsewhere(result: RunResult): void {
-    const run = this.#live.get(result.id);
-    if (run === undefined || !this.#remote.delete(run)) return;
-    this.#live.delete(run.id);
+    const run = this.#remote.get(result.id);
+    if (run === undefined) return;
+    this.#remote.delete(result.id);
+    if (this.#live.get(run.id) === run) this.#live.delete(run.id);
     this.#deps.catalog?.remove(run.id);
     this.#history.push(run);
     this.#results.set(run, result);
@@ -356,7 +357,10 @@ export class Pipelines {
    * store (paused by a process that has since exited).
    */
   async resume(runId: string, decision?: unknown): Promise<PipelineRun> {
-    const run = this.#live.get(runId) ?? (await this.#restoreOne(runId));
+    const local = this.#live.get(runId);
+    // A run this process started for the cluster is driven elsewhere: resume it from the store (its handle here
+    // still resolves when the run ends).
+    const run = local !== undefined && this.#remote.get(runId) !== local ? local : await this.#restoreOne(runId);
     await run.resume(decision);
     return run;
   }
@@ -388,14 +392,14 @@ export class Pipelines {
     const taken: PipelineRun[] = [];
     for (const record of await this.#deps.store.listRunSnapshots()) {
       if (record.status !== 'running' && record.status !== 'queued') continue;
-      if (this.#live.has(record.runId) && !this.#remote.has(this.#live.get(record.runId)!)) continue;
+      if (this.#live.has(record.runId) && this.#remote.get(record.runId) !== this.#live.get(record.runId)) continue;
       const context = (record.snapshot as { context?: PipelineContext } | undefined)?.context;
       if (context === undefined || !this.#ours(context) || !this.#canRun(context.config)) continue;
       const own = this.#live.get(record.runId);
-      if (own !== undefined && !this.#remote.has(own)) continue;
+      if (own !== undefined && this.#remote.get(record.runId) !== own) continue;
       if (!(await leases.claim(record.runId))) continue;
       if (own !== undefined) {
-        this.#remote.delete(own);
+        this.#remote.delete(record.runId);
         this.#admit(own);
         taken.push(own);
         continue;

@@ -139,6 +139,12 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
       const drivers = new Set(results.map((r) => r.drivenBy));
       expect([...drivers].every((d) => d === `worker-1-${tag}` || d === `worker-2-${tag}`)).toBe(true);
       expect(drivers.size).toBe(2);
+
+      // A run paused at consensus by a worker is resumed from the process that started it.
+      const paused = origin.pipelines.start({ capsule: { ...PERSONAL_CAPSULE, id: `cap-p-${tag}` } });
+      for (let i = 0; i < 200 && (await origin.store.loadRunSnapshot(paused.id))?.status !== 'awaitingDecision'; i++) await new Promise((r) => setTimeout(r, 50));
+      await origin.pipelines.resume(paused.id, { decision: 'approve', by: 'grace' });
+      expect(await paused.done).toMatchObject({ status: 'completed', decision: { approve: true, by: 'grace' }, drivenBy: `origin-${tag}` });
     } finally {
       await origin.stop();
       for (const w of workers) w.child.kill('SIGTERM');
