@@ -373,7 +373,9 @@ export class Pipelines {
     const restored: PipelineRun[] = [];
     for (const record of await this.#deps.store.listRunSnapshots()) {
       if (this.#live.has(record.runId)) continue;
-      // In a cluster, a run another process drives is left to it.
+      // A cluster's runs are its processes' to continue; in a cluster, a run another process drives is left to it.
+      const context = (record.snapshot as { context?: PipelineContext } | undefined)?.context;
+      if (context !== undefined && !this.#ours(context)) continue;
       const driving = record.status === 'running' || record.status === 'queued';
       if (driving && this.#deps.leases !== undefined && !(await this.#deps.leases.claim(record.runId))) continue;
       const run = this.#revive(record);
@@ -418,7 +420,7 @@ export class Pipelines {
   async stop(): Promise<void> {
     this.#stopping = true;
     clearInterval(this.#takeover);
-    await Promise.all([...this.#live.values()].map((run) => run.interrupt()));
+    await Promise.all([...this.#live.values()].map((run) => (this.#remote.get(run.id) === run ? run.abandon() : run.interrupt())));
     this.#deadlines.stop();
   }
 

@@ -224,6 +224,16 @@ export class PipelineRun {
     this.#resolve(result);
   }
 
+  /**
+   * Ends this handle as `interrupted` without saving anything: for a run another process drives (its snapshot in
+   * the store is that process's, and must not be overwritten by this handle's first state).
+   */
+  async abandon(): Promise<void> {
+    if (this.#result !== null) return;
+    this.#interrupted = true;
+    await this.#finish();
+  }
+
   /** Halts the run at its next phase boundary (the kernel is stopping); its checkpoint lets `restore()` continue it. */
   async interrupt(): Promise<void> {
     if (this.#result !== null) return;

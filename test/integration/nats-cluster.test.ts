@@ -1,29 +1,46 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startNatsCluster, type NatsCluster } from '../../scripts/services/nats-cluster.ts';
-import { NatsBus } from '../../src/bus/nats-bus.ts';
+import { createKernel, type Kernel } from '../../src/kernel.ts';
+import { captureLogger } from '../support/engine.ts';
 import { freePort } from '../support/net.ts';
 
-describe('the NATS bus on a 3-node JetStream cluster (real servers)', () => {
+const MEMBER = join(import.meta.dirname, 'fixtures', 'cluster-process.ts');
+
+describe('kernel processes on a 3-node NATS JetStream cluster (real servers, real processes)', () => {
   let cluster: NatsCluster | undefined;
-  const buses: NatsBus[] = [];
+  let kernel: Kernel | undefined;
+  const children: ChildProcess[] = [];
   afterAll(async () => {
-    await Promise.all(buses.map((b) => b.stop(1_000).catch(() => undefined)));
+    for (const child of children) child.kill('SIGKILL');
+    await kernel?.stop().catch(() => undefined);
     await cluster?.stop();
   });
 
-  it('loses no acknowledged event when a node is killed mid-stream', async () => {
+  it('loses no acknowledged event when a NATS node is killed mid-stream, each delivered to the group across processes', async () => {
     const ports: number[] = [];
     for (let i = 0; i < 6; i++) ports.push(await freePort());
     cluster = await startNatsCluster({ ports: ports.slice(0, 3), clusterPorts: ports.slice(3) });
     const tag = randomUUID().slice(0, 8);
-    const options = { servers: cluster.servers, stream: `FORGE_HA_${tag}`, subjectPrefix: `ha${tag}`, replicas: 3 };
-    const publisher = await NatsBus.connect({ ...options, processId: 'publisher' });
-    const subscriber = await NatsBus.connect({ ...options, servers: [...cluster.servers].reverse(), processId: 'subscriber' });
-    buses.push(publisher, subscriber);
-    const delivered: string[] = [];
-    subscriber.subscribe({ name: 'ledger', types: ['payment.settled'] }, (e) => void delivered.push(e.id));
-    await subscriber.ready();
+    const env = { ...process.env, NATS_URL: cluster.servers.join(','), STREAM: `FORGE_HA_${tag}`, PREFIX: `ha${tag}`, REPLICAS: '3' };
+    const got: { got: string; by: string }[] = [];
+    let ready = 0;
+    for (const name of ['member-a', 'member-b']) {
+      // The members list the nodes in reverse, so they do not all lean on the node that will die.
+      const child = spawn(process.execPath, [MEMBER, name], { env: { ...env, NATS_URL: [...cluster.servers].reverse().join(',') }, stdio: ['ignore', 'pipe', 'inherit'] });
+      children.push(child);
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        const parsed = JSON.parse(line) as { got?: string; by?: string; ready?: string };
+        if (parsed.ready !== undefined) ready++;
+        if (parsed.got !== undefined) got.push(parsed as { got: string; by: string });
+      });
+    }
+    for (let i = 0; i < 600 && ready < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(ready).toBe(2);
+    kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false, bus: { transport: 'nats', servers: cluster.servers, stream: env.STREAM, subjectPrefix: env.PREFIX, replicas: 3, processId: 'publisher' } });
 
     const acknowledged: string[] = [];
     for (let i = 0; i < 100; i++) {
@@ -32,7 +49,7 @@ describe('the NATS bus on a 3-node JetStream cluster (real servers)', () => {
       // While the cluster elects new leaders a publish may fail: the publisher retries with the same id (deduplicated).
       for (let attempt = 0; attempt < 100; attempt++) {
         try {
-          await publisher.publish({ type: 'payment.settled', payload: { i }, id });
+          await kernel.bus.publish({ type: 'capsule.created', payload: { i }, id });
           acknowledged.push(id);
           break;
         } catch {
@@ -41,8 +58,9 @@ describe('the NATS bus on a 3-node JetStream cluster (real servers)', () => {
       }
     }
     expect(acknowledged.length).toBe(100);
-    const deadline = Date.now() + 60_000;
-    while (!acknowledged.every((id) => delivered.includes(id)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    expect(acknowledged.filter((id) => !delivered.includes(id))).toEqual([]);
-  }, 180_000);
+    const delivered = (): Set<string> => new Set(got.map((g) => g.got));
+    for (let i = 0; i < 600 && !acknowledged.every((id) => delivered().has(id)); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(acknowledged.filter((id) => !delivered().has(id))).toEqual([]);
+    expect(new Set(got.map((g) => g.by))).toEqual(new Set(['member-a', 'member-b']));
+  }, 240_000);
 });
