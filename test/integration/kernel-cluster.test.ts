@@ -59,8 +59,9 @@ describe('kernels as separate processes on NATS JetStream (real server, real pro
     const got = (): { got: string; by: string }[] => lines.filter((l): l is { got: string; by: string } => 'got' in l);
     await until(() => got().length >= 30);
     await new Promise((r) => setTimeout(r, 500));
+    // Exactly once for the group, whichever of its processes took each event (the split is up to NATS).
     expect(got().map((g) => g.got).sort()).toEqual([...ids].sort());
-    expect(new Set(got().map((g) => g.by))).toEqual(new Set(['kernel-a', 'kernel-b']));
+    expect(got().every((g) => g.by === 'kernel-a' || g.by === 'kernel-b')).toBe(true);
 
     b.kill('SIGKILL');
     await until(async () => (await kernel!.cluster()).length === 2, 15_000);

@@ -45,9 +45,8 @@ describe('the bus over NATS JetStream (real server)', () => {
     for (let i = 0; i < 40; i++) ids.push((await c!.publish({ type: 'capsule.created', payload: { i } })).id);
     await until(() => seen.a!.length + seen.b!.length >= 40 && seen.bcastA!.length >= 40 && seen.bcastB!.length >= 40);
     await new Promise((r) => setTimeout(r, 300));
+    // Exactly once for the group, whichever of its processes took each event (the split is up to NATS).
     expect([...seen.a!, ...seen.b!].sort()).toEqual([...ids].sort());
-    expect(seen.a!.length).toBeGreaterThan(0);
-    expect(seen.b!.length).toBeGreaterThan(0);
     expect([...seen.bcastA!].sort()).toEqual([...ids].sort());
     expect([...seen.bcastB!].sort()).toEqual([...ids].sort());
   });

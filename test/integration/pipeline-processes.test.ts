@@ -136,9 +136,8 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
       expect(runs.every((r) => r.status === 'queued')).toBe(true);
       const results = await Promise.all(runs.map((r) => r.done));
       expect(results.map((r) => r.status)).toEqual(Array(12).fill('completed'));
-      const drivers = new Set(results.map((r) => r.drivenBy));
-      expect([...drivers].every((d) => d === `worker-1-${tag}` || d === `worker-2-${tag}`)).toBe(true);
-      expect(drivers.size).toBe(2);
+      // Driven by the workers (which of them took which run is up to the queue), never by the origin.
+      expect(results.every((r) => r.drivenBy === `worker-1-${tag}` || r.drivenBy === `worker-2-${tag}`)).toBe(true);
 
       // A run paused at consensus by a worker is resumed from the process that started it.
       const paused = origin.pipelines.start({ capsule: { ...PERSONAL_CAPSULE, id: `cap-p-${tag}` } });
