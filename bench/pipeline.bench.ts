@@ -37,6 +37,9 @@ async function fullRun(options: BenchOptions): Promise<BenchRow[]> {
   try {
     const iterations = options.quick ? 200 : 2_000;
     const input = { capsule: { id: 'bench', content: 'a capsule' } };
+    const bareRuns = async (): Promise<void> => {
+      for (let i = 0; i < iterations; i++) await Promise.resolve(bareRun());
+    };
     const config = kernel.pipelines.start(input).actor.getSnapshot().context.config;
     const outcome = { phase: 'ingestion' as const, status: 'completed' as const, required: true, durationMs: 0, overlays: [] };
     const [ours, bare] = await paired(
@@ -46,9 +49,7 @@ async function fullRun(options: BenchOptions): Promise<BenchRow[]> {
           if (result.status !== 'completed') throw new Error(`bench run ${result.status}: ${JSON.stringify(result.error)}`);
         }
       },
-      async () => {
-        for (let i = 0; i < iterations; i++) await Promise.resolve(bareRun());
-      },
+      bareRuns,
       iterations,
       options,
     );
@@ -62,9 +63,7 @@ async function fullRun(options: BenchOptions): Promise<BenchRow[]> {
           await Promise.resolve();
         }
       },
-      async () => {
-        for (let i = 0; i < iterations; i++) await Promise.resolve(bareRun());
-      },
+      bareRuns,
       iterations,
       options,
     );
@@ -72,9 +71,7 @@ async function fullRun(options: BenchOptions): Promise<BenchRow[]> {
       async () => {
         for (let i = 0; i < iterations; i++) for (const phase of PHASES) await kernel.overlays.call(`noop-${phase}`, 'run', input, { trust: 100 });
       },
-      async () => {
-        for (let i = 0; i < iterations; i++) await Promise.resolve(bareRun());
-      },
+      bareRuns,
       iterations,
       options,
     );

@@ -116,6 +116,17 @@ export interface Bus {
   stop(deadlineMs?: number): Promise<{ undelivered: { eventId: string; type: string; subscriber: string }[] }>;
 }
 
+/** Refuses a subscription without a handler, to nothing, to malformed types or patterns, or with an unknown priority. */
+export function checkSubscription(spec: SubscribeSpec, handler: unknown): void {
+  if (typeof handler !== 'function') throw new SubscriptionError('INVALID_SUBSCRIPTION', 'A subscription needs a handler function.');
+  const types = spec.types ?? [];
+  const patterns = spec.patterns ?? [];
+  if (types.length === 0 && patterns.length === 0) throw new SubscriptionError('INVALID_SUBSCRIPTION', 'A subscription must name event types or patterns: subscribing to nothing would receive nothing.');
+  for (const t of types) if (!isEventType(t)) throw new SubscriptionError('INVALID_SUBSCRIPTION', `"${String(t)}" is not an event type (domain.action).`);
+  for (const p of patterns) if (!isEventPattern(p)) throw new SubscriptionError('INVALID_SUBSCRIPTION', `"${String(p)}" is not a pattern (domain.*, *.action or *).`);
+  if (spec.minPriority !== undefined && !PRIORITIES.includes(spec.minPriority)) throw new SubscriptionError('INVALID_SUBSCRIPTION', `minPriority must be one of ${PRIORITIES.join(', ')}.`);
+}
+
 const current = new AsyncLocalStorage<BusEvent>();
 
 /**
@@ -156,13 +167,7 @@ export class EventBus implements Bus {
 
   /** Adds a subscriber; returns the function that removes it. Refuses a subscription to nothing. */
   subscribe(spec: SubscribeSpec, handler: Handler): () => void {
-    if (typeof handler !== 'function') throw new SubscriptionError('INVALID_SUBSCRIPTION', 'A subscription needs a handler function.');
-    const types = spec.types ?? [];
-    const patterns = spec.patterns ?? [];
-    if (types.length === 0 && patterns.length === 0) throw new SubscriptionError('INVALID_SUBSCRIPTION', 'A subscription must name event types or patterns: subscribing to nothing would receive nothing.');
-    for (const t of types) if (!isEventType(t)) throw new SubscriptionError('INVALID_SUBSCRIPTION', `"${String(t)}" is not an event type (domain.action).`);
-    for (const p of patterns) if (!isEventPattern(p)) throw new SubscriptionError('INVALID_SUBSCRIPTION', `"${String(p)}" is not a pattern (domain.*, *.action or *).`);
-    if (spec.minPriority !== undefined && !PRIORITIES.includes(spec.minPriority)) throw new SubscriptionError('INVALID_SUBSCRIPTION', `minPriority must be one of ${PRIORITIES.join(', ')}.`);
+    checkSubscription(spec, handler);
     if (this.#subscribers.size >= this.#options.maxSubscribers) {
       throw new SubscriptionError('SUBSCRIBER_LIMIT', `The bus has ${this.#options.maxSubscribers} subscribers, its limit: unsubscribe unused ones or raise maxSubscribers.`);
     }

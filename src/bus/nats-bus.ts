@@ -6,8 +6,8 @@ import { nanoid } from 'nanoid';
 import { ForgeError, isForgeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Store } from '../store/store.ts';
-import { BusStoppedError, HandlerTimeoutError, SubscriptionError, type Bus, type DeadLetter, type Handler, type SubscribeSpec } from './bus.ts';
-import { createEvent, deepFreeze, isEventPattern, isEventType, matches, PRIORITIES, priorityRank, type BusEvent, type PublishInput } from './event.ts';
+import { BusStoppedError, checkSubscription, HandlerTimeoutError, type Bus, type DeadLetter, type Handler, type SubscribeSpec } from './bus.ts';
+import { createEvent, deepFreeze, matches, PRIORITIES, priorityRank, type BusEvent, type PublishInput } from './event.ts';
 import { LatencyWindow } from './latency.ts';
 
 /** Header naming the one subscriber group a re-published dead letter is for. */
@@ -144,13 +144,7 @@ export class NatsBus implements Bus {
   }
 
   subscribe(spec: SubscribeSpec & { broadcast?: boolean }, handler: Handler): () => void {
-    if (typeof handler !== 'function') throw new SubscriptionError('INVALID_SUBSCRIPTION', 'A subscription needs a handler function.');
-    const types = spec.types ?? [];
-    const patterns = spec.patterns ?? [];
-    if (types.length === 0 && patterns.length === 0) throw new SubscriptionError('INVALID_SUBSCRIPTION', 'A subscription must name event types or patterns: subscribing to nothing would receive nothing.');
-    for (const t of types) if (!isEventType(t)) throw new SubscriptionError('INVALID_SUBSCRIPTION', `"${String(t)}" is not an event type (domain.action).`);
-    for (const p of patterns) if (!isEventPattern(p)) throw new SubscriptionError('INVALID_SUBSCRIPTION', `"${String(p)}" is not a pattern (domain.*, *.action or *).`);
-    if (spec.minPriority !== undefined && !PRIORITIES.includes(spec.minPriority)) throw new SubscriptionError('INVALID_SUBSCRIPTION', `minPriority must be one of ${PRIORITIES.join(', ')}.`);
+    checkSubscription(spec, handler);
     if (this.#stopping) throw new BusStoppedError();
     const id = `sub_${nanoid(10)}`;
     const group = spec.name ?? id;

@@ -1,11 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { parseArgs } from 'node:util';
 import { createLogger } from '../logger.ts';
 import { isCapability, type Capability } from '../wasm/abi.ts';
 import { loadWasmOverlay } from '../wasm/engine.ts';
 import { sha256Hex } from '../wasm/loader.ts';
-import { reportFailure, UsageError, type CliIO, type Command } from './command.ts';
+import { parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
 
 const HELP = `Usage: forge-kernel call <file.wasm> <export> [options]
 
@@ -24,9 +23,7 @@ Options:
 Exit status: 0 on success, 1 when the call fails, 2 on a usage mistake.`;
 
 function parse(args: readonly string[]): { file: string; exportName: string; values: Record<string, string | boolean | undefined> } {
-  let parsed;
-  try {
-    parsed = parseArgs({
+  const parsed = parseCommandArgs({
       args: [...args],
       allowPositionals: true,
       options: {
@@ -38,9 +35,6 @@ function parse(args: readonly string[]): { file: string; exportName: string; val
         json: { type: 'boolean' },
       },
     });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
   const [file, exportName, ...extra] = parsed.positionals;
   if (file === undefined || exportName === undefined) throw new UsageError('call needs a .wasm file and an export name: forge-kernel call <file.wasm> <export>');
   if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);

@@ -1,3 +1,4 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ForgeError, isForgeError } from '../errors.ts';
 
 /** Where a command writes; injected so commands run in-process under test. */
@@ -31,4 +32,13 @@ export function reportFailure(io: CliIO, command: string, json: boolean, error: 
   if (json) io.stdout(`${JSON.stringify({ ok: false, error: { code, message } })}\n`);
   else io.stderr(`forge-kernel ${command}: ${code}: ${message}\n`);
   return code === 'USAGE' ? 2 : 1;
+}
+
+/** `node:util` parseArgs, with its complaints (an unknown option, a missing value) as usage errors. */
+export function parseCommandArgs<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
 }

@@ -1,9 +1,8 @@
-import { parseArgs } from 'node:util';
 import { DEFAULT_DEMO_CAPSULES, runDemo, type DemoSummary } from '../demo/demo.ts';
 import { createLogger } from '../logger.ts';
 import { PHASES } from '../manifest.ts';
 import { DEFAULT_INSPECTOR_PORT } from '../inspect/server.ts';
-import { reportFailure, UsageError, type CliIO, type Command } from './command.ts';
+import { parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
 import { cliStore } from './run.ts';
 
 const HELP = `Usage: forge-kernel demo [options]            (npm start runs it)
@@ -74,15 +73,10 @@ export function demoComplete(s: DemoSummary): boolean {
 async function run(args: readonly string[], io: CliIO): Promise<number> {
   const json = args.includes('--json');
   try {
-    let parsed;
-    try {
-      parsed = parseArgs({
+    const parsed = parseCommandArgs({
         args: [...args],
         options: { capsules: { type: 'string' }, store: { type: 'string', default: 'memory' }, inspect: { type: 'boolean', default: false }, port: { type: 'string' }, json: { type: 'boolean', default: false } },
       });
-    } catch (error) {
-      throw new UsageError((error as Error).message);
-    }
     const { values } = parsed;
     const capsules = values.capsules === undefined ? DEFAULT_DEMO_CAPSULES : Number(values.capsules);
     if (!Number.isInteger(capsules) || capsules < 1 || capsules > 1_000_000) throw new UsageError(`--capsules must be a whole number from 1 to 1000000, got ${JSON.stringify(values.capsules)}`);

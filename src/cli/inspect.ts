@@ -1,10 +1,9 @@
-import { parseArgs } from 'node:util';
 import { buildExampleOverlays } from '../build/examples.ts';
 import { demoCapsule, faultyEnricher } from '../demo/workload.ts';
 import { createKernel, type Kernel } from '../kernel.ts';
 import { createLogger } from '../logger.ts';
 import { DEFAULT_INSPECTOR_PORT } from '../inspect/server.ts';
-import { reportFailure, UsageError, type CliIO, type Command } from './command.ts';
+import { parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
 import { cliStore } from './run.ts';
 
 const HELP = `Usage: forge-kernel inspect [options]
@@ -51,7 +50,7 @@ async function run(args: readonly string[], io: CliIO): Promise<number> {
   const json = args.includes('--json');
   let parsed;
   try {
-    parsed = parseArgs({
+    parsed = parseCommandArgs({
       args: [...args],
       options: {
         port: { type: 'string' },
@@ -64,7 +63,7 @@ async function run(args: readonly string[], io: CliIO): Promise<number> {
       },
     });
   } catch (error) {
-    return reportFailure(io, 'inspect', json, new UsageError((error as Error).message));
+    return reportFailure(io, 'inspect', json, error);
   }
   const { values } = parsed;
   const port = values.port === undefined ? DEFAULT_INSPECTOR_PORT : Number(values.port);

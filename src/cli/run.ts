@@ -1,11 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
-import { parseArgs } from 'node:util';
 import { buildExampleOverlays } from '../build/examples.ts';
 import { createKernel, type Kernel, type StoreOption } from '../kernel.ts';
 import { createLogger } from '../logger.ts';
 import type { PipelineRun, RunResult } from '../pipeline/pipelines.ts';
-import { reportFailure, UsageError, type CliIO, type Command } from './command.ts';
+import { parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
 
 const HELP = `Usage: forge-kernel run <input.json> [options]
        forge-kernel run --resume <runId> --decide approve|reject --store neo4j
@@ -41,9 +40,7 @@ interface Options {
 }
 
 function parse(args: readonly string[]): Options {
-  let parsed;
-  try {
-    parsed = parseArgs({
+  const parsed = parseCommandArgs({
       args: [...args],
       allowPositionals: true,
       options: {
@@ -56,9 +53,6 @@ function parse(args: readonly string[]): Options {
         json: { type: 'boolean', default: false },
       },
     });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
   const { values, positionals } = parsed;
   const [file, ...extra] = positionals;
   if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);

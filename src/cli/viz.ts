@@ -1,7 +1,6 @@
-import { parseArgs } from 'node:util';
 import { ACTOR_KINDS, type ActorKind } from '../inspect/catalog.ts';
 import { MACHINES, statechart, toDot, toMermaid } from '../inspect/statechart.ts';
-import { reportFailure, UsageError, type CliIO, type Command } from './command.ts';
+import { parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
 
 const HELP = `Usage: forge-kernel viz <overlay|breaker|pipeline|cascade> [--format mermaid|dot|json]
 
@@ -18,12 +17,7 @@ Options:
 Exit status: 0, or 2 on a usage mistake.`;
 
 function parse(args: readonly string[]): { kind: ActorKind; format: 'mermaid' | 'dot' | 'json' } {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: [...args], allowPositionals: true, options: { format: { type: 'string', default: 'mermaid' }, json: { type: 'boolean' } } });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
+  const parsed = parseCommandArgs({ args: [...args], allowPositionals: true, options: { format: { type: 'string', default: 'mermaid' }, json: { type: 'boolean' } } });
   const [kind, ...extra] = parsed.positionals;
   if (kind === undefined || !(ACTOR_KINDS as readonly string[]).includes(kind)) throw new UsageError(`viz needs a machine: one of ${ACTOR_KINDS.join(', ')}${kind === undefined ? '' : `, got ${JSON.stringify(kind)}`}`);
   if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
