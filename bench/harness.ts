@@ -37,22 +37,23 @@ export async function nsPerOp(fn: () => unknown, iterations: number, options: Be
  * the median ns/op of each.
  */
 export async function paired(a: () => unknown, b: () => unknown, iterations: number, options: BenchOptions): Promise<[number, number]> {
+  const [ta, tb] = await interleaved([a, b], iterations, options);
+  return [ta, tb];
+}
+
+/** Like `paired`, for any number of measurements (A, B, C, A, B, C, …): the median ns/op of each. */
+export async function interleaved<const T extends readonly (() => unknown)[]>(fns: T, iterations: number, options: BenchOptions): Promise<{ [K in keyof T]: number }> {
   const samples = options.quick ? 3 : 9;
-  for (let i = 0; i < (options.quick ? 1 : 3); i++) {
-    await a();
-    await b();
-  }
-  const ta: number[] = [];
-  const tb: number[] = [];
+  for (let i = 0; i < (options.quick ? 1 : 3); i++) for (const fn of fns) await fn();
+  const times = fns.map((): number[] => []);
   for (let s = 0; s < samples; s++) {
-    for (const [fn, into] of [[a, ta], [b, tb]] as const) {
+    for (const [i, fn] of fns.entries()) {
       const start = process.hrtime.bigint();
       await fn();
-      into.push(Number(process.hrtime.bigint() - start) / iterations);
+      times[i]!.push(Number(process.hrtime.bigint() - start) / iterations);
     }
   }
-  const median = (xs: number[]): number => xs.sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? Number.NaN;
-  return [median(ta), median(tb)];
+  return times.map((xs) => xs.sort((x, y) => x - y)[Math.floor(xs.length / 2)] ?? Number.NaN) as { [K in keyof T]: number };
 }
 
 export function geomean(values: readonly number[]): number {

@@ -1,7 +1,7 @@
 import { ForgeError } from './errors.ts';
 import { createLogger, type Logger, type LoggerConfig } from './logger.ts';
 import { graphHostFunctions } from './store/graph-host.ts';
-import { MemoryStore } from './store/memory-store.ts';
+import { MemoryStore, type MemoryStoreOptions } from './store/memory-store.ts';
 import { Neo4jStore } from './store/neo4j-store.ts';
 import type { Store } from './store/store.ts';
 import type { BreakerConfig } from '../actors/circuit-breaker.ts';
@@ -25,7 +25,7 @@ import { ActorCatalog } from './inspect/catalog.ts';
 import { Inspector } from './inspect/server.ts';
 
 /** Where the kernel keeps what it must not lose: in memory (the default), or in Neo4j (which also gives overlays a graph). */
-export type StoreOption = { kind: 'memory' } | { kind: 'neo4j'; uri: string; user: string; password: string; database?: string } | Store;
+export type StoreOption = ({ kind: 'memory' } & MemoryStoreOptions) | { kind: 'neo4j'; uri: string; user: string; password: string; database?: string } | Store;
 
 export interface KernelOptions {
   store?: StoreOption;
@@ -89,7 +89,7 @@ function isStore(value: unknown): value is Store {
 function openStore(option: StoreOption | undefined, logger: Logger): Store {
   if (option === undefined) return new MemoryStore();
   if (isStore(option)) return option;
-  if (option.kind === 'memory') return new MemoryStore();
+  if (option.kind === 'memory') return new MemoryStore(option.auditLimit === undefined ? {} : { auditLimit: option.auditLimit });
   if (option.kind === 'neo4j') {
     if (typeof option.uri !== 'string' || typeof option.user !== 'string' || typeof option.password !== 'string') {
       throw new ForgeError('INVALID_CONFIG', 'store: { kind: "neo4j" } needs uri, user and password (npm run services:start prints them).');

@@ -467,7 +467,7 @@ export class Pipelines {
 
   /** Lists the run's actor for the inspector. */
   #list(run: PipelineRun): void {
-    const capsule = run.view().data.capsule as { id?: unknown } | undefined;
+    const capsule = run.actor.getSnapshot().context.data.capsule as { id?: unknown } | undefined;
     this.#deps.catalog?.add({
       id: run.id,
       kind: 'pipeline',

@@ -97,7 +97,8 @@ export class PipelineRun {
   readonly done: Promise<RunResult>;
   readonly #env: RunEnvironment;
   readonly #actor: PipelineActor;
-  readonly #log: Logger;
+  /** The run's logger, made on first use (a child logger costs more than a phase's bookkeeping). */
+  #logger: Logger | undefined;
   #resolve!: (result: RunResult) => void;
   #started = false;
   #driving = false;
@@ -116,7 +117,6 @@ export class PipelineRun {
     const { runId, correlationId } = actor.getSnapshot().context;
     this.id = runId;
     this.correlationId = correlationId;
-    this.#log = env.logger.child({ runId, correlationId });
     this.done = new Promise((resolve) => (this.#resolve = resolve));
     // The machine can end on its own (a decision deadline passing) while no phase is driving it.
     actor.subscribe({
@@ -137,6 +137,10 @@ export class PipelineRun {
   view(): { id: string; status: PipelineStatus; correlationId: string; data: RunData; phases: PhaseOutcome[]; warnings: string[]; decision: Decision | null; startedAt: number } {
     const { context } = this.#actor.getSnapshot();
     return { id: this.id, status: this.status, correlationId: this.correlationId, data: context.data, phases: context.outcomes, warnings: context.warnings, decision: context.decision, startedAt: context.startedAt };
+  }
+
+  get #log(): Logger {
+    return (this.#logger ??= this.#env.logger.child({ runId: this.id, correlationId: this.correlationId }));
   }
 
   /** The actor, for the inspector. */
@@ -337,7 +341,8 @@ export class PipelineRun {
     }
     this.#env.released(this);
     await this.#env.finished(this, result);
-    this.#hook('completion', () => this.#env.hooks.completion?.(result));
+    const { completion } = this.#env.hooks;
+    if (completion !== undefined) this.#hook('completion', () => completion(result));
     this.#resolve(result);
   }
 
@@ -355,6 +360,7 @@ export class PipelineRun {
   async #runPhase(phase: Phase): Promise<PhaseEvent> {
     const { context } = this.#actor.getSnapshot();
     const settings = context.config.phases[phase];
+    const { trust } = context.config;
     const functions = this.#env.functions[phase];
     const data = context.data;
     const started = performance.now();
@@ -373,7 +379,8 @@ export class PipelineRun {
     }
     if (settings.overlays.length === 0 && functions?.handler === undefined) return skipped('nothing to run');
 
-    this.#hook('prePhase', () => this.#env.hooks.prePhase?.(phase, { id: this.id, data }));
+    const { prePhase, postPhase } = this.#env.hooks;
+    if (prePhase !== undefined) this.#hook('prePhase', () => prePhase(phase, { id: this.id, data }));
     // One controller serves the run's phases until one aborts (an AbortController costs about a microsecond).
     const controller = (this.#controller ??= new AbortController());
     const cancelDeadline = this.#env.deadlines.add(settings.timeoutMs, () => controller.abort(new ForgeError('PHASE_TIMEOUT', `Phase ${phase} did not finish within ${settings.timeoutMs} ms.`)));
@@ -384,7 +391,9 @@ export class PipelineRun {
     try {
       if (settings.parallel) {
         const input = { ...data, context: phaseContext };
-        const results = await Promise.all(settings.overlays.map((name) => this.#callOverlay(name, input, settings, controller.signal, deadline)));
+        const { overlays } = settings;
+        // One overlay needs no Promise.all (its promise and array are a measurable share of a small phase).
+        const results = overlays.length === 1 ? [await this.#callOverlay(overlays[0]!, input, settings, trust, controller.signal, deadline)] : await Promise.all(overlays.map((name) => this.#callOverlay(name, input, settings, trust, controller.signal, deadline)));
         for (const result of results) {
           outcomes.push(result.outcome);
           if (result.data !== undefined) output = { ...output, ...result.data };
@@ -392,7 +401,7 @@ export class PipelineRun {
       } else {
         for (const name of settings.overlays) {
           const input = { ...data, [phase]: output, context: phaseContext };
-          const result = await this.#callOverlay(name, input, settings, controller.signal, deadline);
+          const result = await this.#callOverlay(name, input, settings, trust, controller.signal, deadline);
           outcomes.push(result.outcome);
           if (result.data !== undefined) output = { ...output, ...result.data };
           if (controller.signal.aborted) break;
@@ -413,7 +422,7 @@ export class PipelineRun {
     // The data before the phase is frozen already: freezing the new output and the new top level is enough.
     deepFreeze(output);
     const event = this.#phaseEvent(phase, settings.required, Object.freeze(merged), outcomes, started);
-    this.#hook('postPhase', () => this.#env.hooks.postPhase?.(phase, event.outcome, { id: this.id, data: event.data }));
+    if (postPhase !== undefined) this.#hook('postPhase', () => postPhase(phase, event.outcome, { id: this.id, data: event.data }));
     return event;
   }
 
@@ -430,9 +439,8 @@ export class PipelineRun {
   }
 
   /** Calls one overlay with the phase's retries; a failure is an outcome, never an exception. */
-  async #callOverlay(name: string, input: unknown, settings: { retries: number; backoffMs: number }, signal: AbortSignal, deadline: number): Promise<{ outcome: OverlayOutcome; data?: Record<string, unknown> }> {
+  async #callOverlay(name: string, input: unknown, settings: { retries: number; backoffMs: number }, trust: number, signal: AbortSignal, deadline: number): Promise<{ outcome: OverlayOutcome; data?: Record<string, unknown> }> {
     const started = performance.now();
-    const { trust } = this.#actor.getSnapshot().context.config;
     let fuelUsed = 0;
     let attempts = 0;
     for (;;) {

@@ -1,14 +1,43 @@
+import { ForgeError } from '../errors.ts';
 import { copy, type AuditEntry, type ChainRecord, type DeadLetterRecord, type HopRecord, type OverlayRegistration, type RunSnapshot, type Store } from './store.ts';
 
-/** The default store: everything in this process's memory (nothing survives a restart; no graph for overlays). */
+/** A memory store option is malformed. */
+export class InvalidStoreOptionError extends ForgeError {
+  constructor(problem: string) {
+    super('INVALID_CONFIG', `store: { kind: 'memory' }: ${problem}`);
+  }
+}
+
+/** Audit entries the memory store keeps, unless told otherwise: the oldest go first. */
+export const DEFAULT_MEMORY_AUDIT_LIMIT = 10_000;
+
+export interface MemoryStoreOptions {
+  /** Audit entries kept (a positive integer); past it the oldest are dropped, so a long-running kernel stays flat. */
+  auditLimit?: number;
+}
+
+/**
+ * The default store: everything in this process's memory (nothing survives a restart; no graph for overlays). Its
+ * audit trail is bounded (`auditLimit`): a kernel that settles runs for days must not grow without end.
+ */
 export class MemoryStore implements Store {
   readonly kind = 'memory' as const;
   readonly #chains = new Map<string, ChainRecord>();
   readonly #hops = new Map<string, HopRecord[]>();
   readonly #runs = new Map<string, RunSnapshot>();
   readonly #overlays = new Map<string, OverlayRegistration>();
+  /** A ring of the last `auditLimit` entries; `#auditNext` is where the next one goes once the ring is full. */
   readonly #audit: AuditEntry[] = [];
+  readonly #auditLimit: number;
+  #auditNext = 0;
   readonly #deadLetters = new Map<string, DeadLetterRecord>();
+
+  constructor(options: MemoryStoreOptions = {}) {
+    if (typeof options !== 'object' || options === null) throw new InvalidStoreOptionError('the memory store options must be an object.');
+    const limit: unknown = options.auditLimit === undefined ? DEFAULT_MEMORY_AUDIT_LIMIT : options.auditLimit;
+    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1) throw new InvalidStoreOptionError(`auditLimit must be a positive integer, got ${JSON.stringify(limit)}.`);
+    this.#auditLimit = limit;
+  }
 
   start(): Promise<void> {
     return Promise.resolve();
@@ -67,11 +96,17 @@ export class MemoryStore implements Store {
   }
 
   appendAudit(entry: AuditEntry): void {
-    this.#audit.push(copy(entry));
+    if (this.#audit.length < this.#auditLimit) this.#audit.push(copy(entry));
+    else {
+      this.#audit[this.#auditNext] = copy(entry);
+      this.#auditNext = (this.#auditNext + 1) % this.#auditLimit;
+    }
   }
 
   listAudit(filter: { capsuleId?: string; runId?: string } = {}): Promise<AuditEntry[]> {
-    return Promise.resolve(this.#audit.filter((a) => (filter.capsuleId === undefined || a.capsuleId === filter.capsuleId) && (filter.runId === undefined || a.runId === filter.runId)).map(copy));
+    // Oldest first: the ring's entries from the next slot to overwrite, then those before it.
+    const ordered = [...this.#audit.slice(this.#auditNext), ...this.#audit.slice(0, this.#auditNext)];
+    return Promise.resolve(ordered.filter((a) => (filter.capsuleId === undefined || a.capsuleId === filter.capsuleId) && (filter.runId === undefined || a.runId === filter.runId)).map(copy));
   }
 
   saveDeadLetter(letter: DeadLetterRecord): Promise<void> {
