@@ -84,7 +84,9 @@ function scanPersonalData(text: string, out: Value): void {
   while (at >= 0) {
     let start = at;
     while (start > 0 && isEmailChar(text.charCodeAt(start - 1))) start--;
-    const domain = run_(text, at + 1, isEmailChar);
+    let domain = run_(text, at + 1, isEmailChar);
+    // A sentence's full stop right after the address is not part of its domain ("mail ada@example.com.").
+    while (domain > 0 && text.charCodeAt(at + domain) == 0x2e) domain--;
     const host = text.substring(at + 1, at + 1 + domain);
     if (at - start > 0 && host.indexOf(".") > 0 && host.lastIndexOf(".") < host.length - 2) out.push(finding("email", "pii", start));
     at = text.indexOf("@", at + 1);

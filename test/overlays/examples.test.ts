@@ -94,6 +94,16 @@ describe('example overlays', () => {
       expect(output.data.passed).toBe(false);
       expect(output.data.findings.map((f) => f.type).sort()).toEqual(['aws-access-key', 'card-number', 'email', 'low-trust-author', 'password', 'ssn']);
     });
+    it('finds an e-mail address at the end of a sentence, and not a bare "@" or a dotless host', async () => {
+      const types = async (content: string): Promise<string[]> => {
+        const { output } = (await run('security-validator', { capsule: { ...GOOD_CAPSULE, content } })) as { output: { data: { findings: { type: string }[] } } };
+        return output.data.findings.map((f) => f.type);
+      };
+      expect(await types('Write to ada@example.com.')).toEqual(['email']);
+      expect(await types('Write to ada@example.com... or not.')).toEqual(['email']);
+      expect(await types('Meet @ noon, or at ada@localhost.')).toEqual([]);
+      expect(await types('A trailing at@.')).toEqual([]);
+    });
     it('does not flag a 16-digit number that fails the Luhn check as a card', async () => {
       const { output } = (await run('security-validator', { capsule: { ...GOOD_CAPSULE, content: 'order 4111 1111 1111 1112' } })) as { output: { data: { findings: { type: string }[] } } };
       expect(output.data.findings.map((f) => f.type)).not.toContain('card-number');
