@@ -24,7 +24,7 @@ import {
   type RunResult,
 } from './config.ts';
 import { DeadlineScheduler } from './deadlines.ts';
-import { PipelineRun, RUN_SNAPSHOT_VERSION, SYSTEM_CLOCK, type CallOverlay, type PipelineClock, type RunEnvironment } from './run.ts';
+import { PipelineRun, RUN_SNAPSHOT_VERSION, RunStateError, SYSTEM_CLOCK, type CallOverlay, type PipelineClock, type RunEnvironment } from './run.ts';
 
 /** Runs driving phases at once, unless the kernel sets another limit. */
 export const DEFAULT_MAX_ACTIVE_RUNS = 32;
@@ -280,6 +280,9 @@ export class Pipelines {
     if (own !== undefined) {
       this.#remote.delete(runId);
       this.#admit(own);
+    } else if (this.#live.has(runId)) {
+      // The takeover loop revived it while this claim was on its way: the lease is re-entrant within a process,
+      // so one copy here must be the only one.
     } else if (record !== undefined && this.#revive(record) === undefined) await this.#deps.leases.release(runId);
   }
 
@@ -294,9 +297,14 @@ export class Pipelines {
     return PHASES.every((phase) => config.phases[phase].overlays.every((name) => here.has(name)));
   }
 
-  /** Another process finished a run this one started: its handle resolves with that result. */
+  /**
+   * Another process finished a run: a handle of it here resolves with that result. That is a run this process
+   * started for the cluster, or a copy this process left waiting (it paused the run, and another process resumed
+   * it): the copy is stale and goes, so `active()` no longer lists it and it can never be driven again.
+   */
   settledElsewhere(result: RunResult): void {
-    const run = this.#remote.get(result.id);
+    const local = this.#live.get(result.id);
+    const run = this.#remote.get(result.id) ?? (local !== undefined && !local.driving ? local : undefined);
     if (run === undefined) return;
     this.#remote.delete(result.id);
     if (this.#live.get(run.id) === run) this.#live.delete(run.id);
@@ -361,6 +369,7 @@ export class Pipelines {
     // A run this process started for the cluster is driven elsewhere: resume it from the store (its handle here
     // still resolves when the run ends).
     const run = local !== undefined && this.#remote.get(runId) !== local ? local : await this.#restoreOne(runId);
+    if (run === local && (local.status === 'paused' || local.status === 'awaitingDecision')) await this.#assertCurrent(local);
     await run.resume(decision);
     return run;
   }
@@ -378,6 +387,7 @@ export class Pipelines {
       if (context !== undefined && !this.#ours(context)) continue;
       const driving = record.status === 'running' || record.status === 'queued';
       if (driving && this.#deps.leases !== undefined && !(await this.#deps.leases.claim(record.runId))) continue;
+      if (this.#live.has(record.runId)) continue;
       const run = this.#revive(record);
       if (run !== undefined) restored.push(run);
     }
@@ -400,6 +410,8 @@ export class Pipelines {
       const own = this.#live.get(record.runId);
       if (own !== undefined && this.#remote.get(record.runId) !== own) continue;
       if (!(await leases.claim(record.runId))) continue;
+      // Claimed from the queue meanwhile (the lease is re-entrant within a process): it is driven here already.
+      if (own === undefined && this.#live.has(record.runId)) continue;
       if (own !== undefined) {
         this.#remote.delete(record.runId);
         this.#admit(own);
@@ -422,6 +434,17 @@ export class Pipelines {
     clearInterval(this.#takeover);
     await Promise.all([...this.#live.values()].map((run) => (this.#remote.get(run.id) === run ? run.abandon() : run.interrupt())));
     this.#deadlines.stop();
+  }
+
+  /**
+   * In a cluster, a run waiting here may have been resumed (and even finished) by another process since it paused:
+   * the store says which. Resuming such a stale copy would drive its phases a second time.
+   */
+  async #assertCurrent(run: PipelineRun): Promise<void> {
+    if (this.#deps.leases === undefined || this.#deps.store.kind === 'memory') return;
+    const record = await this.#deps.store.loadRunSnapshot(run.id);
+    if (record === undefined) throw new RunStateError('RUN_FINISHED', run.id, 'ended', `Run ${run.id} has ended in another kernel process.`);
+    if (record.status !== run.status) throw new RunStateError('RUN_CLAIMED', run.id, record.status, `Run ${run.id} was resumed by another kernel process, which drives it now.`);
   }
 
   async #restoreOne(runId: string): Promise<PipelineRun> {

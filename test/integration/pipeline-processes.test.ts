@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Neo4jStore } from '../../src/store/neo4j-store.ts';
 import { createKernel } from '../../src/kernel.ts';
+import type { PipelineOptions } from '../../src/pipeline/pipelines.ts';
 import { captureLogger } from '../support/engine.ts';
 import { buildExamples, EXAMPLES_OUT, GOOD_CAPSULE, PERSONAL_CAPSULE } from '../support/examples.ts';
 import { deleteStreams } from '../support/nats.ts';
@@ -148,6 +149,63 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
       await origin.stop();
       for (const w of workers) w.child.kill('SIGTERM');
       await Promise.all(workers.map((w) => w.exited));
+      await deleteStreams(services.NATS_URL, [cluster.STREAM]);
+    }
+  }, 120_000);
+
+  it('in a cluster, the copy a worker keeps of a run it paused goes once another process resumes and finishes the run', async () => {
+    const tag = randomUUID().slice(0, 8);
+    const cluster = { NATS_URL: services.NATS_URL, STREAM: `FORGE_STALE_${tag}`, PREFIX: `s${tag}` };
+    // The origin's execution phase waits for the test, so the run is held while the origin drives it.
+    let openGate = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (openGate = resolve));
+    let executing = (): void => undefined;
+    const inExecution = new Promise<void>((resolve) => (executing = resolve));
+    const kernelFor = (processId: string, pipelines: PipelineOptions) =>
+      createKernel({
+        logger: captureLogger().logger,
+        cacheDir: false,
+        store: { kind: 'neo4j', uri: env.NEO4J_URI, user: env.NEO4J_USER, password: env.NEO4J_PASSWORD },
+        bus: { transport: 'nats', servers: cluster.NATS_URL, stream: cluster.STREAM, subjectPrefix: cluster.PREFIX, processId },
+        pipelines,
+      });
+    const origin = await kernelFor(`origin-${tag}`, {
+      worker: false,
+      phases: {
+        execution: {
+          handler: async () => {
+            executing();
+            await gate;
+          },
+        },
+      },
+    });
+    const worker = await kernelFor(`worker-${tag}`, { worker: true });
+    try {
+      for (const k of [origin, worker]) await k.overlays.loadDirectory(EXAMPLES_OUT, { grant: 'declared', mode: 'relaxed' });
+      await new Promise((r) => setTimeout(r, 500));
+      // The worker takes the run from the queue and pauses it at consensus: it keeps a waiting copy.
+      const started = origin.pipelines.start({ capsule: { ...PERSONAL_CAPSULE, id: `cap-s-${tag}` } });
+      for (let i = 0; i < 200 && worker.pipelines.active().find((r) => r.id === started.id)?.status !== 'awaitingDecision'; i++) await new Promise((r) => setTimeout(r, 50));
+      const copy = worker.pipelines.active().find((r) => r.id === started.id);
+      expect(copy?.status).toBe('awaitingDecision');
+
+      // The origin resumes it from the store and drives it; while it does, the worker cannot resume its copy.
+      await origin.pipelines.resume(started.id, { decision: 'approve', by: 'grace' });
+      await inExecution;
+      await expect(worker.pipelines.resume(started.id, { decision: 'reject', by: 'mallory' })).rejects.toMatchObject({ code: 'RUN_CLAIMED' });
+      openGate();
+      expect(await started.done).toMatchObject({ status: 'completed', drivenBy: `origin-${tag}` });
+
+      // The worker's copy is gone once the result is broadcast; its handle resolves with that result.
+      expect(await copy!.done).toMatchObject({ status: 'completed', drivenBy: `origin-${tag}` });
+      expect(worker.pipelines.active().map((r) => r.id)).not.toContain(started.id);
+      // Resuming it on the worker finds nothing to drive: a typed error, not a second execution.
+      await expect(worker.pipelines.resume(started.id, { decision: 'approve', by: 'grace' })).rejects.toMatchObject({ code: 'RUN_NOT_FOUND' });
+      expect(await origin.store.listAudit({ runId: started.id })).toHaveLength(1);
+    } finally {
+      await worker.stop();
+      await origin.stop();
       await deleteStreams(services.NATS_URL, [cluster.STREAM]);
     }
   }, 120_000);
