@@ -53,6 +53,18 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
   beforeAll(async () => {
     await buildExamples();
   }, 120_000);
+  /** A kernel in this process joining the cluster on `cluster.STREAM`, with the example overlays loaded. */
+  const clusterKernel = async (cluster: { NATS_URL: string; STREAM: string; PREFIX: string }, processId: string, pipelines: PipelineOptions) => {
+    const kernel = await createKernel({
+      logger: captureLogger().logger,
+      cacheDir: false,
+      store: { kind: 'neo4j', uri: env.NEO4J_URI, user: env.NEO4J_USER, password: env.NEO4J_PASSWORD },
+      bus: { transport: 'nats', servers: cluster.NATS_URL, stream: cluster.STREAM, subjectPrefix: cluster.PREFIX, processId },
+      pipelines,
+    });
+    await kernel.overlays.loadDirectory(EXAMPLES_OUT, { grant: 'declared', mode: 'relaxed' });
+    return kernel;
+  };
 
   it('a run paused at consensus by one process that exits is resumed from Neo4j by another', async () => {
     const id = `cap-${randomUUID()}`;
@@ -161,14 +173,7 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
     const gate = new Promise<void>((resolve) => (openGate = resolve));
     let executing = (): void => undefined;
     const inExecution = new Promise<void>((resolve) => (executing = resolve));
-    const kernelFor = (processId: string, pipelines: PipelineOptions) =>
-      createKernel({
-        logger: captureLogger().logger,
-        cacheDir: false,
-        store: { kind: 'neo4j', uri: env.NEO4J_URI, user: env.NEO4J_USER, password: env.NEO4J_PASSWORD },
-        bus: { transport: 'nats', servers: cluster.NATS_URL, stream: cluster.STREAM, subjectPrefix: cluster.PREFIX, processId },
-        pipelines,
-      });
+    const kernelFor = (processId: string, pipelines: PipelineOptions) => clusterKernel(cluster, processId, pipelines);
     const origin = await kernelFor(`origin-${tag}`, {
       worker: false,
       phases: {
@@ -182,7 +187,6 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
     });
     const worker = await kernelFor(`worker-${tag}`, { worker: true });
     try {
-      for (const k of [origin, worker]) await k.overlays.loadDirectory(EXAMPLES_OUT, { grant: 'declared', mode: 'relaxed' });
       await new Promise((r) => setTimeout(r, 500));
       // The worker takes the run from the queue and pauses it at consensus: it keeps a waiting copy.
       const started = origin.pipelines.start({ capsule: { ...PERSONAL_CAPSULE, id: `cap-s-${tag}` } });
@@ -204,6 +208,48 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
       await expect(worker.pipelines.resume(started.id, { decision: 'approve', by: 'grace' })).rejects.toMatchObject({ code: 'RUN_NOT_FOUND' });
       expect(await origin.store.listAudit({ runId: started.id })).toHaveLength(1);
     } finally {
+      await worker.stop();
+      await origin.stop();
+      await deleteStreams(services.NATS_URL, [cluster.STREAM]);
+    }
+  }, 120_000);
+
+  it('in a cluster, the process that started a run stops while a worker drives it: the worker\'s checkpoint stands', async () => {
+    const tag = randomUUID().slice(0, 8);
+    const cluster = { NATS_URL: services.NATS_URL, STREAM: `FORGE_ABANDON_${tag}`, PREFIX: `a${tag}` };
+    let openGate = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (openGate = resolve));
+    let reached = (): void => undefined;
+    const inPropagation = new Promise<void>((resolve) => (reached = resolve));
+    const origin = await clusterKernel(cluster, `origin-${tag}`, { worker: false });
+    const worker = await clusterKernel(cluster, `worker-${tag}`, {
+      phases: {
+        propagation: {
+          handler: async () => {
+            reached();
+            await gate;
+          },
+        },
+      },
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      const run = origin.pipelines.start({ capsule: { ...GOOD_CAPSULE, id: `cap-a-${tag}` } });
+      await inPropagation;
+      const before = await worker.store.loadRunSnapshot(run.id);
+      expect(before?.status).toBe('running');
+      // The origin's handle never ran a phase: stopping must end it without writing its first state over the
+      // worker's checkpoint (which would restart the run from ingestion on a takeover).
+      await origin.stop();
+      expect(await run.done).toMatchObject({ status: 'interrupted' });
+      expect(await worker.store.loadRunSnapshot(run.id)).toEqual(before);
+      openGate();
+      for (let i = 0; i < 200 && (await worker.store.loadRunSnapshot(run.id)) !== undefined; i++) await new Promise((r) => setTimeout(r, 50));
+      const audit = await worker.store.listAudit({ runId: run.id });
+      expect(audit).toHaveLength(1);
+      expect(worker.pipelines.history().find((r) => r.id === run.id)).toMatchObject({ status: 'completed', phases: expect.arrayContaining([expect.objectContaining({ phase: 'settlement', status: 'completed' })]) as unknown });
+    } finally {
+      openGate();
       await worker.stop();
       await origin.stop();
       await deleteStreams(services.NATS_URL, [cluster.STREAM]);
