@@ -307,6 +307,10 @@ export class Pipelines {
     const run = this.#remote.get(result.id) ?? (local !== undefined && !local.driving ? local : undefined);
     if (run === undefined) return;
     this.#remote.delete(result.id);
+    // A copy waiting here for a slot, or holding a lease, gives both up: it will never drive.
+    const queued = this.#queue.indexOf(run);
+    if (queued >= 0) this.#queue.splice(queued, 1);
+    if (this.#deps.leases?.holds(run.id) === true) void this.#deps.leases.release(run.id);
     if (this.#live.get(run.id) === run) this.#live.delete(run.id);
     this.#deps.catalog?.remove(run.id);
     this.#history.push(run);
@@ -368,8 +372,8 @@ export class Pipelines {
     const local = this.#live.get(runId);
     // A run this process started for the cluster is driven elsewhere: resume it from the store (its handle here
     // still resolves when the run ends).
-    const run = local !== undefined && this.#remote.get(runId) !== local ? local : await this.#restoreOne(runId);
-    if (run === local && (local.status === 'paused' || local.status === 'awaitingDecision')) await this.#assertCurrent(local);
+    let run = local !== undefined && this.#remote.get(runId) !== local ? local : await this.#restoreOne(runId);
+    if (run === local && (local.status === 'paused' || local.status === 'awaitingDecision')) run = await this.#current(local);
     await run.resume(decision);
     return run;
   }
@@ -437,14 +441,22 @@ export class Pipelines {
   }
 
   /**
-   * In a cluster, a run waiting here may have been resumed (and even finished) by another process since it paused:
-   * the store says which. Resuming such a stale copy would drive its phases a second time.
+   * In a cluster, a run waiting here may have been resumed (and paused again, or finished) by another process since
+   * it paused: the store holds its state. Resuming this copy then would drive phases a second time, so the run goes
+   * on from the store's state instead (this copy's handle resolves with that run's result).
    */
-  async #assertCurrent(run: PipelineRun): Promise<void> {
-    if (this.#deps.leases === undefined || this.#deps.store.kind === 'memory') return;
+  async #current(run: PipelineRun): Promise<PipelineRun> {
+    if (this.#deps.leases === undefined || this.#deps.store.kind === 'memory') return run;
     const record = await this.#deps.store.loadRunSnapshot(run.id);
     if (record === undefined) throw new RunStateError('RUN_FINISHED', run.id, 'ended', `Run ${run.id} has ended in another kernel process.`);
-    if (record.status !== run.status) throw new RunStateError('RUN_CLAIMED', run.id, record.status, `Run ${run.id} was resumed by another kernel process, which drives it now.`);
+    if (record.status !== 'paused' && record.status !== 'awaitingDecision') throw new RunStateError('RUN_CLAIMED', run.id, record.status, `Run ${run.id} was resumed by another kernel process, which drives it now.`);
+    if (this.#live.get(run.id) !== run || JSON.stringify(record.snapshot) === JSON.stringify(run.actor.getPersistedSnapshot())) return this.#live.get(run.id) ?? run;
+    this.#live.delete(run.id);
+    this.#deps.catalog?.remove(run.id);
+    const fresh = this.#revive(record);
+    if (fresh === undefined) throw new RunNotFoundError(run.id);
+    void fresh.done.then((result) => run.settleWith(result));
+    return fresh;
   }
 
   async #restoreOne(runId: string): Promise<PipelineRun> {

@@ -109,6 +109,7 @@ export class PipelineRun {
   /** A save in progress that a resume must not overtake. */
   #saving: Promise<void> = Promise.resolve();
   #interrupted = false;
+  #resuming = false;
   #result: RunResult | null = null;
 
   constructor(env: RunEnvironment, actor: PipelineActor) {
@@ -187,24 +188,34 @@ export class PipelineRun {
    */
   async resume(decision?: unknown): Promise<void> {
     this.#assertLive();
-    await this.#saving;
-    const status = this.status;
-    if ((status === 'awaitingDecision' || status === 'paused') && !(await this.#env.claim(this))) {
-      throw new RunStateError('RUN_CLAIMED', this.id, status, `Run ${this.id} was resumed by another kernel process, which drives it now.`);
+    if (this.#resuming) throw new RunStateError('RUN_CLAIMED', this.id, this.status, `Run ${this.id} is being resumed already.`);
+    this.#resuming = true;
+    try {
+      await this.#saving;
+      const status = this.status;
+      // Everything the caller can get wrong is refused before the lease is taken.
+      let parsed: Decision | undefined;
+      if (status === 'awaitingDecision') parsed = parseDecision(decision, this.#env.clock.now());
+      else if (status !== 'paused') throw new RunStateError('RUN_NOT_PAUSED', this.id, status, `Run ${this.id} is ${status}: only a paused run, or one waiting for a decision, can be resumed.`);
+      else if (decision !== undefined) throw new InvalidDecisionError(`run ${this.id} is paused, not waiting for a decision: resume it without one.`);
+      if (!(await this.#env.claim(this))) throw new RunStateError('RUN_CLAIMED', this.id, status, `Run ${this.id} was resumed by another kernel process, which drives it now.`);
+      if (this.#result !== null) {
+        // The run ended elsewhere while this resume waited (its result arrived): give back the lease just taken.
+        this.#env.released(this);
+        this.#assertLive();
+      }
+      if (parsed !== undefined) {
+        this.#actor.send({ type: 'DECIDE', decision: parsed });
+        this.#env.publish('pipeline.resumed', this, { decision: parsed.approve ? 'approve' : 'reject', by: parsed.by });
+      } else {
+        this.#actor.send({ type: 'RESUME' });
+        this.#env.publish('pipeline.resumed', this, {});
+      }
+      this.#env.resumed(this);
+      void this.#drive();
+    } finally {
+      this.#resuming = false;
     }
-    if (status === 'awaitingDecision') {
-      const parsed = parseDecision(decision, this.#env.clock.now());
-      this.#actor.send({ type: 'DECIDE', decision: parsed });
-      this.#env.publish('pipeline.resumed', this, { decision: parsed.approve ? 'approve' : 'reject', by: parsed.by });
-    } else if (status === 'paused') {
-      if (decision !== undefined) throw new InvalidDecisionError(`run ${this.id} is paused, not waiting for a decision: resume it without one.`);
-      this.#actor.send({ type: 'RESUME' });
-      this.#env.publish('pipeline.resumed', this, {});
-    } else {
-      throw new RunStateError('RUN_NOT_PAUSED', this.id, status, `Run ${this.id} is ${status}: only a paused run, or one waiting for a decision, can be resumed.`);
-    }
-    this.#env.resumed(this);
-    void this.#drive();
   }
 
   /** Cancels the run: aborts its overlay calls in flight and ends it as `cancelled`. Resolves with its result. */
