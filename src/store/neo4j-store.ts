@@ -116,7 +116,7 @@ export class Neo4jStore implements Store {
   }
 
   async loadChains(filter: { status?: ChainRecord['status'] } = {}): Promise<ChainRecord[]> {
-    const rows = await this.#read('MATCH (c:CascadeChain) WHERE c.source IS NOT NULL AND ($status IS NULL OR c.status = $status) RETURN c {.*} AS c ORDER BY c.createdAt', { status: filter.status ?? null });
+    const rows = await this.#read('MATCH (c:CascadeChain) WHERE c.source IS NOT NULL AND ($status IS NULL OR c.status = $status) RETURN c {.*} AS c ORDER BY c.createdAt, c.id', { status: filter.status ?? null });
     return rows.map((r) => {
       const c = r.c as Record<string, unknown>;
       return { ...(c as unknown as ChainRecord), hops: num(c.hops), maxHops: num(c.maxHops), createdAt: num(c.createdAt), expiresAt: c.expiresAt === null || c.expiresAt === undefined ? null : num(c.expiresAt) };
