@@ -41,6 +41,22 @@ function kernelProcess(env: Record<string, string>, ...args: string[]): { child:
   return { child, next, exited };
 }
 
+/** A phase handler that says when a run reaches it and holds the run there until `open()`. */
+function heldPhase(): { handler: () => Promise<void>; reached: Promise<void>; open: () => void } {
+  let open = (): void => undefined;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  let reach = (): void => undefined;
+  const reached = new Promise<void>((resolve) => (reach = resolve));
+  return {
+    handler: async () => {
+      reach();
+      await gate;
+    },
+    reached,
+    open: () => open(),
+  };
+}
+
 describe('pipeline runs across processes (real Neo4j, real child processes)', () => {
   const services = inject('services');
   const env = { NEO4J_URI: services.NEO4J_URI, NEO4J_USER: services.NEO4J_USER, NEO4J_PASSWORD: services.NEO4J_PASSWORD };
@@ -169,22 +185,9 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
     const tag = randomUUID().slice(0, 8);
     const cluster = { NATS_URL: services.NATS_URL, STREAM: `FORGE_STALE_${tag}`, PREFIX: `s${tag}` };
     // The origin's execution phase waits for the test, so the run is held while the origin drives it.
-    let openGate = (): void => undefined;
-    const gate = new Promise<void>((resolve) => (openGate = resolve));
-    let executing = (): void => undefined;
-    const inExecution = new Promise<void>((resolve) => (executing = resolve));
+    const execution = heldPhase();
     const kernelFor = (processId: string, pipelines: PipelineOptions) => clusterKernel(cluster, processId, pipelines);
-    const origin = await kernelFor(`origin-${tag}`, {
-      worker: false,
-      phases: {
-        execution: {
-          handler: async () => {
-            executing();
-            await gate;
-          },
-        },
-      },
-    });
+    const origin = await kernelFor(`origin-${tag}`, { worker: false, phases: { execution: { handler: execution.handler } } });
     const worker = await kernelFor(`worker-${tag}`, { worker: true });
     try {
       await new Promise((r) => setTimeout(r, 500));
@@ -196,9 +199,9 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
 
       // The origin resumes it from the store and drives it; while it does, the worker cannot resume its copy.
       await origin.pipelines.resume(started.id, { decision: 'approve', by: 'grace' });
-      await inExecution;
+      await execution.reached;
       await expect(worker.pipelines.resume(started.id, { decision: 'reject', by: 'mallory' })).rejects.toMatchObject({ code: 'RUN_CLAIMED' });
-      openGate();
+      execution.open();
       expect(await started.done).toMatchObject({ status: 'completed', drivenBy: `origin-${tag}` });
 
       // The worker's copy is gone once the result is broadcast; its handle resolves with that result.
@@ -217,25 +220,13 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
   it('in a cluster, the process that started a run stops while a worker drives it: the worker\'s checkpoint stands', async () => {
     const tag = randomUUID().slice(0, 8);
     const cluster = { NATS_URL: services.NATS_URL, STREAM: `FORGE_ABANDON_${tag}`, PREFIX: `a${tag}` };
-    let openGate = (): void => undefined;
-    const gate = new Promise<void>((resolve) => (openGate = resolve));
-    let reached = (): void => undefined;
-    const inPropagation = new Promise<void>((resolve) => (reached = resolve));
+    const propagation = heldPhase();
     const origin = await clusterKernel(cluster, `origin-${tag}`, { worker: false });
-    const worker = await clusterKernel(cluster, `worker-${tag}`, {
-      phases: {
-        propagation: {
-          handler: async () => {
-            reached();
-            await gate;
-          },
-        },
-      },
-    });
+    const worker = await clusterKernel(cluster, `worker-${tag}`, { phases: { propagation: { handler: propagation.handler } } });
     try {
       await new Promise((r) => setTimeout(r, 500));
       const run = origin.pipelines.start({ capsule: { ...GOOD_CAPSULE, id: `cap-a-${tag}` } });
-      await inPropagation;
+      await propagation.reached;
       const before = await worker.store.loadRunSnapshot(run.id);
       expect(before?.status).toBe('running');
       // The origin's handle never ran a phase: stopping must end it without writing its first state over the
@@ -243,13 +234,13 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
       await origin.stop();
       expect(await run.done).toMatchObject({ status: 'interrupted' });
       expect(await worker.store.loadRunSnapshot(run.id)).toEqual(before);
-      openGate();
+      propagation.open();
       for (let i = 0; i < 200 && (await worker.store.loadRunSnapshot(run.id)) !== undefined; i++) await new Promise((r) => setTimeout(r, 50));
       const audit = await worker.store.listAudit({ runId: run.id });
       expect(audit).toHaveLength(1);
       expect(worker.pipelines.history().find((r) => r.id === run.id)).toMatchObject({ status: 'completed', phases: expect.arrayContaining([expect.objectContaining({ phase: 'settlement', status: 'completed' })]) as unknown });
     } finally {
-      openGate();
+      propagation.open();
       await worker.stop();
       await origin.stop();
       await deleteStreams(services.NATS_URL, [cluster.STREAM]);
