@@ -14,7 +14,7 @@ const ROOT = join(import.meta.dirname, '..');
 type WorkloadExports = Record<string, (n: number) => unknown> & Record<string, WebAssembly.Global>;
 
 /** Fuel overhead: the same AssemblyScript workloads, metered and unmetered, called directly. */
-async function fuelOverhead(options: BenchOptions): Promise<BenchRow[]> {
+export async function fuelOverhead(options: BenchOptions): Promise<BenchRow[]> {
   const bytes = (await compileAssemblyScript(join(ROOT, 'overlays-as', 'bench', 'workloads.ts'))).binary;
   const metered = meterModule(binaryen, bytes).bytes;
   const imports = { env: { abort: () => { throw new Error('abort'); }, seed: () => 1, trace: () => undefined } };
@@ -22,7 +22,6 @@ async function fuelOverhead(options: BenchOptions): Promise<BenchRow[]> {
   const instance = new WebAssembly.Instance(new WebAssembly.Module(metered as Uint8Array<ArrayBuffer>), imports).exports as unknown as WorkloadExports;
   instance[METER_EXPORTS.virtualPages]!.value = (instance.memory as unknown as WebAssembly.Memory).buffer.byteLength / 65_536;
   const fuel = instance[METER_EXPORTS.fuel]!;
-  const depth = instance[METER_EXPORTS.depth]!;
   fuel.value = 10n ** 12n;
   (instance[METER_EXPORTS.start] as unknown as (() => void) | undefined)?.();
 
@@ -41,7 +40,6 @@ async function fuelOverhead(options: BenchOptions): Promise<BenchRow[]> {
     const [metered, unmetered] = await paired(
       () => {
         fuel.value = 10n ** 15n;
-        depth.value = 0;
         instance[name]!(size);
       },
       () => plain[name]!(size),

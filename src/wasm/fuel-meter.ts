@@ -36,7 +36,6 @@ export const DEFAULT_MAX_CALL_DEPTH = 2_000;
  */
 export const METER_EXPORTS = Object.freeze({
   fuel: '__forge_fuel',
-  depth: '__forge_depth',
   trapReason: '__forge_trap_reason',
   maxPages: '__forge_max_pages',
   growDenied: '__forge_grow_denied',
@@ -52,14 +51,12 @@ export const METER_EXPORTS = Object.freeze({
 export const TRAP_REASON = Object.freeze({ none: 0, outOfFuel: 1, callDepth: 2 });
 
 const FUEL = '__forge_fuel';
-const DEPTH = '__forge_depth';
 const TRAP = '__forge_trap_reason';
 const MAX_PAGES = '__forge_max_pages';
 const VSIZE = '__forge_vsize';
 const GROW_DENIED = '__forge_grow_denied';
 const TRAP_ENTRY = '__forge_trap_entry';
 const TRAP_FUEL = '__forge_trap_fuel';
-const CHARGE_BYTES = '__forge_charge_bytes';
 const GROW = '__forge_memory_grow';
 
 /** How to reach the children of each kind of expression through binaryen.js's per-class accessors. */
@@ -245,6 +242,12 @@ export interface MeterOptions {
  * inline (with the call-depth check), at a loop header as a branch out of the loop to an out-of-line trap, so that
  * V8 keeps the never-taken path off the hot loop. `memory.grow` and the bulk-memory operations are charged by their
  * operands at run time, host calls a fixed extra.
+ *
+ * The counter is threaded through the module's own calls (an extra parameter in, an extra result out), so it stays
+ * in a register; the depth is a parameter too. The host's interface is the fuel global: exports are wrappers that
+ * read it and write back what is left, and it holds the counter while a host function runs (which may call back
+ * into the module). A recursive workload costs 0.8–1.25× unmetered this way, against 1.5–1.6× with the counter in
+ * a global that V8 stores on every charge.
  */
 export function meterModule(binaryen: Binaryen, bytes: Uint8Array, options: MeterOptions = {}): MeteredModule {
   const maxDepth = options.maxCallDepth ?? DEFAULT_MAX_CALL_DEPTH;
@@ -289,57 +292,39 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
   }
 
   module.addGlobal(FUEL, i64, true, module.i64.const(BigInt(0)));
-  module.addGlobal(DEPTH, i32, true, module.i32.const(0));
   module.addGlobal(TRAP, i32, true, module.i32.const(0));
   module.addGlobal(MAX_PAGES, i32, true, module.i32.const(65_536));
   module.addGlobal(VSIZE, i32, true, module.i32.const(0));
   module.addGlobalExport(VSIZE, METER_EXPORTS.virtualPages);
   module.addGlobal(GROW_DENIED, i32, true, module.i32.const(0));
   module.addGlobalExport(FUEL, METER_EXPORTS.fuel);
-  module.addGlobalExport(DEPTH, METER_EXPORTS.depth);
   module.addGlobalExport(TRAP, METER_EXPORTS.trapReason);
   module.addGlobalExport(MAX_PAGES, METER_EXPORTS.maxPages);
   module.addGlobalExport(GROW_DENIED, METER_EXPORTS.growDenied);
 
-  const fuelGet = (): ExpressionRef => module.global.get(FUEL, i64);
-  const outOfFuel = (): ExpressionRef => module.i64.lt_s(fuelGet(), module.i64.const(BigInt(0)));
-  const charge = (cost: ExpressionRef): ExpressionRef => module.global.set(FUEL, module.i64.sub(fuelGet(), cost));
-  const chargeConst = (units: number): ExpressionRef => charge(module.i64.const(BigInt(units)));
+  const fuelGlobal = (): ExpressionRef => module.global.get(FUEL, i64);
+  const ZERO = (): ExpressionRef => module.i64.const(BigInt(0));
 
-  // The trap paths: set the reason, then trap. Out of line so the hot paths hold a single branch.
+  // The trap paths take the fuel left (a caller's local), store it for the host, set the reason and trap. Out of
+  // line, so the hot paths hold a single branch.
+  const param0 = (): ExpressionRef => module.local.get(0, i64);
   module.addFunction(
     TRAP_ENTRY,
-    b.none,
+    i64,
     b.none,
     [],
     module.block(null, [
-      module.global.set(TRAP, module.select(outOfFuel(), module.i32.const(TRAP_REASON.outOfFuel), module.i32.const(TRAP_REASON.callDepth))),
+      module.global.set(FUEL, param0()),
+      module.global.set(TRAP, module.select(module.i64.lt_s(param0(), ZERO()), module.i32.const(TRAP_REASON.outOfFuel), module.i32.const(TRAP_REASON.callDepth))),
       module.unreachable(),
     ]),
   );
-  module.addFunction(TRAP_FUEL, b.none, b.none, [], module.block(null, [module.global.set(TRAP, module.i32.const(TRAP_REASON.outOfFuel)), module.unreachable()]));
-  const trapIfOutOfFuel = (): ExpressionRef => module.if(outOfFuel(), module.call(TRAP_FUEL, [], b.none));
+  module.addFunction(TRAP_FUEL, i64, b.none, [], module.block(null, [module.global.set(FUEL, param0()), module.global.set(TRAP, module.i32.const(TRAP_REASON.outOfFuel)), module.unreachable()]));
 
-  // (bytes: i32) -> i32: charges ceil(bytes / bytesPerUnit) before the bulk operation runs, and passes bytes through.
-  const shift = Math.log2(FUEL_COSTS.bytesPerUnit);
-  module.addFunction(
-    CHARGE_BYTES,
-    i32,
-    i32,
-    [],
-    module.block(
-      null,
-      [
-        charge(module.i64.shr_u(module.i64.add(module.i64.extend_u(module.local.get(0, i32)), module.i64.const(BigInt(FUEL_COSTS.bytesPerUnit - 1))), module.i64.const(BigInt(shift)))),
-        trapIfOutOfFuel(),
-        module.local.get(0, i32),
-      ],
-      i32,
-    ),
-  );
-  // (pages: i32) -> i32: the module's memory.grow. The module sees a virtual size (VSIZE) so that an instance
-  // reset to its start snapshot behaves exactly like a fresh one although real memory never shrinks: pages
-  // between the virtual and the real size are re-zeroed when grown into, and only beyond it is memory really grown.
+  // (pages: i32) -> i32: the module's memory.grow, charged on the fuel global (its callers store their counter
+  // there first). The module sees a virtual size (VSIZE) so that an instance reset to its start snapshot behaves
+  // exactly like a fresh one although real memory never shrinks: pages between the virtual and the real size are
+  // re-zeroed when grown into, and only beyond it is memory really grown.
   const pages = (): ExpressionRef => module.local.get(0, i32);
   const vsize = (): ExpressionRef => module.global.get(VSIZE, i32);
   const deny = (): ExpressionRef => module.block(null, [module.global.set(GROW_DENIED, module.i32.const(1)), module.return(module.i32.const(-1))]);
@@ -352,8 +337,8 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     module.block(
       null,
       [
-        charge(module.i64.mul(module.i64.extend_u(pages()), module.i64.const(BigInt(FUEL_COSTS.growPerPage)))),
-        trapIfOutOfFuel(),
+        module.global.set(FUEL, module.i64.sub(fuelGlobal(), module.i64.mul(module.i64.extend_u(pages()), module.i64.const(BigInt(FUEL_COSTS.growPerPage))))),
+        module.if(module.i64.lt_s(fuelGlobal(), ZERO()), module.call(TRAP_FUEL, [fuelGlobal()], b.none)),
         module.if(module.i32.gt_u(pages(), module.i32.sub(module.global.get(MAX_PAGES, i32), vsize())), deny()),
         // local 1: pages still to grow for real (beyond the real size), else 0
         module.local.set(1, module.i32.sub(module.i32.add(vsize(), pages()), module.memory.size())),
@@ -391,6 +376,9 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     if: b.IfId as number,
     call: b.CallId as number,
     callIndirect: b.CallIndirectId as number,
+    localGet: b.LocalGetId as number,
+    localSet: b.LocalSetId as number,
+    refFunc: b.RefFuncId as number,
     memoryGrow: b.MemoryGrowId as number,
     memoryFill: b.MemoryFillId as number,
     memoryCopy: b.MemoryCopyId as number,
@@ -398,14 +386,69 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     return: b.ReturnId as number,
   };
   const recursive = recursiveFunctions(b, module, own, specs, cls);
-  let labels = 0;
-  for (const fn of own) {
+
+  // The module's own functions are rebuilt with the counter threaded through them: two parameters more (the fuel
+  // left, i64, and the call depth, i32) and the fuel left returned after their result. The counter thus lives in a
+  // local (a register) instead of a global V8 stores on every charge. The host's view is unchanged: exports become
+  // thin wrappers that read the fuel global, call, and write back what is left.
+  const plans = own.map((fn) => {
     const info = b.getFunctionInfo(fn);
-    const resultType = info.results;
-    // Only functions on a call-graph cycle can nest without bound; only they count toward the depth limit.
-    const tracked = recursive.has(info.name);
-    const returnTemp = !tracked || resultType === b.none ? -1 : native._BinaryenFunctionAddVar(fn, resultType);
-    const leave = (): ExpressionRef => module.global.set(DEPTH, module.i32.sub(module.global.get(DEPTH, i32), module.i32.const(1)));
+    const results = b.expandType(info.results);
+    if (results.length > 1) throw new InvalidModuleError(`Function ${info.name} returns several values (multi-value), which the fuel meter does not support.`);
+    return { name: info.name, params: b.expandType(info.params), result: info.results, vars: info.vars, body: info.body, tracked: recursive.has(info.name) };
+  });
+  const ownNames = new Set(plans.map((plan) => plan.name));
+  const resultOf = new Map(plans.map((plan) => [plan.name, plan.result]));
+  const threaded = (result: number): number => (result === b.none ? i64 : b.createType([result, i64]));
+  // A start function would run during instantiation, before the host can set a budget: it is exported instead.
+  const startRef = (module as unknown as { getStart(): number }).getStart();
+  const startName = startRef === 0 ? undefined : b.getFunctionInfo(startRef).name;
+  if (startRef !== 0) (module as unknown as { setStart(fn: number): void }).setStart(0);
+
+  let labels = 0;
+  for (const plan of plans) {
+    const p = plan.params.length;
+    const FUEL_LOCAL = p;
+    const DEPTH_LOCAL = p + 1;
+    const vars = [...plan.vars];
+    const newTemp = (type: number): number => vars.push(type) + p + 1;
+    const shared = new Map<number, number>();
+    /** A temporary whose value is used at once (never across another expression's evaluation). */
+    const scratch = (type: number): number => shared.get(type) ?? shared.set(type, newTemp(type)).get(type)!;
+    /** How many times this function's walk has written the fuel local so far: tells which operands change it. */
+    let fuelWrites = 0;
+
+    const fuel = (): ExpressionRef => module.local.get(FUEL_LOCAL, i64);
+    const setFuel = (value: ExpressionRef): ExpressionRef => {
+      fuelWrites++;
+      return module.local.set(FUEL_LOCAL, value);
+    };
+    const chargeConst = (units: number): ExpressionRef => setFuel(module.i64.sub(fuel(), module.i64.const(BigInt(units))));
+    const outOfFuel = (): ExpressionRef => module.i64.lt_s(fuel(), ZERO());
+    const trapIfOutOfFuel = (): ExpressionRef => module.if(outOfFuel(), module.call(TRAP_FUEL, [fuel()], b.none));
+    /** Stores a threaded call's fuel and yields its result. */
+    const receive = (call: ExpressionRef, result: number): ExpressionRef => {
+      if (result === b.none) return setFuel(call);
+      const type = threaded(result);
+      const tuple = scratch(type);
+      return module.block(null, [module.local.set(tuple, call), setFuel(module.tuple.extract(module.local.get(tuple, type), 1)), module.tuple.extract(module.local.get(tuple, type), 0)], result);
+    };
+    /**
+     * Operands evaluate before the call; when one of them changes the fuel local, the value the call receives (or
+     * the global a host call sees) must be read after them: such operands are evaluated into fresh locals first.
+     */
+    const settle = (operands: ExpressionRef[], types: readonly number[], changed: boolean): { prelude: ExpressionRef[]; operands: ExpressionRef[] } => {
+      if (!changed) return { prelude: [], operands };
+      const temps = operands.map((_, i) => newTemp(types[i]!));
+      return { prelude: operands.map((operand, i) => module.local.set(temps[i]!, operand)), operands: temps.map((temp, i) => module.local.get(temp, types[i]!)) };
+    };
+    const walkOperands = (expr: ExpressionRef, access: Accessor, region: { cost: number }): { operands: ExpressionRef[]; changed: boolean } => {
+      const before = fuelWrites;
+      const count = access.getNumOperands!(expr);
+      const operands: ExpressionRef[] = [];
+      for (let i = 0; i < count; i++) operands.push(walk(access.getOperandAt!(expr, i), region));
+      return { operands, changed: fuelWrites !== before };
+    };
 
     /** Walks `expr`, adding its cost to `region`; returns the expression to put in its place. */
     const walk = (expr: ExpressionRef, region: { cost: number }): ExpressionRef => {
@@ -414,12 +457,19 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
       if (spec === undefined) {
         throw new InvalidModuleError(`The module uses an instruction the fuel meter does not support (binaryen expression id ${id}, e.g. exceptions or GC).`);
       }
-      if (spec.fields.length === 0 && spec.list === undefined) {
-        if (id !== ID.nop) region.cost += FUEL_COSTS.instruction;
-        return id === ID.memorySize ? module.global.get(VSIZE, i32) : expr;
-      }
-      const access = cls(spec.cls);
       if (id !== ID.block && id !== ID.loop && id !== ID.nop) region.cost += FUEL_COSTS.instruction;
+      const leaf = spec.fields.length === 0 && spec.list === undefined;
+      const access = leaf && id !== ID.localGet && id !== ID.refFunc ? undefined : cls(spec.cls);
+      if (access === undefined) return id === ID.memorySize ? module.global.get(VSIZE, i32) : expr;
+      // The module's locals move up by two: the meter's parameters sit right after the function's own.
+      if (id === ID.localGet || id === ID.localSet) {
+        const index = access.getIndex!(expr);
+        if (index >= p) access.setIndex!(expr, index + 2);
+      }
+      if (id === ID.refFunc && ownNames.has((access.getFunc as unknown as (e: number) => string)(expr))) {
+        throw new InvalidModuleError('The module takes a reference to one of its functions (ref.func), which the fuel meter does not support.');
+      }
+      if (leaf) return expr;
 
       if (id === ID.loop) {
         const inner = { cost: 0 };
@@ -436,21 +486,23 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
         // The part both arms cost is charged with the enclosing region; only an arm's excess is charged in the arm,
         // and an excess of a few instructions is charged up front too (a slight, deterministic overcharge that
         // saves a counter update on every pass through that arm).
-        const shared = Math.min(arms[0]!.cost, arms[1]!.cost);
-        const spread = Math.max(arms[0]!.cost, arms[1]!.cost) - shared;
+        const common = Math.min(arms[0]!.cost, arms[1]!.cost);
+        const spread = Math.max(arms[0]!.cost, arms[1]!.cost) - common;
         const folded = spread <= IF_FOLD_LIMIT;
-        region.cost += folded ? shared + spread : shared;
+        region.cost += folded ? common + spread : common;
         for (const { arm, walked, cost } of arms) {
           if (walked === 0) continue;
-          const excess = folded ? 0 : cost - shared;
+          const excess = folded ? 0 : cost - common;
           access[`set${arm}`]!(expr, excess === 0 ? walked : module.block(null, [chargeConst(excess), walked], AUTO));
         }
         return expr;
       }
-      if ((id === ID.call || id === ID.callIndirect) && (access.isReturn as unknown as (e: ExpressionRef) => boolean)(expr)) {
-        throw new InvalidModuleError('The module uses tail calls (return_call), which the fuel meter does not support.');
+      if (id === ID.call || id === ID.callIndirect) {
+        if ((access.isReturn as unknown as (e: ExpressionRef) => boolean)(expr)) {
+          throw new InvalidModuleError('The module uses tail calls (return_call), which the fuel meter does not support.');
+        }
+        return id === ID.call ? meterCall(expr, access, region) : meterCallIndirect(expr, access, region);
       }
-      if (id === ID.call && imported.has((access.getTarget as unknown as (e: number) => string)(expr))) region.cost += FUEL_COSTS.hostCall;
 
       for (const field of spec.fields) {
         const child = access[`get${field}`]!(expr);
@@ -468,16 +520,58 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
         }
       }
 
-      if (id === ID.memoryGrow) return module.call(GROW, [access.getDelta!(expr)], i32);
-      if (id === ID.memoryFill || id === ID.memoryCopy || id === ID.memoryInit) {
-        access.setSize!(expr, module.call(CHARGE_BYTES, [access.getSize!(expr)], i32));
+      if (id === ID.memoryGrow) {
+        // The grow helper charges the fuel global: the counter goes there and back around it.
+        const size = scratch(i32);
+        return module.block(
+          null,
+          [module.local.set(size, access.getDelta!(expr)), module.global.set(FUEL, fuel()), module.local.set(size, module.call(GROW, [module.local.get(size, i32)], i32)), setFuel(fuelGlobal()), module.local.get(size, i32)],
+          i32,
+        );
       }
-      if (id === ID.return && tracked) {
+      if (id === ID.memoryFill || id === ID.memoryCopy || id === ID.memoryInit) {
+        // ceil(bytes / bytesPerUnit), charged once the size is known and before the operation runs.
+        const size = scratch(i32);
+        const units = module.i64.shr_u(module.i64.add(module.i64.extend_u(module.local.get(size, i32)), module.i64.const(BigInt(FUEL_COSTS.bytesPerUnit - 1))), module.i64.const(BigInt(Math.log2(FUEL_COSTS.bytesPerUnit))));
+        access.setSize!(expr, module.block(null, [module.local.set(size, access.getSize!(expr)), setFuel(module.i64.sub(fuel(), units)), trapIfOutOfFuel(), module.local.get(size, i32)], i32));
+      }
+      if (id === ID.return) {
         const value = access.getValue!(expr);
-        if (value === 0) return module.block(null, [leave(), expr], b.unreachable);
-        return module.block(null, [module.local.set(returnTemp, value), leave(), module.return(module.local.get(returnTemp, resultType))], b.unreachable);
+        return module.return(value === 0 ? fuel() : module.tuple.make([value, fuel()]));
       }
       return expr;
+    };
+
+    /** A call of one of the module's functions passes the counter and takes back what is left; a host call does not. */
+    const meterCall = (expr: ExpressionRef, access: Accessor, region: { cost: number }): ExpressionRef => {
+      const target = (access.getTarget as unknown as (e: number) => string)(expr);
+      const { operands, changed } = walkOperands(expr, access, region);
+      if (ownNames.has(target)) return receive(module.call(target, [...operands, fuel(), module.local.get(DEPTH_LOCAL, i32)], threaded(resultOf.get(target)!)), resultOf.get(target)!);
+      // A host function may call back into the module (an export, e.g. the allocator): the fuel global must hold
+      // the counter while it runs, and the counter takes back what the call-back burned.
+      region.cost += FUEL_COSTS.hostCall;
+      const info = b.getFunctionInfo(module.getFunction(target));
+      const settled = settle(operands, b.expandType(info.params), changed);
+      const call = module.call(target, settled.operands, info.results);
+      if (info.results === b.none) return module.block(null, [...settled.prelude, module.global.set(FUEL, fuel()), call, setFuel(fuelGlobal())], b.none);
+      const result = scratch(info.results);
+      return module.block(null, [...settled.prelude, module.global.set(FUEL, fuel()), module.local.set(result, call), setFuel(fuelGlobal()), module.local.get(result, info.results)], info.results);
+    };
+
+    /** Through the table every entry is one of the module's functions (host functions get a threaded thunk). */
+    const meterCallIndirect = (expr: ExpressionRef, access: Accessor, region: { cost: number }): ExpressionRef => {
+      const { operands, changed: operandsChanged } = walkOperands(expr, access, region);
+      const before = fuelWrites;
+      const target = walk(access.getTarget!(expr), region);
+      const params = b.expandType((access.getParams as unknown as (e: number) => number)(expr));
+      const result = (access.getResults as unknown as (e: number) => number)(expr);
+      // The table index evaluates after the operands: if it changes the counter, everything is settled first.
+      const settled = settle([...operands, target], [...params, i32], operandsChanged || fuelWrites !== before);
+      const index = settled.operands.pop()!;
+      const table = (access.getTable as unknown as (e: number) => string)(expr);
+      const call = module.call_indirect(table, index, [...settled.operands, fuel(), module.local.get(DEPTH_LOCAL, i32)], b.createType([...params, i64, i32]), threaded(result));
+      const received = receive(call, result);
+      return settled.prelude.length === 0 ? received : module.block(null, [...settled.prelude, received], result === b.none ? b.none : result);
     };
 
     /**
@@ -490,34 +584,83 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
       const oof = `__forge_oof${labels++}`;
       cls('Loop').setBody!(loop, module.block(null, [chargeConst(cost), module.br(oof, outOfFuel()), body], AUTO));
       const leaveLoop = type === b.none ? module.block(null, [loop, module.br(exit)]) : module.br(exit, undefined, loop);
-      return module.block(exit, [module.block(oof, [leaveLoop]), module.call(TRAP_FUEL, [], b.none), module.unreachable()], type);
+      return module.block(exit, [module.block(oof, [leaveLoop]), module.call(TRAP_FUEL, [fuel()], b.none), module.unreachable()], type);
     };
 
     const entry = { cost: 0 };
-    const body = walk(info.body, entry);
-    const bodyType = b.getExpressionType(body);
-    if (!tracked) {
-      cls('Function').setBody!(fn, module.block(null, [chargeConst(entry.cost), trapIfOutOfFuel(), body], AUTO));
-      continue;
-    }
-    const enter = [
-      chargeConst(entry.cost),
-      module.global.set(DEPTH, module.i32.add(module.global.get(DEPTH, i32), module.i32.const(1))),
-      module.if(module.i32.or(outOfFuel(), module.i32.gt_u(module.global.get(DEPTH, i32), module.i32.const(maxDepth))), module.call(TRAP_ENTRY, [], b.none)),
-    ];
-    let metered: ExpressionRef;
-    if (bodyType === b.unreachable) metered = module.block(null, [...enter, body], b.unreachable);
-    else if (resultType === b.none) metered = module.block(null, [...enter, body, leave()], b.none);
-    else metered = module.block(null, [...enter, module.local.set(returnTemp, body), leave(), module.local.get(returnTemp, resultType)], resultType);
-    cls('Function').setBody!(fn, metered);
+    const body = walk(plan.body, entry);
+    // Only functions on a call-graph cycle can nest without bound; only they count toward the depth limit. The
+    // depth is a parameter: a callee gets the caller's, so nothing has to be undone on return.
+    const enter = plan.tracked
+      ? [
+          chargeConst(entry.cost),
+          module.local.set(DEPTH_LOCAL, module.i32.add(module.local.get(DEPTH_LOCAL, i32), module.i32.const(1))),
+          module.if(module.i32.or(outOfFuel(), module.i32.gt_u(module.local.get(DEPTH_LOCAL, i32), module.i32.const(maxDepth))), module.call(TRAP_ENTRY, [fuel()], b.none)),
+        ]
+      : [chargeConst(entry.cost), trapIfOutOfFuel()];
+    const metered = plan.result === b.none ? module.block(null, [...enter, body, fuel()], i64) : module.block(null, [...enter, module.tuple.make([body, fuel()])], threaded(plan.result));
+    module.removeFunction(plan.name);
+    module.addFunction(plan.name, b.createType([...plan.params, i64, i32]), threaded(plan.result), vars, metered);
   }
 
-  // A start function would run during instantiation, before the host can set a budget: export it instead.
-  const start = (module as unknown as { getStart(): number }).getStart();
-  if (start !== 0) {
-    const name = b.getFunctionInfo(start).name;
-    (module as unknown as { setStart(fn: number): void }).setStart(0);
-    module.addFunctionExport(name, METER_EXPORTS.start);
+  /** The host-facing function for an own function: reads the fuel global, calls, writes back what is left. */
+  const wrappers = new Map<string, string>();
+  const wrapper = (name: string): string => {
+    const existing = wrappers.get(name);
+    if (existing !== undefined) return existing;
+    const plan = plans.find((candidate) => candidate.name === name)!;
+    const call = module.call(name, [...plan.params.map((type, i) => module.local.get(i, type)), fuelGlobal(), module.i32.const(0)], threaded(plan.result));
+    const type = threaded(plan.result);
+    const tuple = plan.params.length;
+    const body =
+      plan.result === b.none
+        ? module.global.set(FUEL, call)
+        : module.block(null, [module.local.set(tuple, call), module.global.set(FUEL, module.tuple.extract(module.local.get(tuple, type), 1)), module.tuple.extract(module.local.get(tuple, type), 0)], plan.result);
+    const wrapped = `__forge_export_${name}`;
+    module.addFunction(wrapped, b.createType(plan.params), plan.result, plan.result === b.none ? [] : [type], body);
+    wrappers.set(name, wrapped);
+    return wrapped;
+  };
+  const exports: { name: string; value: string }[] = [];
+  for (let i = 0; i < module.getNumExports(); i++) {
+    const info = b.getExportInfo(module.getExportByIndex(i));
+    if (info.kind === b.ExternalFunction && ownNames.has(info.value)) exports.push(info);
+  }
+  for (const { name, value } of exports) {
+    module.removeExport(name);
+    module.addFunctionExport(wrapper(value), name);
+  }
+  if (startName !== undefined) module.addFunctionExport(ownNames.has(startName) ? wrapper(startName) : startName, METER_EXPORTS.start);
+
+  // Table entries are rebuilt: an element segment holds typed references, made before the signatures changed. A
+  // host function placed in a table is reached through a thunk with the threaded signature (it burns no fuel of
+  // its own: the call_indirect that reaches it was charged).
+  const thunks = new Map<string, string>();
+  const thunk = (name: string): string => {
+    if (!imported.has(name)) return name;
+    const existing = thunks.get(name);
+    if (existing !== undefined) return existing;
+    const info = b.getFunctionInfo(module.getFunction(name));
+    const params = b.expandType(info.params);
+    const call = module.call(name, params.map((type, i) => module.local.get(i, type)), info.results);
+    const left = module.local.get(params.length, i64);
+    const thunked = `__forge_thunk_${name}`;
+    module.addFunction(thunked, b.createType([...params, i64, i32]), threaded(info.results), [], info.results === b.none ? module.block(null, [call, left], i64) : module.tuple.make([call, left]));
+    thunks.set(name, thunked);
+    return thunked;
+  };
+  const segments = module as unknown as {
+    getNumElementSegments(): number;
+    getElementSegmentByIndex(i: number): number;
+    addPassiveElementSegment(name: string, funcNames: readonly string[]): number;
+  };
+  const rebuild: binaryenModule.ElementSegmentInfo[] = [];
+  for (let i = 0; i < segments.getNumElementSegments(); i++) rebuild.push(b.getElementSegmentInfo(segments.getElementSegmentByIndex(i)));
+  for (const segment of rebuild) {
+    module.removeElementSegment(segment.name);
+    const data = segment.data.map(thunk);
+    if (segment.offset === 0) segments.addPassiveElementSegment(segment.name, data);
+    else module.addActiveElementSegment(segment.table, segment.name, data, segment.offset);
   }
 
   if (module.validate() === 0) {

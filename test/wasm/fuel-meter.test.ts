@@ -23,11 +23,11 @@ const WAT = `(module
 
 type Exports = Record<string, ((...args: number[]) => number) & WebAssembly.Global>;
 
-function metered(wat = WAT): Exports {
+function metered(wat = WAT, imports: WebAssembly.Imports = {}): Exports {
   const module = binaryen.parseText(wat);
   const bytes = module.emitBinary();
   module.dispose();
-  const instance = new WebAssembly.Instance(new WebAssembly.Module(meterModule(binaryen, bytes).bytes as Uint8Array<ArrayBuffer>));
+  const instance = new WebAssembly.Instance(new WebAssembly.Module(meterModule(binaryen, bytes).bytes as Uint8Array<ArrayBuffer>), imports);
   const exports = instance.exports as unknown as Exports;
   exports[METER_EXPORTS.virtualPages]!.value = (instance.exports.memory as WebAssembly.Memory).buffer.byteLength / 65_536;
   return exports;
@@ -36,7 +36,6 @@ function metered(wat = WAT): Exports {
 /** Runs an export under a budget; returns the fuel it burned, or the trap reason. */
 function burn(exports: Exports, name: string, args: number[], budget = 1_000_000_000): { fuel: number; result: number } | { trap: number } {
   exports[METER_EXPORTS.fuel]!.value = BigInt(budget);
-  exports[METER_EXPORTS.depth]!.value = 0;
   exports[METER_EXPORTS.trapReason]!.value = 0;
   try {
     const result = exports[name]!(...args);
@@ -92,6 +91,85 @@ describe('FuelMeter', () => {
     );
   });
 
+  it('hands the fuel through every call: a recursive call costs its own entry plus what its callees burned', () => {
+    const at = (n: number): number => {
+      const outcome = burn(exports, 'fib', [n]);
+      if (!('fuel' in outcome)) throw new Error('trapped');
+      return outcome.fuel;
+    };
+    const entry = at(0);
+    expect(at(1)).toBe(entry);
+    fc.assert(
+      fc.property(fc.integer({ min: 2, max: 16 }), (n) => {
+        expect(at(n)).toBe(entry + at(n - 1) + at(n - 2));
+      }),
+    );
+  });
+
+  it('charges an indirect call like a direct one (plus its table index), through the same threaded counter', () => {
+    const table = metered(`(module (memory (export "memory") 1)
+      (type $t (func (param i32) (result i32)))
+      (table 2 funcref) (elem (i32.const 0) $double $triple)
+      (func $double (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2)))
+      (func $triple (param i32) (result i32) (local $x i32) (local.set $x (i32.mul (local.get 0) (i32.const 3))) (local.get $x))
+      (func (export "direct") (param i32) (result i32) (call $double (local.get 0)))
+      (func (export "indirect") (param i32) (param i32) (result i32) (call_indirect (type $t) (local.get 0) (local.get 1))))`);
+    const direct = burn(table, 'direct', [21]);
+    expect(direct).toMatchObject({ result: 42 });
+    if (!('fuel' in direct)) throw new Error('trapped');
+    expect(burn(table, 'indirect', [21, 0])).toEqual({ fuel: direct.fuel + 1, result: 42 });
+    // A callee with locals of its own, reached through the table.
+    expect(burn(table, 'indirect', [5, 1])).toMatchObject({ result: 15 });
+  });
+
+  it('charges what a table index burns before the call it selects', () => {
+    const table = metered(`(module (memory (export "memory") 1)
+      (type $t (func (param i32) (result i32)))
+      (table 2 funcref) (elem (i32.const 1) $double)
+      (func $double (param i32) (result i32) (i32.mul (local.get 0) (i32.const 2)))
+      (func $pick (param i32) (result i32) (local $i i32)
+        (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1))) (br_if $l (i32.lt_u (local.get $i) (local.get 0))))
+        (i32.const 1))
+      (func (export "picked") (param i32) (param i32) (result i32) (call_indirect (type $t) (local.get 0) (call $pick (local.get 1)))))`);
+    const short = burn(table, 'picked', [21, 1]);
+    const long = burn(table, 'picked', [21, 101]);
+    if (!('fuel' in short) || !('fuel' in long)) throw new Error('trapped');
+    expect(short.result).toBe(42);
+    // The spin in the index expression is charged: a hundred more iterations, and no budget short of it suffices.
+    expect(long.fuel - short.fuel).toBeGreaterThanOrEqual(100 * 5);
+    expect(burn(table, 'picked', [21, 101], long.fuel - 1)).toEqual({ trap: TRAP_REASON.outOfFuel });
+  });
+
+  it('keeps the count across host functions: one placed in the table, and one that calls back into the module', () => {
+    const self: { exports?: Exports } = {};
+    const host = metered(
+      `(module (import "env" "twice" (func $twice (param i32) (result i32))) (import "env" "back" (func $back (param i32) (result i32)))
+        (memory (export "memory") 1)
+        (type $t (func (param i32) (result i32)))
+        (table 1 funcref) (elem (i32.const 0) $twice)
+        (func $work (export "work") (param i32) (result i32) (local $i i32)
+          (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1))) (br_if $l (i32.lt_u (local.get $i) (local.get 0))))
+          (local.get $i))
+        (func (export "viaTable") (param i32) (result i32) (call_indirect (type $t) (local.get 0) (i32.const 0)))
+        (func (export "callBack") (param i32) (result i32) (call $back (call $work (local.get 0)))))`,
+      { env: { twice: (x: number) => x * 2, back: (n: number) => self.exports!.work!(n) } },
+    );
+    self.exports = host;
+    expect(burn(host, 'viaTable', [4])).toMatchObject({ result: 8 });
+    const work = (n: number): number => {
+      const outcome = burn(host, 'work', [n]);
+      if (!('fuel' in outcome)) throw new Error('trapped');
+      return outcome.fuel;
+    };
+    const once = burn(host, 'callBack', [10]);
+    if (!('fuel' in once)) throw new Error('trapped');
+    // What the module burned inside the host function's call-back counts: ten more iterations cost exactly that.
+    const more = burn(host, 'callBack', [20]);
+    if (!('fuel' in more)) throw new Error('trapped');
+    expect(more.fuel - once.fuel).toBe(2 * (work(20) - work(10)));
+    expect(once.fuel).toBeGreaterThan(2 * work(10) + FUEL_COSTS.hostCall);
+  });
+
   it('traps an infinite loop with the out-of-fuel reason', () => {
     expect(burn(exports, 'loop', [2 ** 31 - 1], 10_000)).toEqual({ trap: TRAP_REASON.outOfFuel });
   });
@@ -135,12 +213,21 @@ describe('FuelMeter', () => {
     expect(exports[METER_EXPORTS.growDenied]!.value).toBe(1);
   });
 
-  it('refuses modules it cannot meter: tail calls, and bytes that are not wasm', () => {
+  it('refuses modules it cannot meter: tail calls, references to its functions, multi-value results, and bytes that are not wasm', () => {
     const tail = binaryen.parseText(`(module (func $a (export "a") (result i32) (return_call $b)) (func $b (result i32) (i32.const 1)))`);
     tail.setFeatures(binaryen.Features.All);
     const bytes = tail.emitBinary();
     tail.dispose();
-    for (const input of [bytes, new TextEncoder().encode('not wasm at all')]) {
+    const text = (wat: string): Uint8Array => {
+      const module = binaryen.parseText(wat);
+      module.setFeatures(binaryen.Features.All);
+      const out = module.emitBinary();
+      module.dispose();
+      return out;
+    };
+    const reference = text(`(module (elem declare func $f) (func $f) (func (export "g") (result funcref) (ref.func $f)))`);
+    const pair = text(`(module (func (export "pair") (result i32 i32) (tuple.make 2 (i32.const 1) (i32.const 2))))`);
+    for (const input of [bytes, reference, pair, new TextEncoder().encode('not wasm at all')]) {
       let caught: unknown;
       try {
         meterModule(binaryen, input);
