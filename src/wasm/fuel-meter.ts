@@ -27,6 +27,11 @@ export const FUEL_COSTS = Object.freeze({
  */
 const IF_FOLD_LIMIT = 8;
 
+/** V8 takes at most 1,000 parameters; the meter adds two to every function of the module. */
+const MAX_PARAMS = 998;
+
+const REF_FUNC = 'The module takes a reference to a function (ref.func), which the fuel meter does not support: a function reached through one would run without the metered signature.';
+
 /** Deterministic call-depth limit: V8's own stack overflow (≈14–18k frames) depends on frame sizes and JIT tier. */
 export const DEFAULT_MAX_CALL_DEPTH = 2_000;
 
@@ -36,6 +41,8 @@ export const DEFAULT_MAX_CALL_DEPTH = 2_000;
  */
 export const METER_EXPORTS = Object.freeze({
   fuel: '__forge_fuel',
+  /** The call depth at a host call: an export called back from the host continues from it (the host zeroes it). */
+  depth: '__forge_depth',
   trapReason: '__forge_trap_reason',
   maxPages: '__forge_max_pages',
   growDenied: '__forge_grow_denied',
@@ -51,6 +58,7 @@ export const METER_EXPORTS = Object.freeze({
 export const TRAP_REASON = Object.freeze({ none: 0, outOfFuel: 1, callDepth: 2 });
 
 const FUEL = '__forge_fuel';
+const DEPTH = '__forge_depth';
 const TRAP = '__forge_trap_reason';
 const MAX_PAGES = '__forge_max_pages';
 const VSIZE = '__forge_vsize';
@@ -292,12 +300,14 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
   }
 
   module.addGlobal(FUEL, i64, true, module.i64.const(BigInt(0)));
+  module.addGlobal(DEPTH, i32, true, module.i32.const(0));
   module.addGlobal(TRAP, i32, true, module.i32.const(0));
   module.addGlobal(MAX_PAGES, i32, true, module.i32.const(65_536));
   module.addGlobal(VSIZE, i32, true, module.i32.const(0));
   module.addGlobalExport(VSIZE, METER_EXPORTS.virtualPages);
   module.addGlobal(GROW_DENIED, i32, true, module.i32.const(0));
   module.addGlobalExport(FUEL, METER_EXPORTS.fuel);
+  module.addGlobalExport(DEPTH, METER_EXPORTS.depth);
   module.addGlobalExport(TRAP, METER_EXPORTS.trapReason);
   module.addGlobalExport(MAX_PAGES, METER_EXPORTS.maxPages);
   module.addGlobalExport(GROW_DENIED, METER_EXPORTS.growDenied);
@@ -363,6 +373,7 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
   let snapshotGlobals = 0;
   for (let i = 0; i < module.getNumGlobals(); i++) {
     const info = b.getGlobalInfo(module.getGlobalByIndex(i));
+    if (info.init !== 0 && b.getExpressionId(info.init) === (b.RefFuncId as number)) throw new InvalidModuleError(REF_FUNC);
     if (!info.mutable || info.name.startsWith('__forge_') || (info.module !== null && info.module !== '')) continue;
     module.addGlobalExport(info.name, `${METER_EXPORTS.snapshotPrefix}${snapshotGlobals++}`);
   }
@@ -395,6 +406,7 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     const info = b.getFunctionInfo(fn);
     const results = b.expandType(info.results);
     if (results.length > 1) throw new InvalidModuleError(`Function ${info.name} returns several values (multi-value), which the fuel meter does not support.`);
+    if (b.expandType(info.params).length > MAX_PARAMS) throw new InvalidModuleError(`Function ${info.name} has more than ${MAX_PARAMS} parameters: with the meter's two it would pass the engine's limit of 1,000.`);
     return { name: info.name, params: b.expandType(info.params), result: info.results, vars: info.vars, body: info.body, tracked: recursive.has(info.name) };
   });
   const ownNames = new Set(plans.map((plan) => plan.name));
@@ -417,6 +429,13 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     const scratch = (type: number): number => shared.get(type) ?? shared.set(type, newTemp(type)).get(type)!;
     /** How many times this function's walk has written the fuel local so far: tells which operands change it. */
     let fuelWrites = 0;
+    /**
+     * How deep the walk is in call operands. A call's settled operands live while the operands after them evaluate,
+     * where only calls nested deeper run: locals keyed by depth, position and type can be shared by every call at
+     * one depth, which keeps the local count bounded by the nesting instead of the number of calls.
+     */
+    let nesting = 0;
+    const settleTemps = new Map<string, number>();
 
     const fuel = (): ExpressionRef => module.local.get(FUEL_LOCAL, i64);
     const setFuel = (value: ExpressionRef): ExpressionRef => {
@@ -439,14 +458,19 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
      */
     const settle = (operands: ExpressionRef[], types: readonly number[], changed: boolean): { prelude: ExpressionRef[]; operands: ExpressionRef[] } => {
       if (!changed) return { prelude: [], operands };
-      const temps = operands.map((_, i) => newTemp(types[i]!));
+      const temps = operands.map((_, i) => {
+        const key = `${nesting}:${i}:${types[i]!}`;
+        return settleTemps.get(key) ?? settleTemps.set(key, newTemp(types[i]!)).get(key)!;
+      });
       return { prelude: operands.map((operand, i) => module.local.set(temps[i]!, operand)), operands: temps.map((temp, i) => module.local.get(temp, types[i]!)) };
     };
     const walkOperands = (expr: ExpressionRef, access: Accessor, region: { cost: number }): { operands: ExpressionRef[]; changed: boolean } => {
       const before = fuelWrites;
       const count = access.getNumOperands!(expr);
       const operands: ExpressionRef[] = [];
+      nesting++;
       for (let i = 0; i < count; i++) operands.push(walk(access.getOperandAt!(expr, i), region));
+      nesting--;
       return { operands, changed: fuelWrites !== before };
     };
 
@@ -466,9 +490,8 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
         const index = access.getIndex!(expr);
         if (index >= p) access.setIndex!(expr, index + 2);
       }
-      if (id === ID.refFunc && ownNames.has((access.getFunc as unknown as (e: number) => string)(expr))) {
-        throw new InvalidModuleError('The module takes a reference to one of its functions (ref.func), which the fuel meter does not support.');
-      }
+      // A function reference could put a function into a table without the threaded signature (or its thunk).
+      if (id === ID.refFunc) throw new InvalidModuleError(REF_FUNC);
       if (leaf) return expr;
 
       if (id === ID.loop) {
@@ -547,24 +570,28 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
       const target = (access.getTarget as unknown as (e: number) => string)(expr);
       const { operands, changed } = walkOperands(expr, access, region);
       if (ownNames.has(target)) return receive(module.call(target, [...operands, fuel(), module.local.get(DEPTH_LOCAL, i32)], threaded(resultOf.get(target)!)), resultOf.get(target)!);
-      // A host function may call back into the module (an export, e.g. the allocator): the fuel global must hold
-      // the counter while it runs, and the counter takes back what the call-back burned.
+      // A host function may call back into the module (an export, e.g. the allocator): the fuel and depth globals
+      // must hold the counters while it runs, and the counter takes back what the call-back burned.
       region.cost += FUEL_COSTS.hostCall;
       const info = b.getFunctionInfo(module.getFunction(target));
       const settled = settle(operands, b.expandType(info.params), changed);
       const call = module.call(target, settled.operands, info.results);
-      if (info.results === b.none) return module.block(null, [...settled.prelude, module.global.set(FUEL, fuel()), call, setFuel(fuelGlobal())], b.none);
+      const handOver = [module.global.set(FUEL, fuel()), module.global.set(DEPTH, module.local.get(DEPTH_LOCAL, i32))];
+      if (info.results === b.none) return module.block(null, [...settled.prelude, ...handOver, call, setFuel(fuelGlobal())], b.none);
       const result = scratch(info.results);
-      return module.block(null, [...settled.prelude, module.global.set(FUEL, fuel()), module.local.set(result, call), setFuel(fuelGlobal()), module.local.get(result, info.results)], info.results);
+      return module.block(null, [...settled.prelude, ...handOver, module.local.set(result, call), setFuel(fuelGlobal()), module.local.get(result, info.results)], info.results);
     };
 
     /** Through the table every entry is one of the module's functions (host functions get a threaded thunk). */
     const meterCallIndirect = (expr: ExpressionRef, access: Accessor, region: { cost: number }): ExpressionRef => {
-      const { operands, changed: operandsChanged } = walkOperands(expr, access, region);
-      const before = fuelWrites;
-      const target = walk(access.getTarget!(expr), region);
       const params = b.expandType((access.getParams as unknown as (e: number) => number)(expr));
       const result = (access.getResults as unknown as (e: number) => number)(expr);
+      if (b.expandType(result).length > 1) throw new InvalidModuleError('The module makes an indirect call of a type with several results (multi-value), which the fuel meter does not support.');
+      const { operands, changed: operandsChanged } = walkOperands(expr, access, region);
+      const before = fuelWrites;
+      nesting++;
+      const target = walk(access.getTarget!(expr), region);
+      nesting--;
       // The table index evaluates after the operands: if it changes the counter, everything is settled first.
       const settled = settle([...operands, target], [...params, i32], operandsChanged || fuelWrites !== before);
       const index = settled.operands.pop()!;
@@ -609,7 +636,7 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     const existing = wrappers.get(name);
     if (existing !== undefined) return existing;
     const plan = plans.find((candidate) => candidate.name === name)!;
-    const call = module.call(name, [...plan.params.map((type, i) => module.local.get(i, type)), fuelGlobal(), module.i32.const(0)], threaded(plan.result));
+    const call = module.call(name, [...plan.params.map((type, i) => module.local.get(i, type)), fuelGlobal(), module.global.get(DEPTH, i32)], threaded(plan.result));
     const type = threaded(plan.result);
     const tuple = plan.params.length;
     const body =
@@ -633,19 +660,26 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
   if (startName !== undefined) module.addFunctionExport(ownNames.has(startName) ? wrapper(startName) : startName, METER_EXPORTS.start);
 
   // Table entries are rebuilt: an element segment holds typed references, made before the signatures changed. A
-  // host function placed in a table is reached through a thunk with the threaded signature (it burns no fuel of
-  // its own: the call_indirect that reaches it was charged).
+  // host function placed in a table is reached through a thunk with the threaded signature, which charges the host
+  // call and hands the counters over through the globals as a direct host call does.
   const thunks = new Map<string, string>();
   const thunk = (name: string): string => {
     if (!imported.has(name)) return name;
     const existing = thunks.get(name);
     if (existing !== undefined) return existing;
     const info = b.getFunctionInfo(module.getFunction(name));
+    if (b.expandType(info.results).length > 1) throw new InvalidModuleError(`Host function ${name} returns several values and sits in a table, which the fuel meter does not support.`);
     const params = b.expandType(info.params);
+    const left = params.length;
+    const prelude = [
+      module.global.set(FUEL, module.i64.sub(module.local.get(left, i64), module.i64.const(BigInt(FUEL_COSTS.hostCall)))),
+      module.if(module.i64.lt_s(fuelGlobal(), ZERO()), module.call(TRAP_FUEL, [fuelGlobal()], b.none)),
+      module.global.set(DEPTH, module.local.get(left + 1, i32)),
+    ];
     const call = module.call(name, params.map((type, i) => module.local.get(i, type)), info.results);
-    const left = module.local.get(params.length, i64);
     const thunked = `__forge_thunk_${name}`;
-    module.addFunction(thunked, b.createType([...params, i64, i32]), threaded(info.results), [], info.results === b.none ? module.block(null, [call, left], i64) : module.tuple.make([call, left]));
+    const body = info.results === b.none ? module.block(null, [...prelude, call, fuelGlobal()], i64) : module.block(null, [...prelude, module.tuple.make([call, fuelGlobal()])], threaded(info.results));
+    module.addFunction(thunked, b.createType([...params, i64, i32]), threaded(info.results), [], body);
     thunks.set(name, thunked);
     return thunked;
   };
@@ -655,7 +689,12 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     addPassiveElementSegment(name: string, funcNames: readonly string[]): number;
   };
   const rebuild: binaryenModule.ElementSegmentInfo[] = [];
-  for (let i = 0; i < segments.getNumElementSegments(); i++) rebuild.push(b.getElementSegmentInfo(segments.getElementSegmentByIndex(i)));
+  for (let i = 0; i < segments.getNumElementSegments(); i++) {
+    const info = b.getElementSegmentInfo(segments.getElementSegmentByIndex(i));
+    // binaryen.js names only functions: an entry that is another expression (ref.null) comes back as ''.
+    if (info.data.some((name) => name === '')) throw new InvalidModuleError('The module has an element segment with entries other than functions (e.g. ref.null), which the fuel meter does not support.');
+    rebuild.push(info);
+  }
   for (const segment of rebuild) {
     module.removeElementSegment(segment.name);
     const data = segment.data.map(thunk);

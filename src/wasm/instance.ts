@@ -55,6 +55,7 @@ export class OverlayInstance {
   readonly #exports: Record<string, unknown>;
   readonly #memory: WebAssembly.Memory;
   readonly #fuel: WebAssembly.Global;
+  readonly #depth: WebAssembly.Global;
   readonly #trap: WebAssembly.Global;
   readonly #growDenied: WebAssembly.Global;
   readonly #allocate: WasmFunction;
@@ -81,6 +82,7 @@ export class OverlayInstance {
       return value;
     };
     this.#fuel = global(METER_EXPORTS.fuel);
+    this.#depth = global(METER_EXPORTS.depth);
     this.#trap = global(METER_EXPORTS.trapReason);
     this.#growDenied = global(METER_EXPORTS.growDenied);
     this.#virtualPages = global(METER_EXPORTS.virtualPages);
@@ -172,6 +174,7 @@ export class OverlayInstance {
 
   #reset(budget: number): void {
     this.#fuel.value = BigInt(budget);
+    this.#depth.value = 0;
     this.#trap.value = TRAP_REASON.none;
     this.#growDenied.value = 0;
   }

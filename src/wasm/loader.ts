@@ -96,7 +96,13 @@ export async function compileOverlay(bytes: Uint8Array, options: CompileOptions)
 
   const maxCallDepth = options.maxCallDepth ?? DEFAULT_MAX_CALL_DEPTH;
   const metered = capMemory(await options.cache.get(bytes, sha256, maxCallDepth), manifest.memoryPages);
-  const module = await WebAssembly.compile(metered as Uint8Array<ArrayBuffer>);
+  let module: WebAssembly.Module;
+  try {
+    module = await WebAssembly.compile(metered as Uint8Array<ArrayBuffer>);
+  } catch (error) {
+    // The metered module can pass an engine limit the original stayed under (locals, parameters, body size).
+    throw new InvalidModuleError(`The metered module does not compile: ${(error as Error).message}`, { cause: error });
+  }
   return {
     manifest,
     sha256,

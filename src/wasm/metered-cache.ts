@@ -9,7 +9,7 @@ import { DEFAULT_MAX_CALL_DEPTH, FUEL_COSTS, meterModule } from './fuel-meter.ts
  * Bumped whenever the meter's output changes for the same input, so stale cached modules are never used
  * (the fuel costs are part of the key too).
  */
-const METER_VERSION = 2;
+const METER_VERSION = 3;
 
 /** Where metered modules are kept between processes unless configured: `FORGE_CACHE_DIR` or `~/.cache/forge-kernel`. */
 export function defaultCacheDir(): string {

@@ -36,6 +36,7 @@ function metered(wat = WAT, imports: WebAssembly.Imports = {}): Exports {
 /** Runs an export under a budget; returns the fuel it burned, or the trap reason. */
 function burn(exports: Exports, name: string, args: number[], budget = 1_000_000_000): { fuel: number; result: number } | { trap: number } {
   exports[METER_EXPORTS.fuel]!.value = BigInt(budget);
+  exports[METER_EXPORTS.depth]!.value = 0;
   exports[METER_EXPORTS.trapReason]!.value = 0;
   try {
     const result = exports[name]!(...args);
@@ -146,11 +147,12 @@ describe('FuelMeter', () => {
       `(module (import "env" "twice" (func $twice (param i32) (result i32))) (import "env" "back" (func $back (param i32) (result i32)))
         (memory (export "memory") 1)
         (type $t (func (param i32) (result i32)))
-        (table 1 funcref) (elem (i32.const 0) $twice)
+        (table 2 funcref) (elem (i32.const 0) $twice $back)
         (func $work (export "work") (param i32) (result i32) (local $i i32)
           (loop $l (local.set $i (i32.add (local.get $i) (i32.const 1))) (br_if $l (i32.lt_u (local.get $i) (local.get 0))))
           (local.get $i))
         (func (export "viaTable") (param i32) (result i32) (call_indirect (type $t) (local.get 0) (i32.const 0)))
+        (func (export "backViaTable") (param i32) (result i32) (call_indirect (type $t) (local.get 0) (i32.const 1)))
         (func (export "callBack") (param i32) (result i32) (call $back (call $work (local.get 0)))))`,
       { env: { twice: (x: number) => x * 2, back: (n: number) => self.exports!.work!(n) } },
     );
@@ -168,6 +170,32 @@ describe('FuelMeter', () => {
     if (!('fuel' in more)) throw new Error('trapped');
     expect(more.fuel - once.fuel).toBe(2 * (work(20) - work(10)));
     expect(once.fuel).toBeGreaterThan(2 * work(10) + FUEL_COSTS.hostCall);
+    // The same through the table: the host function is reached by a thunk that hands the counter over too.
+    const table = (n: number): number => {
+      const outcome = burn(host, 'backViaTable', [n]);
+      if (!('fuel' in outcome)) throw new Error('trapped');
+      return outcome.fuel;
+    };
+    expect(table(20) - table(10)).toBe(work(20) - work(10));
+    expect(table(10)).toBeGreaterThan(work(10) + FUEL_COSTS.hostCall);
+    expect(burn(host, 'backViaTable', [1_000_000], 10_000)).toEqual({ trap: TRAP_REASON.outOfFuel });
+  });
+
+  it('counts the call depth across a host function that calls back into the module', () => {
+    const self: { exports?: Exports; reentries: number } = { reentries: 0 };
+    const host = metered(
+      `(module (import "env" "h" (func $h (param i32) (result i32))) (memory (export "memory") 1)
+        (func $down (export "down") (param i32) (result i32)
+          (if (result i32) (i32.eqz (local.get 0)) (then (call $h (i32.const 0)))
+            (else (i32.add (i32.const 1) (call $down (i32.sub (local.get 0) (i32.const 1))))))))`,
+      { env: { h: () => (self.reentries-- > 0 ? self.exports!.down!(1_000) : 0) } },
+    );
+    self.exports = host;
+    self.reentries = 0;
+    expect(burn(host, 'down', [1_500])).toMatchObject({ result: 1_500 });
+    // 1,500 frames, then the host calls back for 1,000 more: past the limit of 2,000 on the one stack.
+    self.reentries = 1;
+    expect(burn(host, 'down', [1_500])).toEqual({ trap: TRAP_REASON.callDepth });
   });
 
   it('traps an infinite loop with the out-of-fuel reason', () => {
@@ -213,7 +241,7 @@ describe('FuelMeter', () => {
     expect(exports[METER_EXPORTS.growDenied]!.value).toBe(1);
   });
 
-  it('refuses modules it cannot meter: tail calls, references to its functions, multi-value results, and bytes that are not wasm', () => {
+  it('refuses modules it cannot meter, with a typed error: tail calls, function references, multi-value results, non-function table entries, too many parameters, and bytes that are not wasm', () => {
     const tail = binaryen.parseText(`(module (func $a (export "a") (result i32) (return_call $b)) (func $b (result i32) (i32.const 1)))`);
     tail.setFeatures(binaryen.Features.All);
     const bytes = tail.emitBinary();
@@ -227,7 +255,16 @@ describe('FuelMeter', () => {
     };
     const reference = text(`(module (elem declare func $f) (func $f) (func (export "g") (result funcref) (ref.func $f)))`);
     const pair = text(`(module (func (export "pair") (result i32 i32) (tuple.make 2 (i32.const 1) (i32.const 2))))`);
-    for (const input of [bytes, reference, pair, new TextEncoder().encode('not wasm at all')]) {
+    const importReference = text(`(module (import "env" "h" (func $h (result i32))) (type $t (func (result i32))) (table 1 funcref) (elem declare func $h)
+      (func (export "f") (result i32) (table.set (i32.const 0) (ref.func $h)) (call_indirect (type $t) (i32.const 0))))`);
+    const globalReference = text(`(module (type $t (func (result i32))) (global $g funcref (ref.func $a)) (elem declare func $a) (func $a (result i32) (i32.const 7)))`);
+    const nullEntry = text(`(module (type $t (func (result i32))) (table 2 funcref) (elem (i32.const 0) funcref (ref.null func) (ref.func $a))
+      (func $a (result i32) (i32.const 7)) (func (export "f") (param i32) (result i32) (call_indirect (type $t) (local.get 0))))`);
+    const indirectPair = text(`(module (type $t (func (result i32 i32))) (table 1 funcref)
+      (func (export "f") (result i32) (call_indirect (type $t) (i32.const 0)) (drop)))`);
+    const params = Array.from({ length: 999 }, () => 'i32').join(' ');
+    const wide = text(`(module (func (export "f") (param ${params}) (result i32) (local.get 0)))`);
+    for (const input of [bytes, reference, pair, importReference, globalReference, nullEntry, indirectPair, wide, new TextEncoder().encode('not wasm at all')]) {
       let caught: unknown;
       try {
         meterModule(binaryen, input);
@@ -236,5 +273,15 @@ describe('FuelMeter', () => {
       }
       expect(isForgeError(caught, 'INVALID_MODULE')).toBe(true);
     }
+  });
+
+  it('keeps the locals it adds bounded by the nesting of calls, not their number', () => {
+    // Each host call whose operands burn fuel evaluates them into locals first; 25,001 such calls with two operands
+    // each would pass V8's limit of 50,000 locals if every call had its own.
+    const calls = Array.from({ length: 25_001 }, () => '(call $h (call $g) (call $g))').join(' ');
+    const module = binaryen.parseText(`(module (import "env" "h" (func $h (param i32 i32))) (memory (export "memory") 1) (func $g (result i32) (i32.const 1)) (func (export "f") ${calls}))`);
+    const bytes = module.emitBinary();
+    module.dispose();
+    expect(() => new WebAssembly.Module(meterModule(binaryen, bytes).bytes as Uint8Array<ArrayBuffer>)).not.toThrow();
   });
 });

@@ -59,6 +59,16 @@ describe('compileOverlay', () => {
     expect(compiled.exports).toEqual(['run']);
   });
 
+  it('refuses with INVALID_MODULE a module that compiles but whose metered form passes an engine limit', async () => {
+    // 49,999 locals are within V8's limit of 50,000; the meter's two parameters take the function past it.
+    const locals = Array.from({ length: 49_999 }, () => 'i32').join(' ');
+    const bytes = wat(`(module (memory (export "memory") 1)
+      (func (export "__new") (param i32 i32) (result i32) (i32.const 16))
+      (func (export "run") (param i32) (result i32) (local ${locals}) (local.get 0)))`);
+    await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+    await expect(compileOverlay(bytes, { manifest: manifestFor(bytes), grant: [], cache: testCache })).rejects.toMatchObject({ code: 'INVALID_MODULE', message: expect.stringContaining('metered module does not compile') as unknown });
+  });
+
   it('refuses a module without run, or without its memory and allocator', async () => {
     const noRun = wat('(module (memory (export "memory") 1) (func (export "__new") (param i32 i32) (result i32) (i32.const 0)))');
     await expect(compileOverlay(noRun, { manifest: manifestFor(noRun), grant: [], cache: testCache })).rejects.toMatchObject({ code: 'INVALID_MODULE' });
