@@ -176,8 +176,11 @@ export class Inspector {
         if (this.#enabledAdapter) this.#adapter.disable();
         this.#enabledAdapter = false;
         this.#handle = undefined;
-        await new Promise<void>((resolve) => server.close(() => resolve()));
+        // Every connection is cut now: one with a request in flight (a page reconnecting its event stream over a
+        // kept-alive socket) would otherwise hold close() until Node's 60 s header timeout.
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeAllConnections();
+        await closed;
       },
     };
     this.#logger.info({ url: token === undefined ? url : url.replace(/token=[^&]+/, 'token=…') }, 'inspector listening');

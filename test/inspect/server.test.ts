@@ -1,5 +1,5 @@
 import { request } from 'node:http';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createKernel, type Kernel } from '../../src/kernel.ts';
 import { captureLogger } from '../support/engine.ts';
@@ -74,6 +74,22 @@ describe('kernel.inspector', () => {
     expect(all.length).toBeGreaterThanOrEqual(3);
     const rest = await read({ 'last-event-id': String(all[0]) });
     expect(rest[0]).toBe(all[1]);
+  });
+
+  it('closes at once with a request still in flight on a connection (a page reconnecting its event stream)', async () => {
+    const k = await start();
+    const { port } = await k.inspector.listen({ port: 0 });
+    // Half a request: Node counts the connection as busy until the headers end, or its 60 s header timeout.
+    const socket = connect(port, '127.0.0.1');
+    // The server cuts the connection: a reset is the expected end here.
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    socket.write('GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+    await new Promise((resolve) => setImmediate(resolve));
+    const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    await k.inspector.close();
+    await ended;
+    expect(k.inspector.handle).toBeUndefined();
   });
 
   it('refuses malformed control requests with a typed error and changes nothing', async () => {
