@@ -210,10 +210,10 @@ export class Pipelines {
       save: (runId, status, snapshot) => store.saveRunSnapshot({ runId, version: RUN_SNAPSHOT_VERSION, status, snapshot, updatedAt: Date.now() }),
       forget: (runId) => store.deleteRunSnapshot(runId),
       publish: (type, run, payload) => deps.publish(type, { runId: run.id, ...payload }, run.correlationId),
-      released: (run) => {
+      released: async (run) => {
         this.#release(run);
         // A run that stops driving (paused, waiting, ended) gives up its lease: any process may resume it.
-        void deps.leases?.release(run.id);
+        await deps.leases?.release(run.id);
       },
       resumed: (run) => this.#driving.add(run),
       claim: (run) => deps.leases?.claim(run.id) ?? Promise.resolve(true),

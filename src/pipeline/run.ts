@@ -59,8 +59,8 @@ export interface RunEnvironment {
   save(runId: string, status: string, snapshot: Snapshot<unknown>): Promise<void>;
   forget(runId: string): Promise<void>;
   publish(type: string, run: PipelineRun, payload: Record<string, unknown>): void;
-  /** The run holds no slot any more (paused, waiting for a decision, or ended). */
-  released(run: PipelineRun): void;
+  /** The run holds no slot any more (paused, waiting for a decision, or ended); resolves once its lease is free. */
+  released(run: PipelineRun): Promise<void>;
   /** A paused run drives phases again (it was admitted before, so it takes a slot without queueing). */
   resumed(run: PipelineRun): void;
   /** This process in a cluster (recorded in results as `drivenBy`). */
@@ -102,6 +102,8 @@ export class PipelineRun {
   #resolve!: (result: RunResult) => void;
   #started = false;
   #driving = false;
+  /** The drive in progress (or the last one): it ends when the run stops driving, whether it ended or paused. */
+  #driven: Promise<void> = Promise.resolve();
   #pauseRequested = false;
   #pauseWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   /** Aborts the calls of the phase in flight (a cancel, or the phase's timeout); replaced once aborted. */
@@ -164,10 +166,10 @@ export class PipelineRun {
     }
     const status = this.status;
     if (status === 'awaitingDecision' || status === 'paused') {
-      this.#env.released(this);
+      void this.#env.released(this);
       return;
     }
-    void this.#drive();
+    this.#drive();
   }
 
   /**
@@ -201,7 +203,7 @@ export class PipelineRun {
       if (!(await this.#env.claim(this))) throw new RunStateError('RUN_CLAIMED', this.id, status, `Run ${this.id} was resumed by another kernel process, which drives it now.`);
       if (this.#result !== null) {
         // The run ended elsewhere while this resume waited (its result arrived): give back the lease just taken.
-        this.#env.released(this);
+        await this.#env.released(this);
         this.#assertLive();
       }
       if (parsed !== undefined) {
@@ -212,7 +214,7 @@ export class PipelineRun {
         this.#env.publish('pipeline.resumed', this, {});
       }
       this.#env.resumed(this);
-      void this.#drive();
+      this.#drive();
     } finally {
       this.#resuming = false;
     }
@@ -254,17 +256,23 @@ export class PipelineRun {
     if (this.#result !== null) return;
     this.#interrupted = true;
     if (!this.#started && this.#env.checkpoints) await this.#persist('queued');
-    if (!this.#driving) await this.#finish();
-    else await this.done;
+    // A drive in progress ends at the next phase boundary, or when the pause it is saving is saved (it then holds
+    // the run's checkpoint): either way the handle ends here, interrupted, with that checkpoint kept.
+    if (this.#driving) await this.#driven;
+    await this.#finish();
   }
 
   #assertLive(): void {
     if (this.#result !== null || this.#interrupted) throw new RunStateError('RUN_FINISHED', this.id, this.#result?.status ?? 'interrupted', `Run ${this.id} has ended (${this.#result?.status ?? 'interrupted'}).`);
   }
 
-  async #drive(): Promise<void> {
+  #drive(): void {
     if (this.#driving) return;
     this.#driving = true;
+    this.#driven = this.#driveLoop();
+  }
+
+  async #driveLoop(): Promise<void> {
     try {
       if (!(await this.#env.claim(this))) {
         // Another kernel process holds the run's lease: it drives the run; this copy stops where it is.
@@ -275,7 +283,7 @@ export class PipelineRun {
         const status = this.status;
         if (this.#actor.getSnapshot().status !== 'active') break;
         if (status === 'paused' || status === 'awaitingDecision') {
-          this.#env.released(this);
+          await this.#env.released(this);
           return;
         }
         if (this.#interrupted) break;
@@ -283,6 +291,8 @@ export class PipelineRun {
           this.#pauseRequested = false;
           this.#actor.send({ type: 'PAUSE' });
           await this.#persist('paused');
+          // Acknowledged once saved and its lease is free: any process can resume it from then on.
+          await this.#env.released(this);
           this.#env.publish('pipeline.paused', this, { reason: 'requested', resumeAt: status });
           this.#settlePauseWaiters();
           continue;
@@ -293,6 +303,7 @@ export class PipelineRun {
         this.#actor.send(event);
         if (event.type === 'AWAIT_DECISION') {
           await this.#persist('awaitingDecision');
+          await this.#env.released(this);
           this.#env.publish('pipeline.paused', this, { reason: 'decision', phase });
           this.#settlePauseWaiters();
         } else {
@@ -350,7 +361,8 @@ export class PipelineRun {
         this.#log.warn({ err: error }, 'the ended run could not be removed from the store');
       }
     }
-    this.#env.released(this);
+    // An ended run's lease is freed in the background: nothing waits to claim it.
+    void this.#env.released(this);
     await this.#env.finished(this, result);
     const { completion } = this.#env.hooks;
     if (completion !== undefined) this.#hook('completion', () => completion(result));

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Neo4jStore } from '../../src/store/neo4j-store.ts';
-import { createKernel } from '../../src/kernel.ts';
+import { createKernel, type Kernel } from '../../src/kernel.ts';
 import type { PipelineOptions } from '../../src/pipeline/pipelines.ts';
 import { captureLogger } from '../support/engine.ts';
 import { buildExamples, EXAMPLES_OUT, GOOD_CAPSULE, PERSONAL_CAPSULE } from '../support/examples.ts';
@@ -69,6 +69,25 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
   beforeAll(async () => {
     await buildExamples();
   }, 120_000);
+  /** A fresh cluster of the test's own: a tag for its process ids, and its own stream and subject prefix on NATS. */
+  const newCluster = (name: string, prefix: string) => {
+    const tag = randomUUID().slice(0, 8);
+    return { tag, cluster: { NATS_URL: services.NATS_URL, STREAM: `FORGE_${name}_${tag}`, PREFIX: `${prefix}${tag}` } };
+  };
+  /**
+   * The runs whose pause the cluster acknowledged, as `kernel` hears it: `pipeline.paused` is published once the
+   * pause is saved and its lease is free, so any process can resume the run from then on.
+   */
+  const pausesHeardBy = (kernel: Kernel): { until: (runId: string) => Promise<void> } => {
+    const heard = new Set<string>();
+    kernel.bus.subscribe({ name: `paused-${randomUUID()}`, types: ['pipeline.paused'] }, (event) => void heard.add((event.payload as { runId: string }).runId));
+    return {
+      until: async (runId) => {
+        for (let i = 0; i < 400 && !heard.has(runId); i++) await new Promise((r) => setTimeout(r, 50));
+        if (!heard.has(runId)) throw new Error(`no pipeline.paused for ${runId}`);
+      },
+    };
+  };
   /** A kernel in this process joining the cluster on `cluster.STREAM`, with the example overlays loaded. */
   const clusterKernel = async (cluster: { NATS_URL: string; STREAM: string; PREFIX: string }, processId: string, pipelines: PipelineOptions) => {
     const kernel = await createKernel({
@@ -124,8 +143,7 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
     expect(result.phases.map((p) => [p.phase, p.status])).toEqual(['ingestion', 'analysis', 'validation', 'consensus', 'execution', 'propagation', 'settlement'].map((p) => [p, 'completed']));
   }, 120_000);
   it('in a cluster on NATS, another kernel process takes over a run whose process was killed, from its last checkpoint', async () => {
-    const tag = randomUUID().slice(0, 8);
-    const cluster = { NATS_URL: services.NATS_URL, STREAM: `FORGE_RUNS_${tag}`, PREFIX: `r${tag}` };
+    const { tag, cluster } = newCluster('RUNS', 'r');
     // The doomed process is alone at first, so it takes its own run from the queue and hangs in it.
     const doomed = kernelProcess({ ...env, ...cluster, PROCESS_ID: `doomed-${tag}` }, 'hang', capsuleFile({ ...GOOD_CAPSULE, id: `cap-${randomUUID()}` }), 'propagation');
     const hanging = await doomed.next();
@@ -147,8 +165,7 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
     }
   }, 120_000);
   it('in a cluster on NATS, runs started on one process are taken from the queue and driven by the others', async () => {
-    const tag = randomUUID().slice(0, 8);
-    const cluster = { NATS_URL: services.NATS_URL, STREAM: `FORGE_QUEUE_${tag}`, PREFIX: `q${tag}` };
+    const { tag, cluster } = newCluster('QUEUE', 'q');
     const workers = [kernelProcess({ ...env, ...cluster, PROCESS_ID: `worker-1-${tag}` }, 'serve'), kernelProcess({ ...env, ...cluster, PROCESS_ID: `worker-2-${tag}` }, 'serve')];
     const origin = await createKernel({
       logger: captureLogger().logger,
@@ -169,8 +186,9 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
       expect(results.every((r) => r.drivenBy === `worker-1-${tag}` || r.drivenBy === `worker-2-${tag}`)).toBe(true);
 
       // A run paused at consensus by a worker is resumed from the process that started it.
+      const pauses = pausesHeardBy(origin);
       const paused = origin.pipelines.start({ capsule: { ...PERSONAL_CAPSULE, id: `cap-p-${tag}` } });
-      for (let i = 0; i < 200 && (await origin.store.loadRunSnapshot(paused.id))?.status !== 'awaitingDecision'; i++) await new Promise((r) => setTimeout(r, 50));
+      await pauses.until(paused.id);
       await origin.pipelines.resume(paused.id, { decision: 'approve', by: 'grace' });
       expect(await paused.done).toMatchObject({ status: 'completed', decision: { approve: true, by: 'grace' }, drivenBy: `origin-${tag}` });
     } finally {
@@ -182,18 +200,17 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
   }, 120_000);
 
   it('in a cluster, the copy a worker keeps of a run it paused goes once another process resumes and finishes the run', async () => {
-    const tag = randomUUID().slice(0, 8);
-    const cluster = { NATS_URL: services.NATS_URL, STREAM: `FORGE_STALE_${tag}`, PREFIX: `s${tag}` };
+    const { tag, cluster } = newCluster('STALE', 's');
     // The origin's execution phase waits for the test, so the run is held while the origin drives it.
     const execution = heldPhase();
-    const kernelFor = (processId: string, pipelines: PipelineOptions) => clusterKernel(cluster, processId, pipelines);
-    const origin = await kernelFor(`origin-${tag}`, { worker: false, phases: { execution: { handler: execution.handler } } });
-    const worker = await kernelFor(`worker-${tag}`, { worker: true });
+    const origin = await clusterKernel(cluster, `origin-${tag}`, { worker: false, phases: { execution: { handler: execution.handler } } });
+    const worker = await clusterKernel(cluster, `worker-${tag}`, { worker: true });
     try {
       await new Promise((r) => setTimeout(r, 500));
       // The worker takes the run from the queue and pauses it at consensus: it keeps a waiting copy.
+      const pauses = pausesHeardBy(origin);
       const started = origin.pipelines.start({ capsule: { ...PERSONAL_CAPSULE, id: `cap-s-${tag}` } });
-      for (let i = 0; i < 200 && worker.pipelines.active().find((r) => r.id === started.id)?.status !== 'awaitingDecision'; i++) await new Promise((r) => setTimeout(r, 50));
+      await pauses.until(started.id);
       const copy = worker.pipelines.active().find((r) => r.id === started.id);
       expect(copy?.status).toBe('awaitingDecision');
 
@@ -218,8 +235,7 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
   }, 120_000);
 
   it('in a cluster, the process that started a run stops while a worker drives it: the worker\'s checkpoint stands', async () => {
-    const tag = randomUUID().slice(0, 8);
-    const cluster = { NATS_URL: services.NATS_URL, STREAM: `FORGE_ABANDON_${tag}`, PREFIX: `a${tag}` };
+    const { tag, cluster } = newCluster('ABANDON', 'a');
     const propagation = heldPhase();
     const origin = await clusterKernel(cluster, `origin-${tag}`, { worker: false });
     const worker = await clusterKernel(cluster, `worker-${tag}`, { phases: { propagation: { handler: propagation.handler } } });

@@ -11,12 +11,31 @@ import { captureLogger } from '../support/engine.ts';
 /** The memory store standing in for a store that outlives processes (checkpoints on, leases honoured). */
 class SharedStore extends MemoryStore {
   override readonly kind = 'neo4j' as unknown as 'memory';
+  /** While set, a checkpoint of this status waits for the test to let it through. */
+  holdStatus: string | undefined;
+  #held: (() => void)[] = [];
+
+  override async saveRunSnapshot(record: Parameters<MemoryStore['saveRunSnapshot']>[0]): Promise<void> {
+    if (record.status === this.holdStatus) await new Promise<void>((resolve) => this.#held.push(resolve));
+    return super.saveRunSnapshot(record);
+  }
+
+  get holding(): boolean {
+    return this.#held.length > 0;
+  }
+
+  letThrough(): void {
+    this.holdStatus = undefined;
+    for (const resolve of this.#held.splice(0)) resolve();
+  }
 }
 
 /** A lease table shared by the "processes"; re-entrant within one, as RunLeases is. */
-function leaseTable(): { leasesFor: (pid: string) => RunLeases; owner: (runId: string) => string | undefined; onClaim: { hook?: (() => void) | undefined } } {
+function leaseTable(): { leasesFor: (pid: string) => RunLeases; owner: (runId: string) => string | undefined; onClaim: { hook?: (() => void) | undefined }; slowRelease: { on: boolean } } {
   const owners = new Map<string, string>();
   const onClaim: { hook?: (() => void) | undefined } = {};
+  // A release that takes a few turns of the event loop, as a delete in NATS does.
+  const slowRelease = { on: false };
   const leasesFor = (pid: string): RunLeases =>
     ({
       claim: async (runId: string) => {
@@ -29,13 +48,13 @@ function leaseTable(): { leasesFor: (pid: string) => RunLeases; owner: (runId: s
         owners.set(runId, pid);
         return true;
       },
-      release: (runId: string) => {
+      release: async (runId: string) => {
+        if (slowRelease.on) for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
         if (owners.get(runId) === pid) owners.delete(runId);
-        return Promise.resolve();
       },
       holds: (runId: string) => owners.get(runId) === pid,
     }) as unknown as RunLeases;
-  return { leasesFor, owner: (runId) => owners.get(runId), onClaim };
+  return { leasesFor, owner: (runId) => owners.get(runId), onClaim, slowRelease };
 }
 
 /** Overlay calls, by process and phase; a phase can be held until the test lets it go. */
@@ -166,5 +185,32 @@ describe('copies of a run across the processes of a cluster', () => {
     expect((await busy.done).status).toBe('completed');
     expect(overlays.calls).toHaveLength(PHASES.length);
     expect(p1.active()).toEqual([]);
+  });
+
+  it('a pause is acknowledged once the lease is free: another process can resume the run at once', async () => {
+    const { table, processOf } = cluster();
+    table.slowRelease.on = true;
+    const [p1, p2] = [processOf('P1'), processOf('P2')];
+    const run = p1.start({ capsule: { id: 'c' } });
+    await run.pause();
+    expect(table.owner(run.id)).toBeUndefined();
+    const resumed = await p2.resume(run.id);
+    expect((await resumed.done).status).toBe('completed');
+  });
+
+  it('a run stopped while it saves its pause ends as interrupted, and its paused checkpoint stands', async () => {
+    const { store, processOf } = cluster();
+    const p1 = processOf('P1');
+    store.holdStatus = 'paused';
+    const run = p1.start({ capsule: { id: 'c' } });
+    void run.pause();
+    await until(() => store.holding);
+    // The run shows as paused already, but it is still saving (and driving) when the process stops.
+    expect(run.status).toBe('paused');
+    const stopped = p1.stop();
+    store.letThrough();
+    await stopped;
+    expect((await run.done).status).toBe('interrupted');
+    expect((await store.loadRunSnapshot(run.id))?.status).toBe('paused');
   });
 });
