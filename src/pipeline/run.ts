@@ -295,7 +295,7 @@ export class PipelineRun {
           await this.#env.released(this);
           this.#env.publish('pipeline.paused', this, { reason: 'requested', resumeAt: status });
           this.#settlePauseWaiters();
-          continue;
+          return;
         }
         const phase = status as Phase;
         const event = await this.#runPhase(phase);
@@ -306,6 +306,7 @@ export class PipelineRun {
           await this.#env.released(this);
           this.#env.publish('pipeline.paused', this, { reason: 'decision', phase });
           this.#settlePauseWaiters();
+          return;
         } else {
           this.#env.publish('pipeline.phase_completed', this, { phase, status: event.outcome.status, durationMs: event.outcome.durationMs });
           if (this.#env.checkpoints && this.#actor.getSnapshot().status === 'active') await this.#persist('running');
