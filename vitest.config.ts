@@ -1,9 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
 /**
- * Two projects: `unit` (in-memory, no services) and `integration` (real Neo4j and NATS JetStream, started by the
- * global setup unless NEO4J_URI / NATS_URL point at running servers). `npm test` runs both;
- * `npx vitest run --project unit` is the fast loop.
+ * Three projects: `unit` (in-memory, no services), `package` (the packed tarball installed into an empty project) and
+ * `integration` (real Neo4j and NATS JetStream, started by the global setup unless NEO4J_URI / NATS_URL point at
+ * running servers). `npm test` runs them all; `npx vitest run --project unit` is the fast loop.
  */
 export default defineConfig({
   test: {
@@ -14,8 +14,17 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/**/*.test.ts'],
-          exclude: ['test/integration/**'],
+          exclude: ['test/integration/**', 'test/package/**'],
           testTimeout: 10_000,
+        },
+      },
+      {
+        test: {
+          // The package as a consumer gets it: packed, installed into an empty project, used from there (no servers).
+          name: 'package',
+          include: ['test/package/**/*.test.ts'],
+          testTimeout: 600_000,
+          hookTimeout: 600_000,
         },
       },
       {

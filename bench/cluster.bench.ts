@@ -25,7 +25,7 @@ export async function clusterBenchmarks(options: BenchOptions): Promise<BenchRow
     NEO4J_USER: process.env.NEO4J_USER ?? endpoints.NEO4J_USER,
     NEO4J_PASSWORD: process.env.NEO4J_PASSWORD ?? endpoints.NEO4J_PASSWORD,
   };
-  const overlays = await buildExampleOverlays(join(import.meta.dirname, '..', '.forge', 'cache', 'examples'));
+  const overlays = await buildExampleOverlays({ outDir: join(import.meta.dirname, '..', '.forge', 'cache', 'examples') });
   const runs = options.quick ? 20 : 90;
   const rows: BenchRow[] = [];
   let single = 0;

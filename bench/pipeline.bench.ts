@@ -98,7 +98,7 @@ async function fullRun(options: BenchOptions): Promise<BenchRow[]> {
 
 /** Runs per second with the example overlays, one at a time and eight at once. */
 async function examples(options: BenchOptions): Promise<BenchRow[]> {
-  const dir = await buildExampleOverlays(join(ROOT, '.forge', 'cache', 'examples'));
+  const dir = await buildExampleOverlays({ outDir: join(ROOT, '.forge', 'cache', 'examples') });
   const kernel = await createKernel({ logger: { level: 'silent' }, cacheDir: join(ROOT, '.forge', 'cache', 'metered-bench') });
   try {
     await kernel.overlays.loadDirectory(dir, { grant: 'declared', mode: 'relaxed' });

@@ -1,7 +1,7 @@
 export { ForgeError, InvalidInputError, isForgeError } from './errors.ts';
 export { createLogger, type LogFormat, type LogLevel, type Logger, type LoggerConfig } from './logger.ts';
-export { VERSION } from './version.ts';
-export { InvalidManifestError, parseManifest, PHASES, type OverlayManifest, type Phase } from './manifest.ts';
+export { VERSION } from './package-root.ts';
+export { InvalidManifestError, parseManifest, parseManifestText, PHASES, type ManifestLocation, type ManifestText, type OverlayManifest, type Phase } from './manifest.ts';
 export { ABI, CAPABILITIES, type Capability } from './wasm/abi.ts';
 export {
   CallCancelledError,
@@ -60,7 +60,10 @@ export {
 } from './pipeline/config.ts';
 export { PipelineBusyError, Pipelines, PipelinesStoppedError, RunNotFoundError, type PipelineOptions, type PipelineStats, type PhaseStats } from './pipeline/pipelines.ts';
 export { InvalidDecisionError, PipelineRun, RunStateError, type PipelineClock } from './pipeline/run.ts';
-export { buildExampleOverlays, EXAMPLE_NAMES } from './build/examples.ts';
+export { buildExampleOverlays, EXAMPLE_NAMES, type ExampleBuildOptions } from './build/examples.ts';
+export { buildOverlays, type BuildOptions, type BuildResult, type BuiltManifest } from './build/build.ts';
+export { CompileError, SDK_IMPORT } from './build/asc.ts';
+export { BINARYEN_VERSION, MeterUnavailableError } from './wasm/binaryen.ts';
 export { InspectionAdapter, stateName, type InspectionRecord } from './inspect/adapter.ts';
 export { ACTOR_KINDS, ActorCatalog, type ActorKind, type CatalogEntry } from './inspect/catalog.ts';
 export { activeStateIds, MACHINES, statechart, toDot, toMermaid, type Statechart, type StateView, type TransitionView } from './inspect/statechart.ts';

@@ -1,5 +1,6 @@
 import { CAPABILITIES, isCapability, type Capability } from './wasm/abi.ts';
 import { ForgeError } from './errors.ts';
+import { jsonMembers, parseErrorOffset, positionAt, type TextPosition } from './json-positions.ts';
 
 /** The seven pipeline phases, in order. */
 export const PHASES = ['ingestion', 'analysis', 'validation', 'consensus', 'execution', 'propagation', 'settlement'] as const;
@@ -43,11 +44,68 @@ export interface OverlayManifest {
   sha256: string;
 }
 
-/** A manifest field is missing or wrong; `details.field` names it. */
+/** Where a manifest error is: the file and the line and column of the field. */
+export interface ManifestLocation extends TextPosition {
+  file: string;
+}
+
+/**
+ * A manifest field is missing, wrong or unknown; `details.field` names it (`timeoutMs`, `fuel.run`, `phases[0]`,
+ * `(root)`), and when the manifest was read from a file, `details.file/line/column` say where it is.
+ */
 export class InvalidManifestError extends ForgeError {
-  constructor(field: string, message: string) {
-    super('INVALID_MANIFEST', `Invalid overlay manifest: "${field}" ${message}`, { details: { field } });
+  readonly field: string;
+  readonly reason: string;
+  constructor(field: string, reason: string, at?: ManifestLocation) {
+    const where = at === undefined ? '' : `${at.file}:${at.line}:${at.column}: `;
+    super('INVALID_MANIFEST', `${where}Invalid overlay manifest: "${field}" ${reason}`, { details: { field, ...at } });
+    this.field = field;
+    this.reason = reason;
   }
+}
+
+/** The fields a manifest may hold; `build` is what `forge-kernel build` records about the build (see `src/build/`). */
+const MANIFEST_FIELDS = ['name', 'version', 'description', 'phases', 'subscribes', 'capabilities', 'trustRequired', 'fuel', 'memoryPages', 'timeoutMs', 'database', 'dependencies', 'sha256', 'build'] as const;
+const DATABASE_FIELDS = ['timeoutMs', 'rowCap'] as const;
+
+/** Refuses keys of `raw` that are not in `allowed`, suggesting the nearest valid name ("did you mean timeoutMs?"). */
+function refuseUnknownKeys(raw: Record<string, unknown>, allowed: readonly string[], prefix: string): void {
+  for (const key of Object.keys(raw)) {
+    if (allowed.includes(key)) continue;
+    const suggestion = closest(key, allowed);
+    throw new InvalidManifestError(
+      prefix + key,
+      `is not a manifest field${suggestion === undefined ? '.' : `: did you mean "${suggestion}"?`} The fields are ${allowed.join(', ')}.`,
+    );
+  }
+}
+
+/** The candidate nearest to `word` (same letters in another case, or a few edits away), if one is near enough. */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  const lower = word.toLowerCase();
+  let best: string | undefined;
+  let bestDistance = Math.max(2, Math.floor(word.length / 3)) + 1;
+  for (const candidate of candidates) {
+    const distance = candidate.toLowerCase() === lower ? 0 : editDistance(lower, candidate.toLowerCase());
+    if (distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  return best;
+}
+
+/** Levenshtein distance: insertions, deletions and substitutions. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length]!;
 }
 
 const NAME = /^[a-z][a-z0-9-]{0,62}[a-z0-9]$/;
@@ -87,6 +145,7 @@ function positiveInteger(raw: unknown, field: string, fallback: number, max = Nu
  */
 export function parseManifest(raw: unknown): OverlayManifest {
   if (!isRecord(raw)) throw new InvalidManifestError('(root)', 'must be a JSON object.');
+  refuseUnknownKeys(raw, MANIFEST_FIELDS, '');
   const { name, version, sha256 } = raw;
   if (typeof name !== 'string' || !NAME.test(name)) {
     throw new InvalidManifestError('name', `must be lower-case kebab-case (2–64 characters), got ${JSON.stringify(name)}.`);
@@ -99,6 +158,7 @@ export function parseManifest(raw: unknown): OverlayManifest {
   }
   const description = raw.description ?? '';
   if (typeof description !== 'string') throw new InvalidManifestError('description', 'must be a string.');
+  if (raw.build !== undefined && !isRecord(raw.build)) throw new InvalidManifestError('build', 'must be an object (forge-kernel build writes it).');
 
   const phases = stringList(raw.phases, 'phases', (v): v is Phase => (PHASES as readonly string[]).includes(v), `one of ${PHASES.join(', ')}`);
   const subscribes = stringList(raw.subscribes, 'subscribes', (v): v is string => EVENT_PATTERN.test(v), "an event type such as 'capsule.created' or a pattern such as 'capsule.*'");
@@ -152,6 +212,7 @@ export const DEFAULT_DB_ROW_CAP = 1_000;
 function parseDatabaseLimits(raw: unknown): { timeoutMs: number; rowCap: number } {
   if (raw === undefined) return { timeoutMs: DEFAULT_DB_TIMEOUT_MS, rowCap: DEFAULT_DB_ROW_CAP };
   if (!isRecord(raw)) throw new InvalidManifestError('database', 'must be an object { timeoutMs, rowCap }.');
+  refuseUnknownKeys(raw, DATABASE_FIELDS, 'database.');
   return {
     timeoutMs: positiveInteger(raw.timeoutMs, 'database.timeoutMs', DEFAULT_DB_TIMEOUT_MS, 600_000),
     rowCap: positiveInteger(raw.rowCap, 'database.rowCap', DEFAULT_DB_ROW_CAP, 100_000),
@@ -161,4 +222,59 @@ function parseDatabaseLimits(raw: unknown): { timeoutMs: number; rowCap: number 
 /** The fuel budget of one export under a manifest. */
 export function fuelBudget(manifest: OverlayManifest, exportName: string): number {
   return manifest.fuel[exportName] ?? DEFAULT_FUEL_BUDGET;
+}
+
+/** A manifest's JSON inside a text: a whole `.manifest.json` file, or the manifest block of an overlay source. */
+export interface ManifestText {
+  /** How the file is named in error messages. */
+  file: string;
+  text: string;
+  /** Where the JSON starts and ends in `text` (default: all of it). */
+  start?: number;
+  end?: number;
+}
+
+/**
+ * Parses and validates a manifest read from a file. Every error is an {@link InvalidManifestError} pointing at the
+ * `file:line:column` of the field at fault (of the manifest's start when the field is missing), including JSON
+ * syntax errors and keys given twice. `prepare` may refuse more (throwing InvalidManifestError for a field) or fill in
+ * fields before validation.
+ */
+export function parseManifestText(where: ManifestText, prepare?: (raw: Record<string, unknown>) => Record<string, unknown>): OverlayManifest {
+  const start = where.start ?? 0;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(where.text.slice(start, where.end ?? where.text.length));
+  } catch (error) {
+    throw new InvalidManifestError('(root)', `is not valid JSON: ${(error as Error).message}`, locate(where, start + (parseErrorOffset(error) ?? 0)));
+  }
+  const members = jsonMembers(where.text, start);
+  const repeated = members.duplicates[0];
+  if (repeated !== undefined) throw new InvalidManifestError(repeated.path, 'is given twice: keep one.', locate(where, repeated.offset));
+  try {
+    return parseManifest(isRecord(raw) && prepare !== undefined ? prepare(raw) : raw);
+  } catch (error) {
+    if (!(error instanceof InvalidManifestError)) throw error;
+    throw new InvalidManifestError(error.field, error.reason, locate(where, memberOffset(members.offsets, error.field)));
+  }
+}
+
+/** An error about `field` of a manifest that {@link parseManifestText} accepted, pointing at the field. */
+export function manifestErrorAt(where: ManifestText, field: string, reason: string): InvalidManifestError {
+  return new InvalidManifestError(field, reason, locate(where, memberOffset(jsonMembers(where.text, where.start ?? 0).offsets, field)));
+}
+
+function locate(where: ManifestText, offset: number): ManifestLocation {
+  return { file: where.file, ...positionAt(where.text, offset) };
+}
+
+/** The offset of a field's path, or of its nearest enclosing member that is present (a missing field's object). */
+function memberOffset(offsets: ReadonlyMap<string, number>, field: string): number {
+  for (let path = field; ; ) {
+    const offset = offsets.get(path);
+    if (offset !== undefined) return offset;
+    const cut = Math.max(path.lastIndexOf('.'), path.lastIndexOf('['));
+    if (cut <= 0) return offsets.get('') ?? 0;
+    path = path.slice(0, cut);
+  }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_FUEL_BUDGET, DEFAULT_MEMORY_PAGES, fuelBudget, parseManifest } from '../src/manifest.ts';
+import { closest, DEFAULT_FUEL_BUDGET, DEFAULT_MEMORY_PAGES, fuelBudget, parseManifest, parseManifestText } from '../src/manifest.ts';
 
 const base = { name: 'capsule-classifier', version: '1.2.3', sha256: 'a'.repeat(64) };
 
@@ -49,7 +49,61 @@ describe('parseManifest', () => {
     [{ ...base, dependencies: { other: 42 } }, 'dependencies.other'],
     [{ ...base, database: { rowCap: 0 } }, 'database.rowCap'],
     [{ ...base, database: 'fast' }, 'database'],
+    [{ ...base, timeoutMS: 1000 }, 'timeoutMS'],
+    [{ ...base, memorypages: 2 }, 'memorypages'],
+    [{ ...base, database: { rowcap: 2 } }, 'database.rowcap'],
+    [{ ...base, build: 'yesterday' }, 'build'],
   ])('rejects %j naming the field %s', (raw, field) => {
     expect(() => parseManifest(raw)).toThrow(expect.objectContaining({ code: 'INVALID_MANIFEST', details: { field } }) as Error);
+  });
+});
+
+describe('strict manifests', () => {
+  it.each([
+    ['timeoutMS', 'timeoutMs'],
+    ['memorypages', 'memoryPages'],
+    ['capabilites', 'capabilities'],
+    ['Phases', 'phases'],
+    ['trust', undefined],
+    ['color', undefined],
+  ])('refuses the unknown field %s, suggesting %s', (key, suggestion) => {
+    const attempt = () => parseManifest({ ...base, [key]: 1 });
+    expect(attempt).toThrow(expect.objectContaining({ code: 'INVALID_MANIFEST', details: { field: key } }) as Error);
+    expect(attempt).toThrow(suggestion === undefined ? /is not a manifest field\. The fields are/ : `did you mean "${suggestion}"?`);
+  });
+
+  it('accepts what forge-kernel build records about a build', () => {
+    expect(parseManifest({ ...base, build: { compiler: 'assemblyscript@0.28.20', inputs: {} } }).name).toBe(base.name);
+  });
+
+  it('suggests only near names', () => {
+    expect(closest('rowcap', ['timeoutMs', 'rowCap'])).toBe('rowCap');
+    expect(closest('zzz', ['timeoutMs', 'rowCap'])).toBeUndefined();
+  });
+});
+
+describe('parseManifestText', () => {
+  const file = 'scorer.manifest.json';
+  const text = `{\n  "name": "capsule-scorer",\n  "version": "1.0.0",\n  "sha256": "${'a'.repeat(64)}",\n  "fuel": { "run": 0 }\n}`;
+
+  it('points a wrong value at the line and column of its key', () => {
+    expect(() => parseManifestText({ file, text })).toThrow(expect.objectContaining({ message: expect.stringMatching(/^scorer\.manifest\.json:5:13: .*"fuel\.run"/) as string, details: expect.objectContaining({ field: 'fuel.run', line: 5, column: 13 }) as object }) as Error);
+  });
+
+  it('points a JSON syntax error at its place, and a missing field at the manifest', () => {
+    expect(() => parseManifestText({ file, text: '{\n  "name": "x",\n  oops\n}' })).toThrow(/scorer\.manifest\.json:3:3: .*not valid JSON/);
+    expect(() => parseManifestText({ file, text: '\n\n  {"version": "1.0.0"}' })).toThrow(/scorer\.manifest\.json:3:3: .*"name"/);
+  });
+
+  it('reads a manifest inside a larger text by its span, with positions in the whole text', () => {
+    const source = `// header\n/* forge:manifest ${text.replace('"run": 0', '"run": 5')} */`;
+    const start = source.indexOf('{');
+    expect(parseManifestText({ file: 's.ts', text: source, start, end: source.lastIndexOf('*/') }).fuel).toEqual({ run: 5 });
+    const wrong = source.replace('1.0.0', '1.0');
+    expect(() => parseManifestText({ file: 's.ts', text: wrong, start, end: wrong.lastIndexOf('*/') })).toThrow(/^s\.ts:4:3: /);
+  });
+
+  it('refuses a key given twice (JSON.parse would keep the last silently)', () => {
+    expect(() => parseManifestText({ file, text: text.replace('"version": "1.0.0"', '"version": "1.0.0", "version": "2.0.0"') })).toThrow(/:3:23: .*"version" is given twice/);
   });
 });

@@ -1,18 +1,11 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { readmeBlock } from './support/readme.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
-
-/** The README's code block whose first line is `// <name>`, as written. */
-function readmeBlock(name: string): string {
-  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
-  const block = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!).find((code) => code.startsWith(`// ${name}`));
-  if (block === undefined) throw new Error(`README.md has no ts block starting with // ${name}`);
-  return block;
-}
 
 describe('README', () => {
   it('embeds the kernel in at most 20 lines that run as written', async () => {

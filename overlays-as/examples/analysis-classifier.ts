@@ -10,7 +10,7 @@
   "timeoutMs": 2000
 }
 */
-import { fail, input, ok, Value } from "../sdk/index";
+import { fail, input, ok, Value } from "forge-kernel/overlays-as/sdk";
 
 const CATEGORIES: string[] = ["security", "finance", "health", "engineering", "governance"];
 const KEYWORDS: string[][] = [

@@ -12,7 +12,7 @@
   "dependencies": { "governance-voter": "^1.0.0" }
 }
 */
-import { dbWrite, fail, input, log, ok, Value } from "../sdk/index";
+import { dbWrite, fail, input, log, ok, Value } from "forge-kernel/overlays-as/sdk";
 
 const STORE = "MERGE (c:Capsule {id: $id}) SET c.kind = $kind, c.author = $author, c.category = $category, c.status = $status";
 

@@ -11,7 +11,7 @@
   "timeoutMs": 1000
 }
 */
-import { fail, input, log, ok, publish, Value } from "../sdk/index";
+import { fail, input, log, ok, publish, Value } from "forge-kernel/overlays-as/sdk";
 
 /** Category score from which an insight is worth spreading. */
 const STRONG_SCORE: f64 = 2;

@@ -11,7 +11,7 @@
   "dependencies": { "analysis-classifier": "^1.0.0", "security-validator": "^1.0.0" }
 }
 */
-import { fail, input, ok, Value } from "../sdk/index";
+import { fail, input, ok, Value } from "forge-kernel/overlays-as/sdk";
 
 /** Risk at or above which a human decides (overridable by the run's policy.escalateAbove). */
 const ESCALATE_ABOVE: f64 = 0.4;

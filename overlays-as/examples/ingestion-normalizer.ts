@@ -10,7 +10,7 @@
   "timeoutMs": 1000
 }
 */
-import { fail, input, log, ok, Value } from "../sdk/index";
+import { fail, input, log, ok, Value } from "forge-kernel/overlays-as/sdk";
 
 const KINDS: string[] = ["note", "insight", "dataset", "decision", "observation"];
 /** Longest content accepted (characters). */

@@ -10,7 +10,7 @@
   "timeoutMs": 1000
 }
 */
-import { fail, input, ok, publish, Value } from "../sdk/index";
+import { fail, input, ok, publish, Value } from "forge-kernel/overlays-as/sdk";
 
 const PHASES: string[] = ["ingestion", "analysis", "validation", "consensus", "execution", "propagation"];
 

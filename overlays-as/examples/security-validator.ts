@@ -11,7 +11,7 @@
   "timeoutMs": 2000
 }
 */
-import { fail, input, log, ok, Value } from "../sdk/index";
+import { fail, input, log, ok, Value } from "forge-kernel/overlays-as/sdk";
 
 /** Authors below this trust fail validation. */
 const MIN_AUTHOR_TRUST: f64 = 0.3;

@@ -1,40 +1,44 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { basename, join, relative, resolve } from 'node:path';
-import { ForgeError } from '../errors.ts';
-import { InvalidManifestError, parseManifest, type OverlayManifest } from '../manifest.ts';
-import { sha256Hex } from '../wasm/loader.ts';
-import { compileAssemblyScript, ROOT_ASCONFIG } from './asc.ts';
+import { basename, dirname, join, relative, resolve } from 'node:path';
+import { ForgeError, isForgeError } from '../errors.ts';
+import { closest, InvalidManifestError, manifestErrorAt, parseManifestText, type ManifestText, type OverlayManifest } from '../manifest.ts';
+import { KERNEL_HOST_FUNCTIONS } from '../wasm/host-functions.ts';
+import { checkImports, sha256Hex } from '../wasm/loader.ts';
+import { compileAssemblyScript, inputPath } from './asc.ts';
 
 /** Where the manifest sits in an overlay's source: a block comment opened with this marker, holding JSON. */
 const MANIFEST_MARKER = 'forge:manifest';
 /** A stand-in hash so the manifest can be validated before the .wasm (and its real hash) exists. */
 const PENDING_HASH = '0'.repeat(64);
 
-/** The source declares no manifest, or declares one that is not JSON. */
+/** The source declares no manifest block, or does not close it. */
 export class ManifestSourceError extends ForgeError {
   constructor(file: string, message: string) {
     super('INVALID_MANIFEST', `${file}: ${message}`, { details: { file } });
   }
 }
 
-/** The manifest block of an overlay source: its JSON and the line it starts on (for error messages). */
-export function readSourceManifest(file: string, source: string): { raw: Record<string, unknown>; line: number } {
-  const start = source.indexOf(`/* ${MANIFEST_MARKER}`);
-  if (start < 0) {
+/** Where the manifest's JSON is in an overlay source: the span between the marker and the closing `*\/`. */
+export function findSourceManifest(file: string, source: string): ManifestText {
+  const open = source.indexOf(`/* ${MANIFEST_MARKER}`);
+  if (open < 0) {
     throw new ManifestSourceError(file, `no manifest: declare it in a block comment that starts with "/* ${MANIFEST_MARKER}" and holds JSON (see overlays-as/README.md).`);
   }
-  const end = source.indexOf('*/', start);
-  if (end < 0) throw new ManifestSourceError(file, 'the manifest comment is not closed with */.');
-  const line = source.slice(0, start).split('\n').length;
-  const text = source.slice(start + 3 + MANIFEST_MARKER.length, end);
-  try {
-    const raw = JSON.parse(text) as unknown;
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error('not an object');
-    return { raw: raw as Record<string, unknown>, line };
-  } catch (error) {
-    throw new ManifestSourceError(`${file}:${line}`, `the manifest is not a JSON object (${(error as Error).message}).`);
+  const end = source.indexOf('*/', open);
+  if (end < 0) throw new ManifestSourceError(`${file}:${source.slice(0, open).split('\n').length}`, 'the manifest comment is not closed with */.');
+  return { file, text: source, start: open + 3 + MANIFEST_MARKER.length, end };
+}
+
+/**
+ * The source's manifest, ready to validate before the .wasm exists: the fields the build computes are refused (an
+ * author who wrote them would be overruled silently) and the hash is a stand-in.
+ */
+function declaredInSource(raw: Record<string, unknown>): Record<string, unknown> {
+  for (const field of ['sha256', 'build']) {
+    if (field in raw) throw new InvalidManifestError(field, 'is computed by forge-kernel build: remove it from the source.');
   }
+  return { ...raw, sha256: PENDING_HASH };
 }
 
 /** One overlay's build outcome. */
@@ -55,17 +59,18 @@ export interface BuildOptions {
   outDir?: string;
   /** Rebuild even when nothing changed. */
   force?: boolean;
+  /** Called once per overlay as it starts (progress lines for slow builds). */
+  onStart?: (file: string, index: number, total: number) => void;
   /** Called once per overlay as it finishes (progress lines). */
   onResult?: (result: BuildResult, index: number, total: number) => void;
 }
 
-/** What a built manifest file holds beyond the manifest itself: what it was built from, for rebuild skipping. */
-interface BuiltManifest extends OverlayManifest {
+/**
+ * What a built manifest file holds beyond the manifest itself: what it was built from, for rebuild skipping. No
+ * absolute path: inputs are named relative to the source's folder, the kernel's files as `~lib/forge-kernel/…`.
+ */
+export interface BuiltManifest extends OverlayManifest {
   build: { compiler: string; inputs: Record<string, string> };
-}
-
-function fileHash(path: string): string {
-  return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
 function compilerVersion(): string {
@@ -73,55 +78,89 @@ function compilerVersion(): string {
   return `assemblyscript@${pkg.version}`;
 }
 
-/** True when every input recorded in the previous build is unchanged (sources, SDK files, asconfig, compiler). */
-function upToDate(previous: BuiltManifest | undefined, wasmFile: string, compiler: string): boolean {
-  if (previous?.build === undefined || previous.build.compiler !== compiler || !existsSync(wasmFile)) return false;
+function readBuiltManifest(file: string): BuiltManifest | undefined {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as BuiltManifest;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * True when `manifestFile` records a build of the source in `entryDir` that is still current: the .wasm beside it
+ * has the recorded hash, and every input (sources, SDK files, asconfig) and the compiler are unchanged.
+ */
+export function builtUpToDate(manifestFile: string, entryDir: string, declared?: OverlayManifest): boolean {
+  const previous = readBuiltManifest(manifestFile);
+  const wasmFile = join(dirname(manifestFile), basename(manifestFile, '.manifest.json') + '.wasm');
+  if (previous?.build === undefined || previous.build.compiler !== compilerVersion() || !existsSync(wasmFile)) return false;
+  if (declared !== undefined && JSON.stringify({ ...previous, sha256: PENDING_HASH, build: undefined }) !== JSON.stringify({ ...declared, build: undefined })) return false;
   if (sha256Hex(readFileSync(wasmFile)) !== previous.sha256) return false;
-  return Object.entries(previous.build.inputs).every(([path, hash]) => existsSync(path) && fileHash(path) === hash);
+  return Object.entries(previous.build.inputs).every(([name, hash]) => {
+    const path = inputPath(name, entryDir);
+    return existsSync(path) && createHash('sha256').update(readFileSync(path)).digest('hex') === hash;
+  });
+}
+
+/**
+ * What the manifest claims that the compiled module contradicts, as manifest errors at the field: a host function
+ * imported without its capability declared, a fuel budget for an export the module does not have.
+ */
+function checkAgainstModule(binary: Uint8Array, manifest: OverlayManifest, where: ManifestText): void {
+  const module = new WebAssembly.Module(binary as Uint8Array<ArrayBuffer>);
+  try {
+    checkImports(module, { manifest, grant: manifest.capabilities, hostFunctions: KERNEL_HOST_FUNCTIONS });
+  } catch (error) {
+    const { capability, declared } = isForgeError(error) ? error.details : {};
+    if (typeof capability === 'string' && declared === false) {
+      throw manifestErrorAt(where, 'capabilities', `must include "${capability}": the module imports ${String((error as ForgeError).details.import)}, which needs it.`);
+    }
+    throw error;
+  }
+  const exports = WebAssembly.Module.exports(module).filter((e) => e.kind === 'function').map((e) => e.name);
+  for (const exportName of Object.keys(manifest.fuel)) {
+    if (exports.includes(exportName)) continue;
+    const suggestion = closest(exportName, exports.filter((e) => !e.startsWith('__')));
+    throw manifestErrorAt(where, `fuel.${exportName}`, `names no export of the module${suggestion === undefined ? '' : `: did you mean "${suggestion}"?`}`);
+  }
+}
+
+/** How a path is shown to the person who ran the build: relative to the working folder. */
+function shownPath(path: string): string {
+  return relative(process.cwd(), path) || basename(path);
 }
 
 /**
  * Builds AssemblyScript overlays: for each source, validates the manifest declared in it, compiles it with the
- * root asconfig.json, and writes `<name>.wasm` and `<name>.manifest.json` (the manifest with the sha256 of the
- * .wasm and the inputs it was built from). A source whose inputs are unchanged since its last build is skipped.
+ * package's asconfig.json, checks the module against the manifest, and writes `<name>.wasm` and
+ * `<name>.manifest.json` (the manifest with the sha256 of the .wasm and the inputs it was built from). A source
+ * whose inputs are unchanged since its last build is skipped.
  */
 export async function buildOverlays(files: readonly string[], options: BuildOptions = {}): Promise<BuildResult[]> {
   const outDir = resolve(options.outDir ?? join('build', 'overlays'));
-  const compiler = compilerVersion();
   const results: BuildResult[] = [];
   for (const [index, file] of files.entries()) {
     const started = performance.now();
     const entry = resolve(file);
-    const shown = relative(process.cwd(), entry) || basename(entry);
+    const shown = shownPath(entry);
+    options.onStart?.(shown, index, files.length);
     let result: BuildResult;
     try {
       if (!existsSync(entry)) throw new ForgeError('NOT_FOUND', `${shown}: no such file.`);
-      const source = readFileSync(entry, 'utf8');
-      const { raw, line } = readSourceManifest(shown, source);
-      let declared: OverlayManifest;
-      try {
-        declared = parseManifest({ ...raw, sha256: PENDING_HASH });
-      } catch (error) {
-        if (error instanceof InvalidManifestError) throw new ManifestSourceError(`${shown}:${line}`, error.message);
-        throw error;
-      }
+      const where = findSourceManifest(shown, readFileSync(entry, 'utf8'));
+      const declared = parseManifestText(where, declaredInSource);
       const wasmFile = join(outDir, `${declared.name}.wasm`);
       const manifestFile = join(outDir, `${declared.name}.manifest.json`);
-      let previous: BuiltManifest | undefined;
-      try {
-        previous = JSON.parse(readFileSync(manifestFile, 'utf8')) as BuiltManifest;
-      } catch {
-        previous = undefined;
-      }
-      const unchangedManifest = previous !== undefined && JSON.stringify({ ...previous, sha256: PENDING_HASH, build: undefined }) === JSON.stringify({ ...declared, build: undefined });
-      if (options.force !== true && unchangedManifest && upToDate(previous, wasmFile, compiler)) {
-        result = { file: shown, name: declared.name, status: 'skipped', wasm: wasmFile, manifest: manifestFile, sha256: previous!.sha256, bytes: readFileSync(wasmFile).length, durationMs: performance.now() - started };
+      if (options.force !== true && builtUpToDate(manifestFile, dirname(entry), declared)) {
+        const sha256 = readBuiltManifest(manifestFile)!.sha256;
+        result = { file: shown, name: declared.name, status: 'skipped', wasm: wasmFile, manifest: manifestFile, sha256, bytes: readFileSync(wasmFile).length, durationMs: performance.now() - started };
       } else {
-        const { binary, inputs } = await compileAssemblyScript(entry);
+        const { binary, inputs } = await compileAssemblyScript(entry, dirname(shown));
+        checkAgainstModule(binary, declared, where);
         const built: BuiltManifest = {
           ...declared,
           sha256: sha256Hex(binary),
-          build: { compiler, inputs: Object.fromEntries([...inputs, ROOT_ASCONFIG].sort().map((path) => [path, fileHash(path)])) },
+          build: { compiler: compilerVersion(), inputs: Object.fromEntries([...inputs].sort(([a], [b]) => (a < b ? -1 : 1))) },
         };
         mkdirSync(outDir, { recursive: true });
         writeFileSync(wasmFile, binary);

@@ -1,7 +1,9 @@
-import { join, resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { ForgeError } from '../errors.ts';
+import { packagePath } from '../package-root.ts';
 import { defaultCacheDir } from '../wasm/metered-cache.ts';
-import { buildOverlays } from './build.ts';
+import { buildOverlays, builtUpToDate, type BuildOptions } from './build.ts';
 
 /** The example overlays shipped with the kernel, one per phase, in phase order. */
 export const EXAMPLE_NAMES = [
@@ -16,16 +18,35 @@ export const EXAMPLE_NAMES = [
 export type ExampleName = (typeof EXAMPLE_NAMES)[number];
 
 /** Where the examples' AssemblyScript sources are. */
-export const EXAMPLES_SOURCE_DIR = resolve(import.meta.dirname, '..', '..', 'overlays-as', 'examples');
+export const EXAMPLES_SOURCE_DIR = packagePath('overlays-as', 'examples');
+
+/** Where the published package carries the examples already built (`npm run build` writes them). */
+export const PREBUILT_EXAMPLES_DIR = packagePath('dist', 'examples');
+
+export interface ExampleBuildOptions {
+  /** Build into this folder (default: the prebuilt folder when it is current, else `<cache>/examples`). */
+  outDir?: string;
+  /** Progress: called as each example starts building and as it finishes. */
+  onStart?: BuildOptions['onStart'];
+  onResult?: BuildOptions['onResult'];
+}
+
+/** True when `dir` holds every example built from exactly the sources, SDK and compiler here. */
+function examplesCurrent(dir: string): boolean {
+  return existsSync(dir) && EXAMPLE_NAMES.every((name) => builtUpToDate(join(dir, `${name}.manifest.json`), EXAMPLES_SOURCE_DIR));
+}
 
 /**
- * Builds the example overlays into `outDir` (default `<cache>/examples`), skipping those unchanged since the last
- * build, and returns the folder: `<name>.wasm` + `<name>.manifest.json` for each.
+ * Returns a folder with the example overlays built (`<name>.wasm` + `<name>.manifest.json` for each). An installed
+ * package ships them built, so nothing is compiled; in a checkout (or when the sources changed) they are built into
+ * `outDir`, skipping those unchanged since their last build.
  */
-export async function buildExampleOverlays(outDir = join(defaultCacheDir(), 'examples')): Promise<string> {
+export async function buildExampleOverlays(options: ExampleBuildOptions = {}): Promise<string> {
+  if (options.outDir === undefined && examplesCurrent(PREBUILT_EXAMPLES_DIR)) return PREBUILT_EXAMPLES_DIR;
+  const outDir = options.outDir ?? join(defaultCacheDir(), 'examples');
   const results = await buildOverlays(
     EXAMPLE_NAMES.map((name) => join(EXAMPLES_SOURCE_DIR, `${name}.ts`)),
-    { outDir },
+    { outDir, ...(options.onStart === undefined ? {} : { onStart: options.onStart }), ...(options.onResult === undefined ? {} : { onResult: options.onResult }) },
   );
   const failed = results.find((r) => r.status === 'failed');
   if (failed !== undefined) throw new ForgeError('BUILD_FAILED', `The example overlay ${failed.file} did not build: ${failed.error?.message ?? 'unknown error'}`);

@@ -2,13 +2,18 @@ import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildOverlays, type BuildResult } from '../build/build.ts';
+import { EXAMPLES_SOURCE_DIR } from '../build/examples.ts';
 import type { CliIO, Command } from './command.ts';
 
 const HELP = `Usage: forge-kernel build [files or folders…] [--out dir] [--force] [--json]
 
-Compiles AssemblyScript overlays with the project's asconfig.json and writes <name>.wasm and
-<name>.manifest.json (the manifest declared in the source, plus the sha256 of the .wasm).
-A folder means every .ts file directly in it that declares a manifest. Unchanged sources are skipped.
+Compiles AssemblyScript overlays with the package's asconfig.json and writes <name>.wasm and
+<name>.manifest.json (the manifest declared in the source, plus the sha256 of the .wasm and what it was built from).
+A folder means every .ts file directly in it. Without files, the example overlays shipped with forge-kernel.
+Unchanged sources are skipped. The same sources give the same bytes, sha256 and fuel in any folder.
+
+The manifest is checked strictly: an unknown or misspelled field, a wrong value, a host function the module imports
+without its capability declared, or a fuel budget for an export the module lacks fails the build at file:line:column.
 
 Options:
   --out <dir>   output folder (default: build/overlays)
@@ -54,7 +59,7 @@ async function run(args: readonly string[], io: CliIO): Promise<number> {
     io.stderr(`forge-kernel build: ${(error as Error).message}\n`);
     return 2;
   }
-  const files = expand(parsed.positionals.length > 0 ? parsed.positionals : ['overlays-as/examples']);
+  const files = expand(parsed.positionals.length > 0 ? parsed.positionals : [EXAMPLES_SOURCE_DIR]);
   if (files.length === 0) {
     io.stderr('forge-kernel build: no overlay sources found.\n');
     return 2;

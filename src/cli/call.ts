@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { createLogger } from '../logger.ts';
+import { parseManifestText, type OverlayManifest } from '../manifest.ts';
 import { isCapability, type Capability } from '../wasm/abi.ts';
 import { loadWasmOverlay } from '../wasm/engine.ts';
 import { sha256Hex } from '../wasm/loader.ts';
@@ -41,7 +42,7 @@ function parse(args: readonly string[]): { file: string; exportName: string; val
   return { file, exportName, values: parsed.values };
 }
 
-async function readManifest(file: string, explicit: string | undefined, bytes: Uint8Array): Promise<Record<string, unknown>> {
+async function readManifest(file: string, explicit: string | undefined, bytes: Uint8Array): Promise<Record<string, unknown> | OverlayManifest> {
   const path = explicit ?? file.replace(/\.wasm$/, '') + '.manifest.json';
   let text: string;
   try {
@@ -51,11 +52,7 @@ async function readManifest(file: string, explicit: string | undefined, bytes: U
     const name = basename(file).replace(/\.wasm$/, '').toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '') || 'overlay';
     return { name: /^[a-z]/.test(name) && name.length > 1 ? name : `overlay-${name}`, version: '0.0.0', sha256: sha256Hex(bytes) };
   }
-  try {
-    return JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    throw new UsageError(`the manifest ${path} is not JSON`);
-  }
+  return parseManifestText({ file: path, text });
 }
 
 async function readInput(raw: string | undefined): Promise<unknown> {
@@ -96,7 +93,7 @@ async function run(args: readonly string[], io: CliIO): Promise<number> {
     const logger = createLogger({ destination: process.stderr, format: 'auto' });
     const overlay = await loadWasmOverlay(bytes, {
       manifest,
-      grant: grant ?? (Array.isArray(manifest.capabilities) ? manifest.capabilities.filter(isCapability) : []),
+      grant: grant ?? (Array.isArray(manifest.capabilities) ? (manifest.capabilities as unknown[]).filter(isCapability) : []),
       mode,
       logger,
       poolSize: 1,

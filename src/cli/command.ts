@@ -1,4 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { buildExampleOverlays } from '../build/examples.ts';
 import { ForgeError, isForgeError } from '../errors.ts';
 
 /** Where a command writes; injected so commands run in-process under test. */
@@ -41,4 +42,22 @@ export function parseCommandArgs<T extends ParseArgsConfig>(config: T): ReturnTy
   } catch (error) {
     throw new UsageError((error as Error).message);
   }
+}
+
+/**
+ * The example overlays' folder for a command that runs them: shipped built in an installed package; in a checkout
+ * built once (about half a minute), with a line per overlay on stderr so the wait is visible.
+ */
+export async function exampleOverlays(io: CliIO): Promise<string> {
+  let announced = false;
+  return buildExampleOverlays({
+    onStart: (file, index, total) => {
+      if (!announced) io.stderr('Building the example overlays (once; later runs reuse them)…\n');
+      announced = true;
+      io.stderr(`  [${index + 1}/${total}] ${file}…\n`);
+    },
+    onResult: (result) => {
+      if (result.status === 'built') io.stderr(`        ${result.name} built in ${(result.durationMs / 1000).toFixed(1)} s\n`);
+    },
+  });
 }

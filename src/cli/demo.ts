@@ -2,13 +2,13 @@ import { DEFAULT_DEMO_CAPSULES, runDemo, type DemoSummary } from '../demo/demo.t
 import { createLogger } from '../logger.ts';
 import { PHASES } from '../manifest.ts';
 import { DEFAULT_INSPECTOR_PORT } from '../inspect/server.ts';
-import { parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
+import { exampleOverlays, parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
 import { cliStore } from './run.ts';
 
 const HELP = `Usage: forge-kernel demo [options]            (npm start runs it)
 
-The whole kernel in one command, on the embedded defaults (in-memory store, in-process bus, no services): builds
-the example overlays if needed, streams capsules through the seven-phase pipeline, trips and recovers the circuit
+The whole kernel in one command, on the embedded defaults (in-memory store, in-process bus, no services): loads the
+example overlays (shipped built; in a checkout built once, with progress), streams capsules through the seven-phase pipeline, trips and recovers the circuit
 breaker of a deliberately faulty overlay (an insight meant for it is dead-lettered, then retried), spreads insights
 as cascade chains across overlays, and pauses runs at consensus for a human decision (the demo decides after a
 short wait; with --inspect, you decide on the page). Then it prints a summary.
@@ -48,7 +48,7 @@ const ms = (n: number): string => n.toFixed(1).padStart(7);
 /** The summary as a person reads it. */
 export function formatSummary(s: DemoSummary): string {
   const lines = [
-    `Forge Kernel demo: ${s.capsules} capsules through 7 phases in ${(s.durationMs / 1000).toFixed(1)} s (${s.runsPerSecond} runs/s), ${s.store} store`,
+    `Forge Kernel demo: ${s.capsules} capsules through 7 phases in ${(s.durationMs / 1000).toFixed(1)} s (${s.runsPerSecond} runs/s), ${s.store} store; set-up ${(s.setupMs / 1000).toFixed(1)} s`,
     '',
     `Runs          ${s.runs.completed} completed, ${s.runs.failed} failed, ${s.runs.cancelled} cancelled`,
     `Decisions     ${s.decisions.paused} paused at consensus: ${s.decisions.approved} approved, ${s.decisions.rejected} rejected (by the ${s.decisions.decidedBy})`,
@@ -83,8 +83,10 @@ async function run(args: readonly string[], io: CliIO): Promise<number> {
     if (values.store !== 'memory' && values.store !== 'neo4j') throw new UsageError(`--store must be memory or neo4j, got ${JSON.stringify(values.store)}`);
     const port = values.port === undefined ? DEFAULT_INSPECTOR_PORT : Number(values.port);
     if (!Number.isInteger(port) || port < 0 || port > 65_535) throw new UsageError(`--port must be 0–65535, got ${JSON.stringify(values.port)}`);
-    if (!json) io.stderr(`Building the example overlays (once) and starting a kernel…\n`);
+    const overlaysDir = await exampleOverlays(io);
+    if (!json) io.stderr('Starting a kernel with the example overlays…\n');
     const { summary, kernel } = await runDemo({
+      overlaysDir,
       capsules,
       store: cliStore(values.store),
       logger: createLogger({ destination: process.stderr, format: 'auto', level: 'error' }),

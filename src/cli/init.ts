@@ -1,7 +1,8 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, relative, resolve, sep } from 'node:path';
 import { parseArgs } from 'node:util';
+import { SDK_IMPORT } from '../build/asc.ts';
+import { PACKAGE_ROOT, VERSION } from '../package-root.ts';
 import type { CliIO, Command } from './command.ts';
 
 const HELP = `Usage: forge-kernel init <name> [--dir parent]
@@ -9,21 +10,30 @@ const HELP = `Usage: forge-kernel init <name> [--dir parent]
 Scaffolds a new AssemblyScript overlay in <parent>/<name>/ (default parent: the current folder):
   <name>.ts         the overlay, with its manifest declared at the top
   <name>.test.mjs   a test (node --test) that builds it and calls it through the sandbox
+  package.json      "npm test" runs the test, "npm run build" builds the overlay (Node >= 22)
   README.md         how to build, test, call and load it
 
-<name> is lower-case kebab-case, e.g. capsule-scorer.`;
+<name> is lower-case kebab-case, e.g. capsule-scorer. The scaffold finds forge-kernel the way Node does: installed
+in it or in a folder above it. Made from a checkout of forge-kernel, its package.json links that checkout
+(npm install there first).`;
 
 const NAME = /^[a-z][a-z0-9-]{0,62}[a-z0-9]$/;
-const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const SDK = join(PACKAGE_ROOT, 'overlays-as', 'sdk', 'index');
-const BIN = join(PACKAGE_ROOT, 'bin', 'forge-kernel.js');
 
-function importPath(from: string, to: string): string {
-  const path = relative(from, to).split('\\').join('/');
-  return path.startsWith('.') ? path : `./${path}`;
+/** An installed package lives in a node_modules folder; anything else is a checkout of the project. */
+function installed(): boolean {
+  return PACKAGE_ROOT.split(sep).includes('node_modules');
 }
 
-function overlaySource(name: string, sdk: string): string {
+/**
+ * What the scaffold's package.json asks for: the running version when the kernel is installed (the scaffold sits
+ * in a project that has it, or npm fetches it), the checkout itself when run from one.
+ */
+function kernelDependency(dir: string): string {
+  if (installed()) return `^${VERSION}`;
+  return `file:${relative(dir, PACKAGE_ROOT).split(sep).join('/')}`;
+}
+
+function overlaySource(name: string): string {
   return `/* forge:manifest
 {
   "name": "${name}",
@@ -39,7 +49,7 @@ function overlaySource(name: string, sdk: string): string {
   "dependencies": {}
 }
 */
-import { fail, input, log, ok, Value } from "${sdk}";
+import { fail, input, log, ok, Value } from "${SDK_IMPORT}";
 
 /** Called once per capsule: input is JSON (the run's data), output is ok(data) or fail(message). */
 export function run(text: string): string {
@@ -54,58 +64,74 @@ export function run(text: string): string {
 `;
 }
 
-function testSource(name: string, bin: string): string {
-  return `// Run with: node --test ${name}.test.mjs   (builds the overlay, then calls it in the sandbox)
-import { execFileSync } from 'node:child_process';
+function testSource(name: string): string {
+  return `// npm test (or node --test): builds the overlay, then calls it in the sandbox.
 import { strict as assert } from 'node:assert';
-import { test } from 'node:test';
+import { readFile } from 'node:fs/promises';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { buildOverlays, createLogger, loadWasmOverlay } from 'forge-kernel';
 
-const bin = new URL(${JSON.stringify(bin)}, import.meta.url).pathname;
-const here = new URL('.', import.meta.url).pathname;
-const forge = (...args) => execFileSync(process.execPath, [bin, ...args], { cwd: here, encoding: 'utf8' });
-const call = (input) => {
-  try {
-    return JSON.parse(forge('call', 'build/${name}.wasm', 'run', '--input', JSON.stringify(input), '--json'));
-  } catch (error) {
-    return JSON.parse(error.stdout);
-  }
-};
+const here = (file) => fileURLToPath(new URL(file, import.meta.url));
+let overlay;
 
-test('builds', () => {
-  forge('build', '${name}.ts', '--out', 'build');
+before(async () => {
+  const [built] = await buildOverlays([here('${name}.ts')], { outDir: here('build') });
+  assert.notEqual(built.status, 'failed', built.error?.message);
+  const manifest = JSON.parse(await readFile(built.manifest, 'utf8'));
+  const logger = createLogger({ level: 'warn' }); // the overlay's own log lines are checked below, not printed
+  overlay = await loadWasmOverlay(await readFile(built.wasm), { manifest, grant: manifest.capabilities, mode: 'strict', logger });
 });
 
-test('greets the author of a capsule', () => {
-  const result = call({ capsule: { id: 'c1', author: 'ada', content: 'hello' } });
-  assert.equal(result.ok, true);
+after(() => overlay?.close());
+
+test('greets the author of a capsule', async () => {
+  const result = await overlay.call('run', { capsule: { id: 'c1', author: 'ada', content: 'hello' } });
   assert.deepEqual(result.output, { ok: true, data: { greeting: 'hello, ada', length: 5 } });
   assert.ok(result.fuelUsed > 0);
+  assert.deepEqual(result.logs.map((line) => line.message), ['greeting ada']);
 });
 
-test('refuses a capsule without an author', () => {
-  const result = call({ capsule: { id: 'c2' } });
+test('refuses a capsule without an author', async () => {
+  const result = await overlay.call('run', { capsule: { id: 'c2' } });
   assert.deepEqual(result.output, { ok: false, error: { message: 'capsule.author is missing' } });
 });
 
-test('traps on input that is not a capsule run', () => {
-  assert.equal(call([1, 2]).output.ok, false);
+test('refuses input that is not a capsule run', async () => {
+  const result = await overlay.call('run', [1, 2]);
+  assert.deepEqual(result.output, { ok: false, error: { message: 'input has no capsule object' } });
 });
 `;
+}
+
+function packageJson(name: string, dir: string): string {
+  const manifest = {
+    name,
+    version: '0.1.0',
+    private: true,
+    type: 'module',
+    description: 'A Forge Kernel overlay in AssemblyScript.',
+    engines: { node: '>=22' },
+    scripts: { build: `forge-kernel build ${name}.ts --out build`, test: 'node --test' },
+    devDependencies: { 'forge-kernel': kernelDependency(dir) },
+  };
+  return `${JSON.stringify(manifest, null, 2)}\n`;
 }
 
 function readme(name: string): string {
   return `# ${name}
 
 A Forge Kernel overlay in AssemblyScript. Its manifest is the \`/* forge:manifest … */\` block at the top of
-\`${name}.ts\`: name, version, phases, capabilities, fuel budgets, memory cap, deadline.
+\`${name}.ts\`: name, version, phases, capabilities, fuel budgets, memory cap, deadline. It needs Node.js 22 or later.
 
-    npx forge-kernel build ${name}.ts --out build                 # → build/${name}.wasm + build/${name}.manifest.json
-    node --test ${name}.test.mjs                                  # build, then call it through the sandbox
+    npm test                  # builds it, then calls it through the sandbox
+    npm run build             # → build/${name}.wasm + build/${name}.manifest.json
     npx forge-kernel call build/${name}.wasm run --input '{"capsule":{"author":"ada"}}'
 
-Load it in a service with \`loadWasmOverlay(bytes, { manifest, grant: ['LOGGING'] })\`. The SDK
-(\`overlays-as/sdk\` in the forge-kernel package) gives \`input\`, \`ok\`, \`fail\`, \`Value\` (JSON), \`log\`,
-\`publish\`, \`dbRead\` and \`dbWrite\`; each host function needs its capability in the manifest.
+Load it in a service with \`kernel.overlays.load('build/${name}.wasm', { grant: ['LOGGING'] })\` (the manifest is read
+beside it). The SDK (\`import { … } from "${SDK_IMPORT}"\`) gives \`input\`, \`ok\`, \`fail\`, \`Value\` (JSON),
+\`log\`, \`publish\`, \`dbRead\` and \`dbWrite\`; each host function needs its capability in the manifest (the build
+refuses a module that imports one its manifest does not declare).
 `;
 }
 
@@ -136,10 +162,12 @@ function scaffold(args: readonly string[], io: CliIO): number {
     return 1;
   }
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, `${name}.ts`), overlaySource(name, importPath(dir, SDK)));
-  writeFileSync(join(dir, `${name}.test.mjs`), testSource(name, importPath(dir, BIN)));
+  writeFileSync(join(dir, `${name}.ts`), overlaySource(name));
+  writeFileSync(join(dir, `${name}.test.mjs`), testSource(name));
+  writeFileSync(join(dir, 'package.json'), packageJson(name, dir));
   writeFileSync(join(dir, 'README.md'), readme(name));
-  io.stdout(`Created ${relative(process.cwd(), dir) || dir}/ with ${name}.ts, ${name}.test.mjs and README.md.\nNext: cd ${relative(process.cwd(), dir) || dir} && node --test ${name}.test.mjs\n`);
+  const shown = relative(process.cwd(), dir) || dir;
+  io.stdout(`Created ${shown}/ with ${name}.ts, ${name}.test.mjs, package.json and README.md.\nNext: cd ${shown} && ${installed() ? '' : 'npm install && '}npm test\n`);
   return 0;
 }
 

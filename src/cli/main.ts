@@ -4,7 +4,7 @@ import { inspectCommand } from './inspect.ts';
 import { runCommand } from './run.ts';
 import { vizCommand } from './viz.ts';
 import type { CliIO, Command } from './command.ts';
-import { VERSION } from '../version.ts';
+import { VERSION } from '../package-root.ts';
 import { buildCommand } from './build.ts';
 import { callCommand } from './call.ts';
 import { initCommand } from './init.ts';

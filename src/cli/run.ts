@@ -1,10 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
-import { buildExampleOverlays } from '../build/examples.ts';
 import { createKernel, type Kernel, type StoreOption } from '../kernel.ts';
 import { createLogger } from '../logger.ts';
 import type { PipelineRun, RunResult } from '../pipeline/pipelines.ts';
-import { parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
+import { exampleOverlays, parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
 
 const HELP = `Usage: forge-kernel run <input.json> [options]
        forge-kernel run --resume <runId> --decide approve|reject --store neo4j
@@ -113,7 +112,7 @@ async function run(args: readonly string[], io: CliIO): Promise<number> {
   try {
     const options = parse(args);
     const input = options.file === undefined ? undefined : await readRunInput(options.file);
-    const overlays = options.overlays ?? (await buildExampleOverlays());
+    const overlays = options.overlays ?? (await exampleOverlays(io));
     const kernel = await createKernel({ logger: createLogger({ destination: process.stderr, format: 'auto', level: 'warn' }), store: cliStore(options.store) });
     try {
       await kernel.overlays.loadDirectory(overlays, { grant: 'declared', mode: options.mode });

@@ -25,11 +25,12 @@ const CONTENTS = {
 export type CapsulePath = keyof typeof CONTENTS;
 
 /**
- * The `n`-th demo capsule: mostly clean; every `personalEvery`-th one escalated to a human, every 17th leaking
+ * The `n`-th demo capsule: mostly clean; every `personalEvery`-th one (the 4th first, so even a short demo pauses
+ * for a decision) escalated to a human, every 17th leaking
  * secrets (rejected at consensus, quarantined), every 50th blank (the run fails at ingestion).
  */
 export function demoCapsule(n: number, personalEvery = 25): { capsule: Record<string, unknown>; path: CapsulePath } {
-  const path: CapsulePath = n % personalEvery === personalEvery - 1 ? 'personal' : n % 50 === 37 ? 'malformed' : n % 17 === 16 ? 'secret' : 'clean';
+  const path: CapsulePath = n % personalEvery === 3 ? 'personal' : n % 50 === 37 ? 'malformed' : n % 17 === 16 ? 'secret' : 'clean';
   const texts = CONTENTS[path];
   const author = path === 'secret' ? AUTHORS[3]! : AUTHORS[n % 3]!;
   return {

@@ -8,7 +8,7 @@ import { overlayMachine, type OverlayState } from '../../actors/overlay.ts';
 import { matches } from '../bus/event.ts';
 import { ForgeError, isForgeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import { parseManifest, type OverlayManifest, type Phase } from '../manifest.ts';
+import { parseManifest, parseManifestText, type OverlayManifest, type Phase } from '../manifest.ts';
 import type { Capability } from '../wasm/abi.ts';
 import { loadWasmOverlay, type CallResult, type OverlayEngine, type PublishedEvent } from '../wasm/engine.ts';
 import type { HostFunction } from '../wasm/host-functions.ts';
@@ -553,11 +553,14 @@ async function readBytes(path: string): Promise<Uint8Array> {
   }
 }
 
-async function readManifestBeside(path: string): Promise<unknown> {
+/** The manifest `forge-kernel build` wrote beside a .wasm, validated; errors point at its `file:line:column`. */
+async function readManifestBeside(path: string): Promise<OverlayManifest> {
   const file = `${path.replace(/\.wasm$/, '')}.manifest.json`;
+  let text: string;
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as unknown;
+    text = await readFile(file, 'utf8');
   } catch (error) {
     throw new ForgeError('INVALID_MANIFEST', `No readable manifest beside ${path} (${file}): ${(error as Error).message}. Pass { manifest }.`, { cause: error });
   }
+  return parseManifestText({ file, text });
 }

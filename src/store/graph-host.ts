@@ -1,6 +1,6 @@
 import neo4j, { isDate, isDateTime, isDuration, isLocalDateTime, isLocalTime, isNode, isPath, isPoint, isRelationship, isTime, type Driver } from 'neo4j-driver';
 import { ForgeError } from '../errors.ts';
-import type { HostCallContext, HostFunction } from '../wasm/host-functions.ts';
+import { GRAPH_HOST_FUNCTIONS, type HostCallContext, type HostFunction } from '../wasm/host-functions.ts';
 import { CypherGuard } from './cypher-guard.ts';
 
 /** Neo4j refused or failed the overlay's query; `details.neo4jCode` is the server's code. */
@@ -93,8 +93,8 @@ export function graphHostFunctions(options: GraphHostOptions): HostFunction[] {
       await session.close();
     }
   };
-  return [
-    { name: 'db_read', capability: 'DATABASE_READ', async: true, params: ['string', 'string'], result: 'string', invoke: (context, args) => run(context, 'READ', args[0], args[1]) },
-    { name: 'db_write', capability: 'DATABASE_WRITE', async: true, params: ['string', 'string'], result: 'string', invoke: (context, args) => run(context, 'WRITE', args[0], args[1]) },
-  ];
+  return GRAPH_HOST_FUNCTIONS.map((signature) => ({
+    ...signature,
+    invoke: (context: HostCallContext, args: readonly (string | number)[]) => run(context, signature.name === 'db_read' ? 'READ' : 'WRITE', args[0], args[1]),
+  }));
 }

@@ -1,5 +1,5 @@
 import { ForgeError } from '../errors.ts';
-import type { HostFunction } from './host-functions.ts';
+import { GRAPH_HOST_FUNCTIONS, type HostFunction } from './host-functions.ts';
 
 /** `db_read` / `db_write` were called but the kernel has no graph database. */
 export class GraphUnavailableError extends ForgeError {
@@ -17,14 +17,5 @@ export class GraphUnavailableError extends ForgeError {
  * fails with GRAPH_UNAVAILABLE (failing the overlay call) instead of the import being unknown.
  */
 export const GRAPH_UNAVAILABLE_FUNCTIONS: readonly HostFunction[] = Object.freeze(
-  (['db_read', 'db_write'] as const).map(
-    (name): HostFunction => ({
-      name,
-      capability: name === 'db_read' ? 'DATABASE_READ' : 'DATABASE_WRITE',
-      async: true,
-      params: ['string', 'string'],
-      result: 'string',
-      invoke: () => Promise.reject(new GraphUnavailableError(name)),
-    }),
-  ),
+  GRAPH_HOST_FUNCTIONS.map((signature): HostFunction => ({ ...signature, invoke: () => Promise.reject(new GraphUnavailableError(signature.name)) })),
 );

@@ -39,6 +39,15 @@ export const BUILTIN_HOST_FUNCTIONS: readonly HostFunctionSignature[] = Object.f
   { name: 'event_publish', capability: 'EVENT_PUBLISH', async: false, params: ['string', 'string'], result: 'i32' },
 ]);
 
+/** The graph host functions' shapes; the kernel implements them when it has a graph (`src/store/graph-host.ts`). */
+export const GRAPH_HOST_FUNCTIONS: readonly HostFunctionSignature[] = Object.freeze([
+  { name: 'db_read', capability: 'DATABASE_READ', async: true, params: ['string', 'string'], result: 'string' },
+  { name: 'db_write', capability: 'DATABASE_WRITE', async: true, params: ['string', 'string'], result: 'string' },
+]);
+
+/** Every host function a kernel can offer, with the capability each needs (what `forge-kernel build` checks). */
+export const KERNEL_HOST_FUNCTIONS: readonly HostFunctionSignature[] = Object.freeze([...BUILTIN_HOST_FUNCTIONS, ...GRAPH_HOST_FUNCTIONS]);
+
 /** Log levels an overlay passes to `log` (index = the i32 it passes). */
 export const OVERLAY_LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export type OverlayLogLevel = (typeof OVERLAY_LOG_LEVELS)[number];

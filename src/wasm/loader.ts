@@ -34,6 +34,43 @@ export interface CompileOptions {
   maxCallDepth?: number;
 }
 
+/**
+ * Checks every import of a module against the overlay ABI: a runtime import, or a host function this kernel has
+ * whose capability the manifest declares and the service grants. Returns the kernel host functions it imports
+ * (builtins excluded); throws {@link CapabilityError} naming the import (`details.import`, `capability`, `declared`).
+ */
+export function checkImports<T extends HostFunctionSignature>(
+  module: WebAssembly.Module,
+  options: { manifest: OverlayManifest; grant: readonly Capability[]; hostFunctions: readonly T[] },
+): T[] {
+  const { manifest } = options;
+  const granted = manifest.capabilities.filter((c) => options.grant.includes(c));
+  const hostImports: T[] = [];
+  for (const entry of WebAssembly.Module.imports(module)) {
+    const where = `${entry.module}.${entry.name}`;
+    if (entry.module === ABI.runtimeModule && entry.kind === 'function' && ABI.runtimeImports.includes(entry.name)) continue;
+    if (entry.module !== ABI.hostModule || entry.kind !== 'function') {
+      throw new CapabilityError(`The overlay imports ${where} (${entry.kind}), which is not part of the overlay ABI: overlays may import only host functions from "${ABI.hostModule}" and ${ABI.runtimeImports.map((n) => `${ABI.runtimeModule}.${n}`).join(', ')}.`, { import: where });
+    }
+    const custom = options.hostFunctions.find((f) => f.name === entry.name);
+    const signature: HostFunctionSignature | undefined = custom ?? BUILTIN_HOST_FUNCTIONS.find((f) => f.name === entry.name);
+    if (signature === undefined) {
+      throw new CapabilityError(`The overlay imports ${where}, but this kernel has no such host function.`, { import: where });
+    }
+    if (!granted.includes(signature.capability)) {
+      const declared = manifest.capabilities.includes(signature.capability);
+      throw new CapabilityError(
+        declared
+          ? `The overlay imports ${where}, which needs ${signature.capability}: its manifest declares it, but the service did not grant it (add it to "grant" when loading).`
+          : `The overlay imports ${where}, which needs ${signature.capability}, but its manifest does not declare that capability.`,
+        { import: where, capability: signature.capability, declared, granted: options.grant.includes(signature.capability) },
+      );
+    }
+    if (custom !== undefined) hostImports.push(custom);
+  }
+  return hostImports;
+}
+
 export function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
@@ -58,30 +95,7 @@ export async function compileOverlay(bytes: Uint8Array, options: CompileOptions)
   }
 
   const granted = manifest.capabilities.filter((c) => options.grant.includes(c));
-  const hostFunctions = options.hostFunctions ?? [];
-  const hostImports: HostFunction[] = [];
-  for (const entry of WebAssembly.Module.imports(original)) {
-    const where = `${entry.module}.${entry.name}`;
-    if (entry.module === ABI.runtimeModule && entry.kind === 'function' && ABI.runtimeImports.includes(entry.name)) continue;
-    if (entry.module !== ABI.hostModule || entry.kind !== 'function') {
-      throw new CapabilityError(`The overlay imports ${where} (${entry.kind}), which is not part of the overlay ABI: overlays may import only host functions from "${ABI.hostModule}" and ${ABI.runtimeImports.map((n) => `${ABI.runtimeModule}.${n}`).join(', ')}.`, { import: where });
-    }
-    const custom = hostFunctions.find((f) => f.name === entry.name);
-    const signature: HostFunctionSignature | undefined = custom ?? BUILTIN_HOST_FUNCTIONS.find((f) => f.name === entry.name);
-    if (signature === undefined) {
-      throw new CapabilityError(`The overlay imports ${where}, but this kernel has no such host function.`, { import: where });
-    }
-    if (!granted.includes(signature.capability)) {
-      const declared = manifest.capabilities.includes(signature.capability);
-      throw new CapabilityError(
-        declared
-          ? `The overlay imports ${where}, which needs ${signature.capability}: its manifest declares it, but the service did not grant it (add it to "grant" when loading).`
-          : `The overlay imports ${where}, which needs ${signature.capability}, but its manifest does not declare that capability.`,
-        { import: where, capability: signature.capability, declared, granted: options.grant.includes(signature.capability) },
-      );
-    }
-    if (custom !== undefined) hostImports.push(custom);
-  }
+  const hostImports = checkImports(original, { manifest, grant: options.grant, hostFunctions: options.hostFunctions ?? [] });
 
   const exports = WebAssembly.Module.exports(original)
     .filter((e) => e.kind === 'function' && !e.name.startsWith('__'))

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import type binaryenModule from 'binaryen';
+import { BINARYEN_VERSION, loadBinaryen } from './binaryen.ts';
 import { DEFAULT_MAX_CALL_DEPTH, FUEL_COSTS, meterModule } from './fuel-meter.ts';
 
 /**
@@ -16,15 +16,9 @@ export function defaultCacheDir(): string {
   return process.env.FORGE_CACHE_DIR ?? join(homedir(), '.cache', 'forge-kernel');
 }
 
-let binaryen: Promise<typeof binaryenModule> | undefined;
-/** binaryen.js takes ≈0.6 s to import: only on the first cache miss of the process. */
-function loadBinaryen(): Promise<typeof binaryenModule> {
-  binaryen ??= import('binaryen').then((m) => m.default);
-  return binaryen;
-}
-
 /**
- * Metered modules by content: the sha256 of the original bytes plus the meter's version, costs and depth limit.
+ * Metered modules by content: the sha256 of the original bytes plus the meter's version, costs, depth limit and
+ * binaryen version.
  * Kept in memory and, unless `dir` is false, on disk, so binaryen is imported and a module instrumented once per
  * module, not once per load or per process.
  */
@@ -40,7 +34,7 @@ export class MeteredModuleCache {
 
   /** The metered bytes of a module whose sha256 is `hash`. */
   get(bytes: Uint8Array, hash: string, maxCallDepth = DEFAULT_MAX_CALL_DEPTH): Promise<Uint8Array> {
-    const key = createHash('sha256').update(`${hash}:${METER_VERSION}:${JSON.stringify(FUEL_COSTS)}:${maxCallDepth}`).digest('hex');
+    const key = createHash('sha256').update(`${hash}:${METER_VERSION}:${JSON.stringify(FUEL_COSTS)}:${maxCallDepth}:${BINARYEN_VERSION}`).digest('hex');
     let entry = this.#memory.get(key);
     if (entry === undefined) {
       entry = this.#load(key, bytes, maxCallDepth);

@@ -217,16 +217,16 @@ describe('example overlays', () => {
       ),
     );
     for (const { stdout } of runs) expect(JSON.parse(stdout)).toMatchObject({ ok: true, output: { ok: true } });
-  });
+  }, 120_000);
 });
 
 /** Fuel of each example's `run` on the reference input; a change here means the overlay or the meter changed. */
 const PINNED_FUEL: Record<string, number> = {
-  'ingestion-normalizer': 651_947,
-  'analysis-classifier': 725_061,
-  'security-validator': 470_736,
+  'ingestion-normalizer': 652_159,
+  'analysis-classifier': 725_087,
+  'security-validator': 469_345,
   'governance-voter': 382_254,
   'capsule-processor': 394_101,
   'cascade-propagator': 553_418,
-  'lineage-tracker': 627_321,
+  'lineage-tracker': 627_518,
 };

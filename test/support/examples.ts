@@ -8,7 +8,7 @@ export { EXAMPLE_NAMES, type ExampleName };
 
 /** Builds the example overlays (skipped when unchanged) and returns each one's bytes and manifest. */
 export async function buildExamples(): Promise<Record<ExampleName, { bytes: Uint8Array; manifest: Record<string, unknown>; wasm: string }>> {
-  await buildExampleOverlays(EXAMPLES_OUT);
+  await buildExampleOverlays({ outDir: EXAMPLES_OUT });
   const out = {} as Record<ExampleName, { bytes: Uint8Array; manifest: Record<string, unknown>; wasm: string }>;
   for (const name of EXAMPLE_NAMES) {
     const wasm = join(EXAMPLES_OUT, `${name}.wasm`);
