@@ -1,5 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import binaryen from 'binaryen';
+import { buildExampleOverlays, EXAMPLE_NAMES } from '../src/build/examples.ts';
 import { compileAssemblyScript } from '../src/build/asc.ts';
 import { createLogger } from '../src/logger.ts';
 import { meterModule, METER_EXPORTS } from '../src/wasm/fuel-meter.ts';
@@ -152,7 +154,72 @@ async function killLatency(options: BenchOptions, cache: MeteredModuleCache): Pr
   ];
 }
 
+/**
+ * Loading the seven examples with metering (a cold cache, the meter in its worker) and from the cache, and the
+ * longest the kernel's event loop waited meanwhile (metering runs off its thread).
+ */
+async function moduleLoad(options: BenchOptions): Promise<BenchRow[]> {
+  const dir = await buildExampleOverlays({ outDir: join(ROOT, '.forge', 'cache', 'examples') });
+  const examples = EXAMPLE_NAMES.map((name) => ({
+    bytes: new Uint8Array(readFileSync(join(dir, `${name}.wasm`))),
+    manifest: JSON.parse(readFileSync(join(dir, `${name}.manifest.json`), 'utf8')) as Record<string, unknown>,
+  }));
+  const loadAll = async (cache: MeteredModuleCache) => {
+    for (const { bytes, manifest } of examples) {
+      const engine = await loadWasmOverlay(bytes, { manifest, grant: manifest.capabilities as never, mode: 'relaxed', cache, logger: quietLogger });
+      await engine.close();
+    }
+  };
+  let gap = 0;
+  let last = performance.now();
+  const ticker = setInterval(() => {
+    const now = performance.now();
+    gap = Math.max(gap, now - last);
+    last = now;
+  }, 5);
+  const warmCache = new MeteredModuleCache({ dir: false });
+  await loadAll(warmCache);
+  const [cold, warm] = await paired(() => loadAll(new MeteredModuleCache({ dir: false })), () => loadAll(warmCache), EXAMPLE_NAMES.length, { quick: true });
+  clearInterval(ticker);
+  void options;
+  return [
+    row('module load of an example with metering (cold cache, meter worker)', cold / 1e6, warm / 1e6, 'ms/module', 'reported', null),
+    row('longest event-loop stall while the examples were metered', gap, null, 'ms', '≤ 50 ms', (_r, ours) => ours <= 50),
+  ];
+}
+
+/** Growing memory page by page, in a strict worker against in-process (relaxed): real memory grows by doubling. */
+async function memoryGrowth(options: BenchOptions, cache: MeteredModuleCache): Promise<BenchRow[]> {
+  const pages = options.quick ? 256 : 1_024;
+  const module = binaryen.parseText(`(module (memory (export "memory") 1)
+    (data (i32.const 12) "\\04\\00\\00\\00{\\00}\\00")
+    (func (export "__new") (param i32 i32) (result i32) (i32.const 1024))
+    (func (export "run") (param i32) (result i32) (local $i i32)
+      (loop $grow
+        (drop (memory.grow (i32.const 1)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $grow (i32.lt_u (local.get $i) (i32.const ${pages}))))
+      (i32.const 16)))`);
+  const bytes = module.emitBinary();
+  module.dispose();
+  const manifest = { name: 'bench-grow', version: '1.0.0', sha256: sha256Hex(bytes), memoryPages: pages + 16, timeoutMs: 60_000 };
+  const [strict, relaxed] = await Promise.all((['strict', 'relaxed'] as const).map((mode) => loadWasmOverlay(bytes, { manifest, mode, cache, logger: quietLogger, poolSize: 1 })));
+  try {
+    const [ours, baseline] = await paired(() => strict!.call('run', null), () => relaxed!.call('run', null), 1, options);
+    return [row(`memory.grow page by page to ${pages} pages, strict worker vs relaxed`, ours / 1e6, baseline / 1e6, 'ms/call', '≤ 3×', (r) => r !== null && r <= 3)];
+  } finally {
+    await Promise.all([strict!.close(), relaxed!.close()]);
+  }
+}
+
 export async function wasmBenchmarks(options: BenchOptions): Promise<BenchRow[]> {
   const cache = new MeteredModuleCache({ dir: false });
-  return [...(await fuelOverhead(options)), ...(await jsonRoundTrip(options, cache)), ...(await hostCallCost(options, cache)), ...(await killLatency(options, cache))];
+  return [
+    ...(await fuelOverhead(options)),
+    ...(await jsonRoundTrip(options, cache)),
+    ...(await hostCallCost(options, cache)),
+    ...(await killLatency(options, cache)),
+    ...(await moduleLoad(options)),
+    ...(await memoryGrowth(options, cache)),
+  ];
 }

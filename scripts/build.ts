@@ -1,4 +1,5 @@
-// npm run build (and npm pack, through prepare): the package as it is published. Compiles src/ and actors/ into a
+// npm run build (and npm install / npm pack in a checkout, through prepare: prepare does nothing where this script is
+// absent, i.e. in an installed package that npm links): the package as it is published. Compiles src/ and actors/ into a
 // clean dist/ (no file of a removed source survives), then puts the example overlays, built, in dist/examples/ so
 // that an installed package runs them without compiling anything.
 import { execFileSync } from 'node:child_process';

@@ -21,7 +21,7 @@ export {
   TrustError,
 } from './wasm/errors.ts';
 export { loadWasmOverlay, type CallOptions, type CallResult, type LoadWasmOptions, type OverlayEngine, type PublishedEvent, type SecurityMode } from './wasm/engine.ts';
-export { DEFAULT_MAX_CALL_DEPTH, FUEL_COSTS } from './wasm/fuel-meter.ts';
+export { DEFAULT_MAX_STACK_BYTES, FUEL_COSTS } from './wasm/fuel-meter.ts';
 export type { HostCallContext, HostFunction, HostFunctionSignature, OverlayEvent, OverlayLogLine } from './wasm/host-functions.ts';
 export { GraphUnavailableError } from './wasm/graph-unavailable.ts';
 export { MeteredModuleCache } from './wasm/metered-cache.ts';

@@ -77,10 +77,10 @@ export function jsonMembers(text: string, start = 0): JsonMembers {
   return { offsets, duplicates };
 }
 
-/** The line and column of `offset` in `text`. */
+/** The line and column of `offset` in `text` (a leading byte-order mark takes no column, as in editors). */
 export function positionAt(text: string, offset: number): TextPosition {
   let line = 1;
-  let lineStart = 0;
+  let lineStart = text.startsWith('\uFEFF') && offset > 0 ? 1 : 0;
   for (let i = text.indexOf('\n'); i >= 0 && i < offset; i = text.indexOf('\n', i + 1)) {
     line++;
     lineStart = i + 1;

@@ -1,4 +1,4 @@
-import { ForgeError } from './errors.ts';
+import { ForgeError, InvalidInputError } from './errors.ts';
 import { createLogger, type Logger, type LoggerConfig } from './logger.ts';
 import { graphHostFunctions } from './store/graph-host.ts';
 import { MemoryStore, type MemoryStoreOptions } from './store/memory-store.ts';
@@ -35,6 +35,11 @@ export interface KernelOptions {
   cacheDir?: string | false;
   /** Kernel host functions offered to overlays beyond the builtins (gated by their capabilities). */
   hostFunctions?: readonly HostFunction[];
+  /**
+   * Ceilings no manifest can pass: `maxMemoryPages` (64 KiB pages, tables included; default 4,096 = 256 MiB) caps
+   * what an overlay's `memoryPages` may ask for.
+   */
+  limits?: { maxMemoryPages?: number };
   /** Also told of every event overlays publish (they are published on the bus in any case). */
   onEvents?: (events: readonly PublishedEvent[]) => void;
   /**
@@ -50,6 +55,14 @@ export interface KernelOptions {
   pipelines?: PipelineOptions;
   /** Inspection from the start (default off: `inspector.listen()` turns it on while it serves). */
   inspect?: boolean;
+}
+
+/** The service's memory ceiling, checked: a whole number of pages a wasm32 memory can have. */
+function memoryCeiling(pages: unknown): number {
+  if (typeof pages !== 'number' || !Number.isInteger(pages) || pages < 1 || pages > 65_536) {
+    throw new InvalidInputError(`limits.maxMemoryPages must be a whole number of 64 KiB pages from 1 to 65536, got ${JSON.stringify(pages)}.`);
+  }
+  return pages;
 }
 
 /** An embedded Forge Kernel: create one per service (no globals), stop it on shutdown. */
@@ -144,6 +157,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     store,
     hostFunctions: [...graph, ...(options.hostFunctions ?? [])],
     catalog,
+    ...(options.limits?.maxMemoryPages === undefined ? {} : { maxMemoryPages: memoryCeiling(options.limits.maxMemoryPages) }),
     ...(options.historyLimit === undefined ? {} : { historyLimit: options.historyLimit }),
     onEvents: (events) => {
       options.onEvents?.(events);

@@ -241,14 +241,25 @@ export interface ManifestText {
  * fields before validation.
  */
 export function parseManifestText(where: ManifestText, prepare?: (raw: Record<string, unknown>) => Record<string, unknown>): OverlayManifest {
-  const start = where.start ?? 0;
+  // A byte-order mark is not JSON, but editors write it and hide it: skip it like whitespace.
+  const start = (where.start ?? 0) + (where.text.startsWith('\uFEFF', where.start ?? 0) ? 1 : 0);
+  const json = where.text.slice(start, where.end ?? where.text.length);
+  if (json.trim() === '') throw new InvalidManifestError('(root)', 'is empty: write the manifest as a JSON object.', locate(where, start));
   let raw: unknown;
   try {
-    raw = JSON.parse(where.text.slice(start, where.end ?? where.text.length));
+    raw = JSON.parse(json);
   } catch (error) {
-    throw new InvalidManifestError('(root)', `is not valid JSON: ${(error as Error).message}`, locate(where, start + (parseErrorOffset(error) ?? 0)));
+    // V8 counts its own line and column from the start of the JSON; the position given is in the whole file.
+    const reason = (error as Error).message.replace(/ \(line \d+ column \d+\)/, '').replace(/ at position \d+/, '');
+    throw new InvalidManifestError('(root)', `is not valid JSON: ${reason.replace(/\.$/, '')}.`, locate(where, start + (parseErrorOffset(error) ?? 0)));
   }
-  const members = jsonMembers(where.text, start);
+  let members: ReturnType<typeof jsonMembers>;
+  try {
+    members = jsonMembers(where.text, start);
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    throw new InvalidManifestError('(root)', 'nests too deeply: a manifest is an object of a few levels.', locate(where, start));
+  }
   const repeated = members.duplicates[0];
   if (repeated !== undefined) throw new InvalidManifestError(repeated.path, 'is given twice: keep one.', locate(where, repeated.offset));
   try {

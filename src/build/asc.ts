@@ -90,7 +90,12 @@ function locate(path: string, entryDir: string): { file: string; name: string } 
  * `shownDir` is how the entry's folder is named in diagnostics (default: relative to the working directory).
  */
 export async function compileAssemblyScript(entry: string, shownDir?: string): Promise<CompileOutput> {
-  const asc = (await import('assemblyscript/asc')).default;
+  const asc = await import('assemblyscript/asc').then(
+    (loaded) => loaded.default,
+    (error: unknown) => {
+      throw new ForgeError('COMPILER_UNAVAILABLE', `The AssemblyScript compiler could not be loaded (${(error as Error).message}): reinstall forge-kernel (npm install forge-kernel) so that assemblyscript and its binaryen are installed with it.`, { cause: error });
+    },
+  );
   const file = resolve(entry);
   const entryDir = dirname(file);
   const shown = shownDir ?? relative(process.cwd(), entryDir);

@@ -4,6 +4,7 @@ import { basename, dirname, join, relative, resolve } from 'node:path';
 import { ForgeError, isForgeError } from '../errors.ts';
 import { closest, InvalidManifestError, manifestErrorAt, parseManifestText, type ManifestText, type OverlayManifest } from '../manifest.ts';
 import { KERNEL_HOST_FUNCTIONS } from '../wasm/host-functions.ts';
+import { scanModule } from '../wasm/binary.ts';
 import { checkImports, sha256Hex } from '../wasm/loader.ts';
 import { compileAssemblyScript, inputPath } from './asc.ts';
 
@@ -70,7 +71,8 @@ export interface BuildOptions {
  * absolute path: inputs are named relative to the source's folder, the kernel's files as `~lib/forge-kernel/…`.
  */
 export interface BuiltManifest extends OverlayManifest {
-  build: { compiler: string; inputs: Record<string, string> };
+  /** `entry`: the source file built (its name, in the folder the inputs are relative to). */
+  build: { compiler: string; entry: string; inputs: Record<string, string> };
 }
 
 function compilerVersion(): string {
@@ -87,13 +89,14 @@ function readBuiltManifest(file: string): BuiltManifest | undefined {
 }
 
 /**
- * True when `manifestFile` records a build of the source in `entryDir` that is still current: the .wasm beside it
- * has the recorded hash, and every input (sources, SDK files, asconfig) and the compiler are unchanged.
+ * True when `manifestFile` records a build of the source file `entry` that is still current: the same entry, the
+ * .wasm beside it with the recorded hash, and every input (sources, SDK files, asconfig) and the compiler unchanged.
  */
-export function builtUpToDate(manifestFile: string, entryDir: string, declared?: OverlayManifest): boolean {
+export function builtUpToDate(manifestFile: string, entry: string, declared?: OverlayManifest): boolean {
   const previous = readBuiltManifest(manifestFile);
+  const entryDir = dirname(entry);
   const wasmFile = join(dirname(manifestFile), basename(manifestFile, '.manifest.json') + '.wasm');
-  if (previous?.build === undefined || previous.build.compiler !== compilerVersion() || !existsSync(wasmFile)) return false;
+  if (previous?.build === undefined || previous.build.compiler !== compilerVersion() || previous.build.entry !== basename(entry) || !existsSync(wasmFile)) return false;
   if (declared !== undefined && JSON.stringify({ ...previous, sha256: PENDING_HASH, build: undefined }) !== JSON.stringify({ ...declared, build: undefined })) return false;
   if (sha256Hex(readFileSync(wasmFile)) !== previous.sha256) return false;
   return Object.entries(previous.build.inputs).every(([name, hash]) => {
@@ -107,9 +110,11 @@ export function builtUpToDate(manifestFile: string, entryDir: string, declared?:
  * imported without its capability declared, a fuel budget for an export the module does not have.
  */
 function checkAgainstModule(binary: Uint8Array, manifest: OverlayManifest, where: ManifestText): void {
-  const module = new WebAssembly.Module(binary as Uint8Array<ArrayBuffer>);
+  const shape = scanModule(binary);
   try {
-    checkImports(module, { manifest, grant: manifest.capabilities, hostFunctions: KERNEL_HOST_FUNCTIONS });
+    // A service may offer host functions of its own (createKernel({ hostFunctions })): the kernel that loads the
+    // overlay checks those; the build checks the ones every kernel has.
+    checkImports(shape, { manifest, grant: manifest.capabilities, hostFunctions: KERNEL_HOST_FUNCTIONS, allowUnknownHostFunctions: true });
   } catch (error) {
     const { capability, declared } = isForgeError(error) ? error.details : {};
     if (typeof capability === 'string' && declared === false) {
@@ -117,7 +122,7 @@ function checkAgainstModule(binary: Uint8Array, manifest: OverlayManifest, where
     }
     throw error;
   }
-  const exports = WebAssembly.Module.exports(module).filter((e) => e.kind === 'function').map((e) => e.name);
+  const exports = shape.exports.filter((e) => e.kind === 'function').map((e) => e.name);
   for (const exportName of Object.keys(manifest.fuel)) {
     if (exports.includes(exportName)) continue;
     const suggestion = closest(exportName, exports.filter((e) => !e.startsWith('__')));
@@ -139,6 +144,8 @@ function shownPath(path: string): string {
 export async function buildOverlays(files: readonly string[], options: BuildOptions = {}): Promise<BuildResult[]> {
   const outDir = resolve(options.outDir ?? join('build', 'overlays'));
   const results: BuildResult[] = [];
+  /** Which source each overlay name came from in this build: two sources of one name would overwrite each other. */
+  const sources = new Map<string, string>();
   for (const [index, file] of files.entries()) {
     const started = performance.now();
     const entry = resolve(file);
@@ -149,9 +156,12 @@ export async function buildOverlays(files: readonly string[], options: BuildOpti
       if (!existsSync(entry)) throw new ForgeError('NOT_FOUND', `${shown}: no such file.`);
       const where = findSourceManifest(shown, readFileSync(entry, 'utf8'));
       const declared = parseManifestText(where, declaredInSource);
+      const earlier = sources.get(declared.name);
+      if (earlier !== undefined && earlier !== entry) throw manifestErrorAt(where, 'name', `is also the name of ${shownPath(earlier)} in this build: each overlay needs a name of its own.`);
+      sources.set(declared.name, entry);
       const wasmFile = join(outDir, `${declared.name}.wasm`);
       const manifestFile = join(outDir, `${declared.name}.manifest.json`);
-      if (options.force !== true && builtUpToDate(manifestFile, dirname(entry), declared)) {
+      if (options.force !== true && builtUpToDate(manifestFile, entry, declared)) {
         const sha256 = readBuiltManifest(manifestFile)!.sha256;
         result = { file: shown, name: declared.name, status: 'skipped', wasm: wasmFile, manifest: manifestFile, sha256, bytes: readFileSync(wasmFile).length, durationMs: performance.now() - started };
       } else {
@@ -160,7 +170,7 @@ export async function buildOverlays(files: readonly string[], options: BuildOpti
         const built: BuiltManifest = {
           ...declared,
           sha256: sha256Hex(binary),
-          build: { compiler: compilerVersion(), inputs: Object.fromEntries([...inputs].sort(([a], [b]) => (a < b ? -1 : 1))) },
+          build: { compiler: compilerVersion(), entry: basename(entry), inputs: Object.fromEntries([...inputs].sort(([a], [b]) => (a < b ? -1 : 1))) },
         };
         mkdirSync(outDir, { recursive: true });
         writeFileSync(wasmFile, binary);

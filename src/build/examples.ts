@@ -33,7 +33,7 @@ export interface ExampleBuildOptions {
 
 /** True when `dir` holds every example built from exactly the sources, SDK and compiler here. */
 function examplesCurrent(dir: string): boolean {
-  return existsSync(dir) && EXAMPLE_NAMES.every((name) => builtUpToDate(join(dir, `${name}.manifest.json`), EXAMPLES_SOURCE_DIR));
+  return existsSync(dir) && EXAMPLE_NAMES.every((name) => builtUpToDate(join(dir, `${name}.manifest.json`), join(EXAMPLES_SOURCE_DIR, `${name}.ts`)));
 }
 
 /**

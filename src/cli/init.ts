@@ -1,5 +1,5 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join, relative, resolve, sep } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SDK_IMPORT } from '../build/asc.ts';
 import { PACKAGE_ROOT, VERSION } from '../package-root.ts';
@@ -14,23 +14,34 @@ Scaffolds a new AssemblyScript overlay in <parent>/<name>/ (default parent: the 
   README.md         how to build, test, call and load it
 
 <name> is lower-case kebab-case, e.g. capsule-scorer. The scaffold finds forge-kernel the way Node does: installed
-in it or in a folder above it. Made from a checkout of forge-kernel, its package.json links that checkout
-(npm install there first).`;
+in it or in a folder above it. Where Node would not find it (made from a checkout of forge-kernel, or outside the
+project that has it), its package.json links the forge-kernel that made it: npm install there first.`;
 
 const NAME = /^[a-z][a-z0-9-]{0,62}[a-z0-9]$/;
 
-/** An installed package lives in a node_modules folder; anything else is a checkout of the project. */
-function installed(): boolean {
-  return PACKAGE_ROOT.split(sep).includes('node_modules');
+/**
+ * True when Node finds a forge-kernel package from `dir`: in a `node_modules` folder of it or of a folder above it
+ * (the package's own folder does not count: the scaffold has a package.json of its own).
+ */
+function resolvableFrom(dir: string): boolean {
+  for (let folder = dir; ; folder = dirname(folder)) {
+    if (existsSync(join(folder, 'node_modules', 'forge-kernel', 'package.json'))) return true;
+    if (dirname(folder) === folder) return false;
+  }
 }
 
 /**
- * What the scaffold's package.json asks for: the running version when the kernel is installed (the scaffold sits
- * in a project that has it, or npm fetches it), the checkout itself when run from one.
+ * What the scaffold's package.json asks for: the running version where Node already finds forge-kernel from the
+ * scaffold (a project that has it installed), else a link to the running kernel itself (a checkout, or an install
+ * the scaffold sits outside of), which `npm install` in the scaffold makes.
  */
-function kernelDependency(dir: string): string {
-  if (installed()) return `^${VERSION}`;
-  return `file:${relative(dir, PACKAGE_ROOT).split(sep).join('/')}`;
+function kernelDependency(dir: string, linked: boolean): string {
+  return linked ? `file:${relative(dir, PACKAGE_ROOT).split(sep).join('/')}` : `^${VERSION}`;
+}
+
+/** A path as a shell reads it: quoted when it holds anything but plain characters. */
+function shellPath(path: string): string {
+  return /^[\w@%+=:,./-]+$/.test(path) ? path : `'${path.replaceAll("'", "'\\''")}'`;
 }
 
 function overlaySource(name: string): string {
@@ -104,7 +115,7 @@ test('refuses input that is not a capsule run', async () => {
 `;
 }
 
-function packageJson(name: string, dir: string): string {
+function packageJson(name: string, dir: string, linked: boolean): string {
   const manifest = {
     name,
     version: '0.1.0',
@@ -113,7 +124,7 @@ function packageJson(name: string, dir: string): string {
     description: 'A Forge Kernel overlay in AssemblyScript.',
     engines: { node: '>=22' },
     scripts: { build: `forge-kernel build ${name}.ts --out build`, test: 'node --test' },
-    devDependencies: { 'forge-kernel': kernelDependency(dir) },
+    devDependencies: { 'forge-kernel': kernelDependency(dir, linked) },
   };
   return `${JSON.stringify(manifest, null, 2)}\n`;
 }
@@ -162,12 +173,13 @@ function scaffold(args: readonly string[], io: CliIO): number {
     return 1;
   }
   mkdirSync(dir, { recursive: true });
+  const linked = !resolvableFrom(dir);
   writeFileSync(join(dir, `${name}.ts`), overlaySource(name));
   writeFileSync(join(dir, `${name}.test.mjs`), testSource(name));
-  writeFileSync(join(dir, 'package.json'), packageJson(name, dir));
+  writeFileSync(join(dir, 'package.json'), packageJson(name, dir, linked));
   writeFileSync(join(dir, 'README.md'), readme(name));
   const shown = relative(process.cwd(), dir) || dir;
-  io.stdout(`Created ${shown}/ with ${name}.ts, ${name}.test.mjs, package.json and README.md.\nNext: cd ${shown} && ${installed() ? '' : 'npm install && '}npm test\n`);
+  io.stdout(`Created ${shown}/ with ${name}.ts, ${name}.test.mjs, package.json and README.md.\nNext: cd ${shellPath(shown)} && ${linked ? 'npm install && ' : ''}npm test\n`);
   return 0;
 }
 

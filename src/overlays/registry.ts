@@ -128,6 +128,8 @@ export interface RegistryOptions {
   store?: Store;
   cache?: MeteredModuleCache;
   hostFunctions?: readonly HostFunction[];
+  /** The most memory (pages, tables included) an overlay's manifest may ask for. */
+  maxMemoryPages?: number;
   /** Events overlays publish, after their call succeeded. */
   onEvents?: (events: readonly PublishedEvent[], source: { overlayId: string; overlayName: string; exportName: string }) => void;
   historyLimit?: number;
@@ -181,6 +183,7 @@ export class OverlayRegistry extends EventEmitter {
         logger: this.#options.logger,
         ...(this.#options.cache === undefined ? {} : { cache: this.#options.cache }),
         ...(this.#options.hostFunctions === undefined ? {} : { hostFunctions: this.#options.hostFunctions }),
+        ...(this.#options.maxMemoryPages === undefined ? {} : { maxMemoryPages: this.#options.maxMemoryPages }),
         ...(this.#options.onEvents === undefined ? {} : { onEvents: this.#options.onEvents }),
       });
     } else {

@@ -68,7 +68,10 @@ export interface LoadWasmOptions {
   logger?: Logger;
   /** Strict mode: workers per overlay (default 2). */
   poolSize?: number;
-  maxCallDepth?: number;
+  /** The deterministic stack limit (estimated bytes); default 256 KiB. */
+  maxStackBytes?: number;
+  /** The most memory (64 KiB pages, tables included) the manifest may ask for; default 4,096 (256 MiB). */
+  maxMemoryPages?: number;
   /** Called with the events of each successful call, in order, before the call resolves. */
   onEvents?: (events: readonly PublishedEvent[], source: { overlayId: string; overlayName: string; exportName: string }) => void;
 }
@@ -101,7 +104,8 @@ export async function loadWasmOverlay(bytes: Uint8Array, options: LoadWasmOption
     grant: options.grant ?? [],
     cache: options.cache ?? defaultCache(),
     hostFunctions,
-    ...(options.maxCallDepth === undefined ? {} : { maxCallDepth: options.maxCallDepth }),
+    ...(options.maxStackBytes === undefined ? {} : { maxStackBytes: options.maxStackBytes }),
+    ...(options.maxMemoryPages === undefined ? {} : { maxMemoryPages: options.maxMemoryPages }),
   });
   if (mode === 'relaxed' && compiled.usesAsyncHost && !hasJspi()) {
     logger.warn('relaxed mode needs JSPI (WebAssembly.Suspending) for async host functions; this Node lacks it, so the overlay runs in strict mode');

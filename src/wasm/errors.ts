@@ -9,6 +9,65 @@ export class InvalidModuleError extends ForgeError {
   }
 }
 
+/**
+ * The module passes a ceiling the kernel sets on what it will meter and run (bytes, functions, locals, nesting):
+ * `details.limit` names it, `details.value` and `details.max` say by how much.
+ */
+export class ModuleLimitError extends ForgeError {
+  constructor(limit: string, value: number | string, max: number | string, message: string) {
+    super('MODULE_LIMIT', message, { details: { limit, value, max } });
+  }
+}
+
+/** The module could not be instantiated (e.g. a data or element segment outside its memory or table). */
+export class InstantiationError extends ForgeError {
+  constructor(reason: string, options: Options = {}) {
+    super('INSTANTIATION_FAILED', `The module could not be instantiated: ${reason}. Rebuild it with "forge-kernel build"; a hand-made module must keep its segments inside its memory and tables.`, {
+      ...options,
+      details: { reason, ...options.details },
+    });
+  }
+}
+
+/** The module's allocator (`__new`) returned a pointer the host cannot write a string to. */
+export class InvalidAllocationError extends ForgeError {
+  constructor(pointer: number, bytes: number, memoryBytes: number) {
+    super('INVALID_ALLOCATION', `The overlay's allocator __new returned ${pointer} for ${bytes} bytes, outside its ${memoryBytes}-byte memory: the module's runtime is broken; rebuild it with "forge-kernel build".`, {
+      details: { pointer, bytes, memoryBytes },
+    });
+  }
+}
+
+/**
+ * An async host function (e.g. `db_read`) was called from code that no metered export call is running: the start
+ * function, the allocator while the host passes a string in, or a host call-back. Only an export may suspend.
+ */
+export class HostCallOutsideCallError extends ForgeError {
+  constructor(hostFunction: string, where: string) {
+    super('HOST_CALL_OUTSIDE_CALL', `The overlay called ${hostFunction} from ${where}, outside an export call: async host functions may only be called while an export runs. Move the call into the export.`, {
+      details: { hostFunction, where },
+    });
+  }
+}
+
+/** The strict engine's worker died while it served the call (its heap limit, a crash): that call fails, the pool replaces the worker. */
+export class WorkerCrashedError extends ForgeError {
+  constructor(exportName: string, reason: string) {
+    super('WORKER_CRASHED', `"${exportName}" ended its worker (${reason}); the call failed and a fresh worker serves the next one. Make the overlay use less memory or return less.`, {
+      details: { export: exportName, reason },
+    });
+  }
+}
+
+/** A message between the kernel and a strict worker (a reply, a host-function result) is larger than the channel. */
+export class ReplyTooLargeError extends ForgeError {
+  constructor(what: string, bytes: number, limit: number) {
+    super('REPLY_TOO_LARGE', `${what} is ${bytes} bytes; at most ${limit} fit: return or ask for less (e.g. fewer rows, smaller events, fewer log lines).`, {
+      details: { what, bytes, limit },
+    });
+  }
+}
+
 /** The bytes differ from the sha256 in the manifest: nothing is compiled (fail closed). */
 export class HashMismatchError extends ForgeError {
   constructor(expected: string, actual: string) {
@@ -36,19 +95,30 @@ export class OutOfFuelError extends ForgeError {
   }
 }
 
-/** The overlay recursed past the deterministic call-depth limit (or the engine's stack). */
+/** The overlay went past the deterministic stack limit (deep recursion, or very large frames). */
 export class StackOverflowError extends ForgeError {
-  constructor(exportName: string, limit: number) {
-    super('STACK_OVERFLOW', `"${exportName}" exceeded the call-depth limit of ${limit} frames: make the recursion shallower or iterative.`, {
-      details: { export: exportName, limit },
+  constructor(exportName: string, limitBytes: number) {
+    super(
+      'STACK_OVERFLOW',
+      `"${exportName}" exceeded the stack limit of ${Math.round(limitBytes / 1024)} KiB (estimated per frame from its locals and parameters, the same in every engine): make the recursion shallower or iterative, or its frames smaller.`,
+      { details: { export: exportName, limit: limitBytes } },
+    );
+  }
+}
+
+/** A host function was given a string argument larger than it accepts (it is refused before it is read). */
+export class HostArgumentTooLargeError extends ForgeError {
+  constructor(hostFunction: string, chars: number, limit: number) {
+    super('HOST_ARGUMENT_TOO_LARGE', `The overlay passed ${hostFunction} a string of ${chars} characters; it accepts at most ${limit}: pass less.`, {
+      details: { hostFunction, chars, limit },
     });
   }
 }
 
 /** The overlay tried to grow its memory past the host's cap. */
 export class MemoryLimitError extends ForgeError {
-  constructor(exportName: string, maxPages: number) {
-    super('MEMORY_LIMIT', `"${exportName}" ran out of memory at the cap of ${maxPages} pages (${maxPages * 64} KiB): raise "memoryPages" in the manifest or use less memory.`, {
+  constructor(exportName: string, maxPages: number, message?: string) {
+    super('MEMORY_LIMIT', message ?? `"${exportName}" ran out of memory (tables included) at the cap of ${maxPages} pages (${maxPages * 64} KiB): raise "memoryPages" in the manifest or use less memory.`, {
       details: { export: exportName, maxPages },
     });
   }
@@ -168,6 +238,12 @@ export function reviveError(serialized: SerializedError): Error {
       break;
     case 'CAPABILITY_DENIED':
       error = new CapabilityError(message, details);
+      break;
+    case 'INVALID_MODULE':
+      error = new InvalidModuleError(message, { details });
+      break;
+    case 'MODULE_LIMIT':
+      error = new ModuleLimitError(text('limit'), details.value as number, details.max as number, message);
       break;
     case undefined: {
       const plain = new Error(message);

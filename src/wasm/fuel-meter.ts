@@ -1,5 +1,6 @@
 import type binaryenModule from 'binaryen';
-import { InvalidModuleError } from './errors.ts';
+import { TABLE_ELEMENT_BYTES } from './binary.ts';
+import { InvalidModuleError, ModuleLimitError } from './errors.ts';
 
 type Binaryen = typeof binaryenModule;
 type Module = binaryenModule.Module;
@@ -19,7 +20,10 @@ export const FUEL_COSTS = Object.freeze({
   growPerPage: 1_024,
   /** `memory.copy` / `memory.fill` / `memory.init` are charged one unit per this many bytes, rounded up. */
   bytesPerUnit: 8,
+  /** Extra for each element a `table.grow` asks for (the host allocates and clears it). */
+  tableGrowPerElement: 1,
 });
+
 
 /**
  * An `if` whose arms differ in cost by at most this many instructions is charged the dearer arm up front instead of
@@ -27,13 +31,29 @@ export const FUEL_COSTS = Object.freeze({
  */
 const IF_FOLD_LIMIT = 8;
 
+/**
+ * How deep the meter follows nested instructions. Compilers nest tens deep; binaryen's handling of deeply nested
+ * blocks grows with the square of the depth (20,000 nested loops took 184 s), so a module past this is refused.
+ */
+const MAX_NESTING = 1_000;
+
 /** V8 takes at most 1,000 parameters; the meter adds two to every function of the module. */
 const MAX_PARAMS = 998;
 
 const REF_FUNC = 'The module takes a reference to a function (ref.func), which the fuel meter does not support: a function reached through one would run without the metered signature.';
 
-/** Deterministic call-depth limit: V8's own stack overflow (≈14–18k frames) depends on frame sizes and JIT tier. */
-export const DEFAULT_MAX_CALL_DEPTH = 2_000;
+/**
+ * The deterministic stack limit (bytes, as the meter estimates them): V8's own stack overflow depends on the thread
+ * (≈ 984 KiB on the kernel's thread, the size a strict worker is given), on frame sizes and on the JIT tier, so the
+ * same call could succeed in one engine and fail in the other. Every frame of a function that can recurse is
+ * estimated at {@link FRAME_BASE_BYTES} plus 8 bytes (16 for v128) per parameter, local and level of operand
+ * nesting: measured here, V8's baseline tier (the largest frames) uses 72 bytes plus 8 per i64 local. 256 KiB leaves
+ * the kernel's thread more than half its stack for the JavaScript below the call, and lets a small recursive function
+ * go about 2,000 frames deep.
+ */
+export const DEFAULT_MAX_STACK_BYTES = 256 * 1024;
+/** The fixed part of a frame's estimate (return address, frame pointer, instance, spill area): above V8's 72. */
+export const FRAME_BASE_BYTES = 96;
 
 /**
  * Names of what the meter adds to a module. The host writes the budget into the fuel global before a call and reads
@@ -41,8 +61,16 @@ export const DEFAULT_MAX_CALL_DEPTH = 2_000;
  */
 export const METER_EXPORTS = Object.freeze({
   fuel: '__forge_fuel',
-  /** The call depth at a host call: an export called back from the host continues from it (the host zeroes it). */
+  /**
+   * The stack bytes reserved (estimated) at a host call: an export called back from the host continues from it (the
+   * host zeroes it before a call).
+   */
   depth: '__forge_depth',
+  /**
+   * Set to 1 when the module changes state a snapshot cannot restore (a table's entries or size, a dropped data
+   * segment): the host then discards the instance instead of reusing it.
+   */
+  dirty: '__forge_dirty',
   trapReason: '__forge_trap_reason',
   maxPages: '__forge_max_pages',
   growDenied: '__forge_grow_denied',
@@ -66,6 +94,9 @@ const GROW_DENIED = '__forge_grow_denied';
 const TRAP_ENTRY = '__forge_trap_entry';
 const TRAP_FUEL = '__forge_trap_fuel';
 const GROW = '__forge_memory_grow';
+const DIRTY = '__forge_dirty';
+/** Table elements in all the module's tables: they count toward the memory cap. */
+const TABLE_ELEMENTS = '__forge_table_elements';
 
 /** How to reach the children of each kind of expression through binaryen.js's per-class accessors. */
 interface ChildSpec {
@@ -140,13 +171,13 @@ type Accessor = Record<string, (expr: ExpressionRef, ...args: number[]) => Expre
  * The functions that lie on a cycle of the call graph (Tarjan's strongly connected components). A `call_indirect`
  * may reach any function placed in a table, so it counts as an edge to each of them.
  */
-function recursiveFunctions(
+function callGraph(
   b: Binaryen,
   module: Module,
   own: readonly binaryenModule.FunctionRef[],
   specs: Map<number, ChildSpec>,
   cls: (name: string) => Accessor,
-): Set<string> {
+): { edges: Map<string, Set<string>>; recursive: Set<string> } {
   const names = own.map((fn) => b.getFunctionInfo(fn).name);
   const ownNames = new Set(names);
   const tableFunctions: string[] = [];
@@ -227,7 +258,35 @@ function recursiveFunctions(
       }
     }
   }
-  return recursive;
+  return { edges, recursive };
+}
+
+/**
+ * The most stack (estimated bytes) a call of each function can use below its own frame without passing through a
+ * function that checks the stack itself (one on a call-graph cycle): the longest path through the acyclic rest of the
+ * call graph. A recursive function checks that the stack used so far, its frame and this fit, so no frame on the
+ * stack goes unchecked.
+ */
+function stackBelow(edges: ReadonlyMap<string, ReadonlySet<string>>, recursive: ReadonlySet<string>, frame: ReadonlyMap<string, number>): Map<string, number> {
+  const below = new Map<string, number>();
+  for (const root of edges.keys()) {
+    if (below.has(root)) continue;
+    // Iterative post-order: the acyclic part of a call graph can be deep.
+    const stack: { name: string; expanded: boolean }[] = [{ name: root, expanded: false }];
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      const callees = [...(edges.get(top.name) ?? [])].filter((callee) => !recursive.has(callee));
+      if (!top.expanded) {
+        top.expanded = true;
+        for (const callee of callees) if (!below.has(callee)) stack.push({ name: callee, expanded: false });
+        continue;
+      }
+      stack.pop();
+      if (below.has(top.name)) continue;
+      below.set(top.name, callees.reduce((most, callee) => Math.max(most, (frame.get(callee) ?? 0) + (below.get(callee) ?? 0)), 0));
+    }
+  }
+  return below;
 }
 
 /** What metering did to a module: the metered bytes and facts for tests and the cache. */
@@ -238,7 +297,8 @@ export interface MeteredModule {
 }
 
 export interface MeterOptions {
-  maxCallDepth?: number;
+  /** The deterministic stack limit (estimated bytes); default {@link DEFAULT_MAX_STACK_BYTES}. */
+  maxStackBytes?: number;
 }
 
 /**
@@ -258,7 +318,7 @@ export interface MeterOptions {
  * a global that V8 stores on every charge.
  */
 export function meterModule(binaryen: Binaryen, bytes: Uint8Array, options: MeterOptions = {}): MeteredModule {
-  const maxDepth = options.maxCallDepth ?? DEFAULT_MAX_CALL_DEPTH;
+  const maxDepth = options.maxStackBytes ?? DEFAULT_MAX_STACK_BYTES;
   // Standard features only: binaryen's `All` includes encodings V8 does not read (e.g. compact imports).
   const F = binaryen.Features;
   const features = F.MutableGlobals | F.NontrappingFPToInt | F.SIMD128 | F.BulkMemory | F.BulkMemoryOpt | F.SignExt | F.ReferenceTypes | F.Multivalue;
@@ -306,6 +366,11 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
   module.addGlobal(VSIZE, i32, true, module.i32.const(0));
   module.addGlobalExport(VSIZE, METER_EXPORTS.virtualPages);
   module.addGlobal(GROW_DENIED, i32, true, module.i32.const(0));
+  module.addGlobal(DIRTY, i32, true, module.i32.const(0));
+  module.addGlobalExport(DIRTY, METER_EXPORTS.dirty);
+  let initialTableElements = 0;
+  for (let i = 0; i < module.getNumTables(); i++) initialTableElements += b.getTableInfo(module.getTableByIndex(i)).initial;
+  module.addGlobal(TABLE_ELEMENTS, i32, true, module.i32.const(initialTableElements));
   module.addGlobalExport(FUEL, METER_EXPORTS.fuel);
   module.addGlobalExport(DEPTH, METER_EXPORTS.depth);
   module.addGlobalExport(TRAP, METER_EXPORTS.trapReason);
@@ -334,27 +399,46 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
   // (pages: i32) -> i32: the module's memory.grow, charged on the fuel global (its callers store their counter
   // there first). The module sees a virtual size (VSIZE) so that an instance reset to its start snapshot behaves
   // exactly like a fresh one although real memory never shrinks: pages between the virtual and the real size are
-  // re-zeroed when grown into, and only beyond it is memory really grown.
+  // re-zeroed when grown into, and only beyond it is memory really grown. Memory and tables share one cap.
   const pages = (): ExpressionRef => module.local.get(0, i32);
   const vsize = (): ExpressionRef => module.global.get(VSIZE, i32);
   const deny = (): ExpressionRef => module.block(null, [module.global.set(GROW_DENIED, module.i32.const(1)), module.return(module.i32.const(-1))]);
   const PAGE_SHIFT = 16;
+  const u64 = (value: ExpressionRef): ExpressionRef => module.i64.extend_u(value);
+  /** True when memory of `memoryPages` (i64) and tables of `tableElements` (i64) would pass the cap. */
+  const overCap = (memoryPages: ExpressionRef, tableElements: ExpressionRef): ExpressionRef =>
+    module.i64.gt_u(
+      module.i64.add(module.i64.shl(memoryPages, module.i64.const(BigInt(PAGE_SHIFT))), module.i64.mul(tableElements, module.i64.const(BigInt(TABLE_ELEMENT_BYTES)))),
+      module.i64.shl(u64(module.global.get(MAX_PAGES, i32)), module.i64.const(BigInt(PAGE_SHIFT))),
+    );
+  const real = (): ExpressionRef => module.memory.size();
   module.addFunction(
     GROW,
     i32,
     i32,
-    [i32],
+    [i32, i32],
     module.block(
       null,
       [
-        module.global.set(FUEL, module.i64.sub(fuelGlobal(), module.i64.mul(module.i64.extend_u(pages()), module.i64.const(BigInt(FUEL_COSTS.growPerPage))))),
+        module.global.set(FUEL, module.i64.sub(fuelGlobal(), module.i64.mul(u64(pages()), module.i64.const(BigInt(FUEL_COSTS.growPerPage))))),
         module.if(module.i64.lt_s(fuelGlobal(), ZERO()), module.call(TRAP_FUEL, [fuelGlobal()], b.none)),
-        module.if(module.i32.gt_u(pages(), module.i32.sub(module.global.get(MAX_PAGES, i32), vsize())), deny()),
+        module.if(overCap(module.i64.add(u64(vsize()), u64(pages())), u64(module.global.get(TABLE_ELEMENTS, i32))), deny()),
         // local 1: pages still to grow for real (beyond the real size), else 0
-        module.local.set(1, module.i32.sub(module.i32.add(vsize(), pages()), module.memory.size())),
+        module.local.set(1, module.i32.sub(module.i32.add(vsize(), pages()), real())),
+        // Real memory grows by at least that and up to double its size (within the cap): each real grow costs V8 a
+        // collection of external memory (4,096 one-page grows took 1 s on the kernel's thread and 13-20 s in a
+        // worker with a small heap), so growing page by page must not grow for real page by page.
         module.if(
           module.i32.gt_s(module.local.get(1, i32), module.i32.const(0)),
-          module.if(module.i32.eq(module.memory.grow(module.local.get(1, i32)), module.i32.const(-1)), deny()),
+          module.block(null, [
+            module.local.set(2, module.i32.sub(module.global.get(MAX_PAGES, i32), real())),
+            module.local.set(2, module.select(module.i32.lt_u(real(), module.local.get(2, i32)), real(), module.local.get(2, i32))),
+            module.local.set(2, module.select(module.i32.gt_u(module.local.get(1, i32), module.local.get(2, i32)), module.local.get(1, i32), module.local.get(2, i32))),
+            module.if(
+              module.i32.eq(module.memory.grow(module.local.get(2, i32)), module.i32.const(-1)),
+              module.if(module.i32.eq(module.memory.grow(module.local.get(1, i32)), module.i32.const(-1)), deny()),
+            ),
+          ]),
         ),
         module.memory.fill(
           module.i32.shl(vsize(), module.i32.const(PAGE_SHIFT)),
@@ -395,8 +479,12 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     memoryCopy: b.MemoryCopyId as number,
     memoryInit: b.MemoryInitId as number,
     return: b.ReturnId as number,
+    tableGrow: b.TableGrowId as number,
+    tableSet: b.TableSetId as number,
+    dataDrop: b.DataDropId as number,
   };
-  const recursive = recursiveFunctions(b, module, own, specs, cls);
+  const markDirty = (): ExpressionRef => module.global.set(DIRTY, module.i32.const(1));
+  const { edges, recursive } = callGraph(b, module, own, specs, cls);
 
   // The module's own functions are rebuilt with the counter threaded through them: two parameters more (the fuel
   // left, i64, and the call depth, i32) and the fuel left returned after their result. The counter thus lives in a
@@ -418,15 +506,31 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
   if (startRef !== 0) (module as unknown as { setStart(fn: number): void }).setStart(0);
 
   let labels = 0;
+  /** Each function's estimated frame (bytes), and what finishes it once the reservations are known. */
+  const frames = new Map<string, number>();
+  const finishers: ((reserve: number) => void)[] = [];
   for (const plan of plans) {
     const p = plan.params.length;
     const FUEL_LOCAL = p;
     const DEPTH_LOCAL = p + 1;
     const vars = [...plan.vars];
     const newTemp = (type: number): number => vars.push(type) + p + 1;
-    const shared = new Map<number, number>();
-    /** A temporary whose value is used at once (never across another expression's evaluation). */
-    const scratch = (type: number): number => shared.get(type) ?? shared.set(type, newTemp(type)).get(type)!;
+    const shared = new Map<string, number>();
+    /** A temporary whose value is used at once (never across another expression's evaluation); `slot` tells apart several in one expression. */
+    const scratch = (type: number, slot = 0): number => shared.get(`${type}:${slot}`) ?? shared.set(`${type}:${slot}`, newTemp(type)).get(`${type}:${slot}`)!;
+    /** How deep the walk is in the expression tree, and the deepest it went: V8 may keep that many values in the frame. */
+    let level = 0;
+    let deepest = 0;
+    /**
+     * What a call passes on as the stack used: what this function got plus its own frame, a constant known only once
+     * the walk has seen all the function's locals and nesting (set then, in every place it was passed).
+     */
+    const frameConstants: ExpressionRef[] = [];
+    const passDepth = (): ExpressionRef => {
+      const frame = module.i32.const(0);
+      frameConstants.push(frame);
+      return module.i32.add(module.local.get(DEPTH_LOCAL, i32), frame);
+    };
     /** How many times this function's walk has written the fuel local so far: tells which operands change it. */
     let fuelWrites = 0;
     /**
@@ -476,6 +580,18 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
 
     /** Walks `expr`, adding its cost to `region`; returns the expression to put in its place. */
     const walk = (expr: ExpressionRef, region: { cost: number }): ExpressionRef => {
+      level++;
+      if (level > deepest) deepest = level;
+      if (level > MAX_NESTING) {
+        throw new ModuleLimitError('nesting', level, MAX_NESTING, `Function ${plan.name} nests its instructions more than ${MAX_NESTING} deep, past what the fuel meter takes: flatten it.`);
+      }
+      try {
+        return walkExpression(expr, region);
+      } finally {
+        level--;
+      }
+    };
+    const walkExpression = (expr: ExpressionRef, region: { cost: number }): ExpressionRef => {
       const id: number = b.getExpressionId(expr);
       const spec = specs.get(id);
       if (spec === undefined) {
@@ -543,6 +659,9 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
         }
       }
 
+      if (id === ID.tableGrow) return meterTableGrow(expr, access);
+      // What a snapshot cannot restore: the host discards the instance after the call.
+      if (id === ID.tableSet || id === ID.dataDrop) return module.block(null, [expr, markDirty()], b.none);
       if (id === ID.memoryGrow) {
         // The grow helper charges the fuel global: the counter goes there and back around it.
         const size = scratch(i32);
@@ -565,18 +684,53 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
       return expr;
     };
 
+    /**
+     * `table.grow` is charged by the elements it asks for, before it runs, and refused (-1, as when the engine cannot
+     * grow) when the tables and memory together would pass the cap; a grown table makes the instance dirty.
+     */
+    const meterTableGrow = (expr: ExpressionRef, access: Accessor): ExpressionRef => {
+      const table = (b.getExpressionInfo(expr) as binaryenModule.TableGrowInfo).table;
+      const value = access.getValue!(expr);
+      const valueType = b.getExpressionType(value);
+      const held = scratch(valueType);
+      const delta = scratch(i32, 1);
+      const grown = scratch(i32, 2);
+      return module.block(
+        null,
+        [
+          module.local.set(held, value),
+          module.local.set(delta, access.getDelta!(expr)),
+          setFuel(module.i64.sub(fuel(), module.i64.mul(u64(module.local.get(delta, i32)), module.i64.const(BigInt(FUEL_COSTS.tableGrowPerElement))))),
+          trapIfOutOfFuel(),
+          module.if(
+            overCap(u64(module.global.get(VSIZE, i32)), module.i64.add(u64(module.global.get(TABLE_ELEMENTS, i32)), u64(module.local.get(delta, i32)))),
+            module.block(null, [module.global.set(GROW_DENIED, module.i32.const(1)), module.local.set(grown, module.i32.const(-1))]),
+            module.block(null, [
+              module.local.set(grown, module.table.grow(table, module.local.get(held, valueType), module.local.get(delta, i32))),
+              module.if(
+                module.i32.ne(module.local.get(grown, i32), module.i32.const(-1)),
+                module.block(null, [module.global.set(TABLE_ELEMENTS, module.i32.add(module.global.get(TABLE_ELEMENTS, i32), module.local.get(delta, i32))), markDirty()]),
+              ),
+            ]),
+          ),
+          module.local.get(grown, i32),
+        ],
+        i32,
+      );
+    };
+
     /** A call of one of the module's functions passes the counter and takes back what is left; a host call does not. */
     const meterCall = (expr: ExpressionRef, access: Accessor, region: { cost: number }): ExpressionRef => {
       const target = (access.getTarget as unknown as (e: number) => string)(expr);
       const { operands, changed } = walkOperands(expr, access, region);
-      if (ownNames.has(target)) return receive(module.call(target, [...operands, fuel(), module.local.get(DEPTH_LOCAL, i32)], threaded(resultOf.get(target)!)), resultOf.get(target)!);
+      if (ownNames.has(target)) return receive(module.call(target, [...operands, fuel(), passDepth()], threaded(resultOf.get(target)!)), resultOf.get(target)!);
       // A host function may call back into the module (an export, e.g. the allocator): the fuel and depth globals
       // must hold the counters while it runs, and the counter takes back what the call-back burned.
       region.cost += FUEL_COSTS.hostCall;
       const info = b.getFunctionInfo(module.getFunction(target));
       const settled = settle(operands, b.expandType(info.params), changed);
       const call = module.call(target, settled.operands, info.results);
-      const handOver = [module.global.set(FUEL, fuel()), module.global.set(DEPTH, module.local.get(DEPTH_LOCAL, i32))];
+      const handOver = [module.global.set(FUEL, fuel()), module.global.set(DEPTH, passDepth())];
       if (info.results === b.none) return module.block(null, [...settled.prelude, ...handOver, call, setFuel(fuelGlobal())], b.none);
       const result = scratch(info.results);
       return module.block(null, [...settled.prelude, ...handOver, module.local.set(result, call), setFuel(fuelGlobal()), module.local.get(result, info.results)], info.results);
@@ -596,7 +750,7 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
       const settled = settle([...operands, target], [...params, i32], operandsChanged || fuelWrites !== before);
       const index = settled.operands.pop()!;
       const table = (access.getTable as unknown as (e: number) => string)(expr);
-      const call = module.call_indirect(table, index, [...settled.operands, fuel(), module.local.get(DEPTH_LOCAL, i32)], b.createType([...params, i64, i32]), threaded(result));
+      const call = module.call_indirect(table, index, [...settled.operands, fuel(), passDepth()], b.createType([...params, i64, i32]), threaded(result));
       const received = receive(call, result);
       return settled.prelude.length === 0 ? received : module.block(null, [...settled.prelude, received], result === b.none ? b.none : result);
     };
@@ -616,19 +770,32 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
 
     const entry = { cost: 0 };
     const body = walk(plan.body, entry);
-    // Only functions on a call-graph cycle can nest without bound; only they count toward the depth limit. The
-    // depth is a parameter: a callee gets the caller's, so nothing has to be undone on return.
-    const enter = plan.tracked
-      ? [
-          chargeConst(entry.cost),
-          module.local.set(DEPTH_LOCAL, module.i32.add(module.local.get(DEPTH_LOCAL, i32), module.i32.const(1))),
-          module.if(module.i32.or(outOfFuel(), module.i32.gt_u(module.local.get(DEPTH_LOCAL, i32), module.i32.const(maxDepth))), module.call(TRAP_ENTRY, [fuel()], b.none)),
-        ]
-      : [chargeConst(entry.cost), trapIfOutOfFuel()];
-    const metered = plan.result === b.none ? module.block(null, [...enter, body, fuel()], i64) : module.block(null, [...enter, module.tuple.make([body, fuel()])], threaded(plan.result));
-    module.removeFunction(plan.name);
-    module.addFunction(plan.name, b.createType([...plan.params, i64, i32]), threaded(plan.result), vars, metered);
+    const slotBytes = (type: number): number => (type === b.v128 ? 16 : 8);
+    const frame = FRAME_BASE_BYTES + [...plan.params, i64, i32, ...vars].reduce((sum, type) => sum + slotBytes(type), 0) + 8 * deepest;
+    frames.set(plan.name, frame);
+    for (const constant of frameConstants) cls('Const').setValueI32!(constant, Math.min(frame, maxDepth + 1));
+    // The stack used is a parameter: every call passes on what it got plus its caller's frame, so nothing has to be
+    // undone on return. Only functions on a call-graph cycle can nest without bound, so only they check it: their
+    // own frame and the most the acyclic calls below them can add must fit.
+    finishers.push((reserve) => {
+      const enter = plan.tracked
+        ? [
+            chargeConst(entry.cost),
+            module.if(
+              module.i32.or(outOfFuel(), module.i32.gt_u(module.i32.add(module.local.get(DEPTH_LOCAL, i32), module.i32.const(reserve)), module.i32.const(maxDepth))),
+              module.call(TRAP_ENTRY, [fuel()], b.none),
+            ),
+          ]
+        : [chargeConst(entry.cost), trapIfOutOfFuel()];
+      const metered = plan.result === b.none ? module.block(null, [...enter, body, fuel()], i64) : module.block(null, [...enter, module.tuple.make([body, fuel()])], threaded(plan.result));
+      module.removeFunction(plan.name);
+      module.addFunction(plan.name, b.createType([...plan.params, i64, i32]), threaded(plan.result), vars, metered);
+    });
   }
+  const below = stackBelow(edges, recursive, frames);
+  /** A function's own frame and the most below it, clamped just past the limit (all that matters is that it is over) so sums stay in i32. */
+  const reserveOf = (name: string): number => Math.min((frames.get(name) ?? 0) + (below.get(name) ?? 0), maxDepth + 1);
+  plans.forEach((plan, i) => finishers[i]!(reserveOf(plan.name)));
 
   /** The host-facing function for an own function: reads the fuel global, calls, writes back what is left. */
   const wrappers = new Map<string, string>();
@@ -636,13 +803,17 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     const existing = wrappers.get(name);
     if (existing !== undefined) return existing;
     const plan = plans.find((candidate) => candidate.name === name)!;
+    // A function that does not check the stack itself (not recursive) has its whole, static, need checked here.
+    const check = plan.tracked
+      ? []
+      : [module.if(module.i32.gt_u(module.i32.add(module.global.get(DEPTH, i32), module.i32.const(reserveOf(name))), module.i32.const(maxDepth)), module.call(TRAP_ENTRY, [fuelGlobal()], b.none))];
     const call = module.call(name, [...plan.params.map((type, i) => module.local.get(i, type)), fuelGlobal(), module.global.get(DEPTH, i32)], threaded(plan.result));
     const type = threaded(plan.result);
     const tuple = plan.params.length;
     const body =
       plan.result === b.none
-        ? module.global.set(FUEL, call)
-        : module.block(null, [module.local.set(tuple, call), module.global.set(FUEL, module.tuple.extract(module.local.get(tuple, type), 1)), module.tuple.extract(module.local.get(tuple, type), 0)], plan.result);
+        ? module.block(null, [...check, module.global.set(FUEL, call)])
+        : module.block(null, [...check, module.local.set(tuple, call), module.global.set(FUEL, module.tuple.extract(module.local.get(tuple, type), 1)), module.tuple.extract(module.local.get(tuple, type), 0)], plan.result);
     const wrapped = `__forge_export_${name}`;
     module.addFunction(wrapped, b.createType(plan.params), plan.result, plan.result === b.none ? [] : [type], body);
     wrappers.set(name, wrapped);

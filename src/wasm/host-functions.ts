@@ -52,13 +52,27 @@ export const KERNEL_HOST_FUNCTIONS: readonly HostFunctionSignature[] = Object.fr
 export const OVERLAY_LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export type OverlayLogLevel = (typeof OVERLAY_LOG_LEVELS)[number];
 
-/** Bounds on what one call may emit (events and log lines), so an overlay cannot flood the kernel. */
+/**
+ * Bounds on what one call may emit (events and log lines) and hand to the host, so an overlay cannot flood the kernel
+ * or make it read more than these: strings are measured by their header before a byte of them is read.
+ */
 export const EFFECT_LIMITS = Object.freeze({
   eventsPerCall: 100,
   /** Largest event payload (JSON text, UTF-16 code units). */
   payloadChars: 64 * 1024,
+  /** All event payloads of one call together (code units). */
+  payloadCharsPerCall: 1024 * 1024,
+  /** Longest event type (code units). */
+  eventTypeChars: 256,
   logLinesPerCall: 1_000,
+  /** A longer log line is cut here (only this much of it is read). */
   logLineChars: 8 * 1024,
+  /** All log lines of one call together (code units); lines past it are dropped and counted. */
+  logCharsPerCall: 256 * 1024,
+  /** A string argument of a kernel host function (e.g. db_read's query and parameters), code units. */
+  hostArgumentChars: 1024 * 1024,
+  /** An abort message or file name, and a trace message, are cut here. */
+  diagnosticChars: 1024,
 });
 
 /** An event an overlay published during a call; the kernel stamps source, ids and correlation when it publishes. */
@@ -82,14 +96,37 @@ export class CallEffects {
   readonly events: OverlayEvent[] = [];
   readonly logs: OverlayLogLine[] = [];
   droppedLogLines = 0;
+  #logChars = 0;
+  #payloadChars = 0;
 
-  log(level: number, message: string): void {
-    if (this.logs.length >= EFFECT_LIMITS.logLinesPerCall) {
-      this.droppedLogLines++;
-      return;
-    }
+  /** Whether one more log line fits (the caller then need not read it). */
+  acceptsLog(): boolean {
+    if (this.logs.length < EFFECT_LIMITS.logLinesPerCall && this.#logChars < EFFECT_LIMITS.logCharsPerCall) return true;
+    this.droppedLogLines++;
+    return false;
+  }
+
+  /** Adds a log line; `truncated` when the caller read only its first {@link EFFECT_LIMITS.logLineChars} code units. */
+  log(level: number, message: string, truncated = false): void {
+    if (!this.acceptsLog()) return;
     const name = OVERLAY_LOG_LEVELS[level] ?? 'info';
-    this.logs.push({ level: name, message: message.length > EFFECT_LIMITS.logLineChars ? `${message.slice(0, EFFECT_LIMITS.logLineChars)}…` : message });
+    const cut = truncated || message.length > EFFECT_LIMITS.logLineChars;
+    const text = cut ? `${message.slice(0, EFFECT_LIMITS.logLineChars)}…` : message;
+    this.#logChars += text.length;
+    this.logs.push({ level: name, message: text });
+  }
+
+  /** Refuses an event by its sizes alone (before its payload is read): too large, or one too many for the call. */
+  checkPublish(type: string, payloadChars: number): void {
+    if (payloadChars > EFFECT_LIMITS.payloadChars) {
+      throw new InvalidEventError(`The payload of "${type}" is ${payloadChars} characters; the limit is ${EFFECT_LIMITS.payloadChars}.`, { type });
+    }
+    if (this.events.length >= EFFECT_LIMITS.eventsPerCall) {
+      throw new InvalidEventError(`One call may publish at most ${EFFECT_LIMITS.eventsPerCall} events.`, { type });
+    }
+    if (this.#payloadChars + payloadChars > EFFECT_LIMITS.payloadCharsPerCall) {
+      throw new InvalidEventError(`The events of one call may hold at most ${EFFECT_LIMITS.payloadCharsPerCall} payload characters together.`, { type });
+    }
   }
 
   /** Validates and buffers an event; throws {@link InvalidEventError} (failing the call) when it is malformed. */
@@ -97,12 +134,8 @@ export class CallEffects {
     if (!EVENT_TYPE.test(type)) {
       throw new InvalidEventError(`Event type ${JSON.stringify(type.slice(0, 80))} is not "domain.action" (lower-case words joined by dots).`, { type: type.slice(0, 80) });
     }
-    if (payloadJson.length > EFFECT_LIMITS.payloadChars) {
-      throw new InvalidEventError(`The payload of "${type}" is ${payloadJson.length} characters; the limit is ${EFFECT_LIMITS.payloadChars}.`, { type });
-    }
-    if (this.events.length >= EFFECT_LIMITS.eventsPerCall) {
-      throw new InvalidEventError(`One call may publish at most ${EFFECT_LIMITS.eventsPerCall} events.`, { type });
-    }
+    this.checkPublish(type, payloadJson.length);
+    this.#payloadChars += payloadJson.length;
     let payload: unknown;
     try {
       payload = JSON.parse(payloadJson);

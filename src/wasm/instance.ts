@@ -2,27 +2,56 @@ import { isForgeError } from '../errors.ts';
 import { ABI } from './abi.ts';
 import {
   ExportNotFoundError,
+  HostArgumentTooLargeError,
+  HostCallOutsideCallError,
+  InstantiationError,
+  InvalidAllocationError,
+  InvalidEventError,
   InvalidOutputError,
   MemoryLimitError,
   OutOfFuelError,
   OverlayTrapError,
+  ReplyTooLargeError,
   StackOverflowError,
 } from './errors.ts';
-import { METER_EXPORTS, TRAP_REASON } from './fuel-meter.ts';
-import { CallEffects, type HostFunctionSignature } from './host-functions.ts';
+import { FUEL_COSTS, METER_EXPORTS, TRAP_REASON } from './fuel-meter.ts';
+import { CallEffects, EFFECT_LIMITS, type HostFunctionSignature } from './host-functions.ts';
 
 /** Exports that belong to the runtime or the meter, never callable as overlay functions. */
 const RESERVED_EXPORT = /^(__|memory$|table$)/;
 const PAGE_BYTES = 65_536;
 /** Fuel for the module's start function (AssemblyScript's static initializers) at instantiation. */
 export const START_FUEL_BUDGET = 10_000_000;
+/**
+ * Past this much real memory an instance is not reset but replaced: resetting zeroes every byte of it before the
+ * next call (a module can store past the size it sees), while a fresh instance gets fresh pages from the system
+ * that are zero without being touched.
+ */
+const RESET_LIMIT_BYTES = 4 * 1024 * 1024;
+/** The largest string a host function may hand back to the overlay (UTF-16 bytes). */
+const HOST_RESULT_BYTES = ABI.maxOutputBytes;
+
+/** Fuel units for the host reading or writing `chars` UTF-16 code units of the overlay's memory. */
+function unitsForChars(chars: number): number {
+  return Math.ceil((chars * 2) / FUEL_COSTS.bytesPerUnit);
+}
+
+/** What the instance is running, for deciding whether an async host call may suspend it (only an export may). */
+type Phase = 'idle' | 'start' | 'input' | 'export' | 'host';
+const WHERE: Record<Phase, string> = {
+  idle: 'outside any call',
+  start: 'its start function',
+  input: 'its allocator (__new) while the host passed the input in',
+  export: 'an export',
+  host: 'a host function call-back (e.g. its allocator while the host passed a result in)',
+};
 
 export interface InstanceOptions {
   module: WebAssembly.Module;
   /** The host's memory cap (pages): grows past it fail, and are reported as MEMORY_LIMIT. */
   maxPages: number;
-  /** The meter's call-depth limit, for the STACK_OVERFLOW message. */
-  maxCallDepth: number;
+  /** The meter's stack limit (estimated bytes), for the STACK_OVERFLOW message. */
+  maxStackBytes: number;
   /** Kernel host functions the module imports (not the builtins). */
   hostImports: readonly HostFunctionSignature[];
   /**
@@ -58,23 +87,31 @@ export class OverlayInstance {
   readonly #depth: WebAssembly.Global;
   readonly #trap: WebAssembly.Global;
   readonly #growDenied: WebAssembly.Global;
+  readonly #dirty: WebAssembly.Global;
   readonly #allocate: WasmFunction;
   readonly #entries = new Map<string, WasmFunction>();
   readonly #maxPages: number;
-  readonly #maxCallDepth: number;
+  readonly #maxStackBytes: number;
   readonly #virtualPages: WebAssembly.Global;
   readonly #snapshotGlobals: WebAssembly.Global[] = [];
-  #snapshot: { memory: Uint8Array; pages: number; globals: unknown[] } | undefined;
+  #snapshot: { memory: Uint8Array; pages: number; realBytes: number; globals: unknown[] } | undefined;
+  #phase: Phase = 'idle';
   /** True once a call may have changed state since the snapshot. */
-  #dirty = false;
+  #used = false;
   #effects = new CallEffects();
   #abort: string | undefined;
   #view: Buffer | undefined;
 
   constructor(options: InstanceOptions) {
     this.#maxPages = options.maxPages;
-    this.#maxCallDepth = options.maxCallDepth;
-    const instance = new WebAssembly.Instance(options.module, this.#imports(options));
+    this.#maxStackBytes = options.maxStackBytes;
+    let instance: WebAssembly.Instance;
+    try {
+      instance = new WebAssembly.Instance(options.module, this.#imports(options));
+    } catch (error) {
+      // Imports are checked by name and signature at load: what fails here is the module's own segments.
+      throw new InstantiationError((error as Error).message, { cause: error });
+    }
     this.#exports = instance.exports;
     const global = (name: string): WebAssembly.Global => {
       const value = this.#exports[name];
@@ -85,6 +122,7 @@ export class OverlayInstance {
     this.#depth = global(METER_EXPORTS.depth);
     this.#trap = global(METER_EXPORTS.trapReason);
     this.#growDenied = global(METER_EXPORTS.growDenied);
+    this.#dirty = global(METER_EXPORTS.dirty);
     this.#virtualPages = global(METER_EXPORTS.virtualPages);
     global(METER_EXPORTS.maxPages).value = options.maxPages;
     for (let i = 0; ; i++) {
@@ -113,15 +151,20 @@ export class OverlayInstance {
     const start = this.#exports[METER_EXPORTS.start];
     if (typeof start === 'function') this.#runStart(start as WasmFunction);
     const pages = this.#virtualPages.value as number;
-    const image = new Uint8Array(memory.buffer, 0, pages * PAGE_BYTES);
-    let used = image.length;
-    while (used > 0 && image[used - 1] === 0) used--;
+    // Every real byte, not just the pages the module sees: a store past its virtual size does not trap.
+    const image = new Uint8Array(memory.buffer);
+    const words = new Uint32Array(memory.buffer);
+    let used = words.length;
+    while (used > 0 && words[used - 1] === 0) used--;
+    used *= 4;
     this.#snapshot = {
       // Only the written prefix is kept: the rest of the start-time memory is zero, and restoring zeroes it.
       memory: image.slice(0, used),
       pages,
+      realBytes: image.length,
       globals: this.#snapshotGlobals.map((g) => g.value as unknown),
     };
+    if (this.#dirty.value !== 0) this.broken = true;
   }
 
   /**
@@ -134,12 +177,15 @@ export class OverlayInstance {
     if (entry === undefined) throw new ExportNotFoundError(exportName, this.callable);
     this.#effects = effects;
     this.#abort = undefined;
-    if (this.#dirty) this.#restore();
-    this.#dirty = true;
+    if (this.#used) this.#restore();
+    this.#used = true;
     this.#reset(budget);
     let pointer: unknown;
     try {
-      pointer = entry(this.#lowerString(inputJson));
+      this.#phase = 'input';
+      const input = this.#lowerString(inputJson);
+      this.#phase = 'export';
+      pointer = entry(input);
     } catch (error) {
       throw this.#fail(error, exportName, budget);
     }
@@ -155,6 +201,8 @@ export class OverlayInstance {
   }
 
   #finish(exportName: string, budget: number, pointer: unknown): RawCallResult {
+    this.#phase = 'idle';
+    this.#retireIfUnrestorable();
     try {
       const left = Number(this.#fuel.value as bigint);
       // Checks sit at function entries and loop headers; the charge of a final straight-line region can overdraw
@@ -168,6 +216,7 @@ export class OverlayInstance {
   }
 
   #fail(error: unknown, exportName: string, budget: number): Error {
+    this.#phase = 'idle';
     this.broken = true;
     return this.#classify(error, exportName, budget);
   }
@@ -187,52 +236,152 @@ export class OverlayInstance {
   #restore(): void {
     const snapshot = this.#snapshot;
     if (snapshot === undefined) return;
-    const memory = new Uint8Array(this.#memory.buffer, 0, snapshot.pages * PAGE_BYTES);
+    const memory = new Uint8Array(this.#memory.buffer);
     memory.set(snapshot.memory);
     memory.fill(0, snapshot.memory.length);
     this.#virtualPages.value = snapshot.pages;
     for (let i = 0; i < this.#snapshotGlobals.length; i++) (this.#snapshotGlobals[i] as WebAssembly.Global).value = snapshot.globals[i];
   }
 
+  /**
+   * After a call: an instance whose state a reset cannot bring back (a table changed, a data segment dropped) or
+   * whose real memory grew past what is cheap to zero is not used again; a fresh instance serves the next call.
+   */
+  #retireIfUnrestorable(): void {
+    if (this.#dirty.value !== 0 || this.#memory.buffer.byteLength > RESET_LIMIT_BYTES) this.broken = true;
+  }
+
   #runStart(start: WasmFunction): void {
     this.#reset(START_FUEL_BUDGET);
     try {
+      this.#phase = 'start';
       start();
     } catch (error) {
       this.broken = true;
       throw this.#classify(error, '(start)', START_FUEL_BUDGET);
+    } finally {
+      this.#phase = 'idle';
     }
+  }
+
+  /** Takes `units` of fuel for work the host does for the overlay; out of fuel, the call traps as out of fuel. */
+  #charge(units: number): void {
+    const left = (this.#fuel.value as bigint) - BigInt(units);
+    this.#fuel.value = left;
+    if (left < 0n) {
+      this.#trap.value = TRAP_REASON.outOfFuel;
+      throw new WebAssembly.RuntimeError('out of fuel in a host function');
+    }
+  }
+
+  /** Runs host work for the overlay: no async host call may start from what it calls back (e.g. the allocator). */
+  #asHost<T>(work: () => T): T {
+    const phase = this.#phase;
+    this.#phase = 'host';
+    try {
+      return work();
+    } finally {
+      this.#phase = phase;
+    }
+  }
+
+  /** Reads a string argument of at most `limit` code units for the host, charging what is read. */
+  #argument(pointer: number, limit: number, hostFunction: string): string {
+    const chars = this.#stringChars(pointer);
+    if (chars > limit) throw new HostArgumentTooLargeError(hostFunction, chars, limit);
+    this.#charge(unitsForChars(chars));
+    return this.#liftString(pointer);
+  }
+
+  /** Writes a host function's string result into the overlay, charging what is written. */
+  #result(text: string, hostFunction: string): number {
+    if (text.length * 2 > HOST_RESULT_BYTES) throw new ReplyTooLargeError(`The result of ${hostFunction}`, text.length * 2, HOST_RESULT_BYTES);
+    this.#charge(unitsForChars(text.length));
+    return this.#lowerString(text);
   }
 
   #imports(options: InstanceOptions): WebAssembly.Imports {
     const env: Record<string, WebAssembly.ImportValue> = {
       abort: (message: number, file: number, line: number, column: number) => {
-        this.#abort = `${this.#liftString(message) || 'abort'} at ${this.#liftString(file) || '?'}:${line}:${column}`;
+        const text = (pointer: number) => this.#liftString(pointer, EFFECT_LIMITS.diagnosticChars);
+        this.#abort = `${text(message) || 'abort'} at ${text(file) || '?'}:${line}:${column}`;
         throw new OverlayTrapError('(overlay)', this.#abort);
       },
       trace: (message: number, count: number, ...values: number[]) => {
-        this.#effects.log(0, `trace: ${this.#liftString(message)} ${values.slice(0, count).join(', ')}`.trimEnd());
+        const chars = Math.min(this.#stringChars(message), EFFECT_LIMITS.diagnosticChars);
+        this.#charge(unitsForChars(chars));
+        this.#effects.log(0, `trace: ${this.#liftString(message, chars)} ${values.slice(0, count).join(', ')}`.trimEnd());
       },
       seed: () => ABI.randomSeed,
     };
     const forge: Record<string, WebAssembly.ImportValue> = {
       log: (level: number, message: number) => {
-        this.#effects.log(level, this.#liftString(message));
+        if (!this.#effects.acceptsLog()) return;
+        const total = this.#stringChars(message);
+        const chars = Math.min(total, EFFECT_LIMITS.logLineChars);
+        this.#charge(unitsForChars(chars));
+        this.#effects.log(level, this.#liftString(message, chars), chars < total);
       },
-      event_publish: (type: number, payload: number) => this.#effects.publish(this.#liftString(type), this.#liftString(payload)),
+      event_publish: (type: number, payload: number) => {
+        const typeChars = this.#stringChars(type);
+        if (typeChars > EFFECT_LIMITS.eventTypeChars) throw new InvalidEventError(`An event type is ${typeChars} characters; the limit is ${EFFECT_LIMITS.eventTypeChars}.`);
+        this.#charge(unitsForChars(typeChars));
+        const name = this.#liftString(type);
+        const payloadChars = this.#stringChars(payload);
+        this.#effects.checkPublish(name, payloadChars);
+        this.#charge(unitsForChars(payloadChars));
+        return this.#effects.publish(name, this.#liftString(payload));
+      },
     };
     for (const signature of options.hostImports) {
-      const lift = (raw: number[]): (string | number)[] => signature.params.map((type, i) => (type === 'string' ? this.#liftString(raw[i] ?? 0) : (raw[i] ?? 0)));
+      const { name } = signature;
+      const lift = (raw: number[]): (string | number)[] =>
+        signature.params.map((type, i) => (type === 'string' ? this.#argument(raw[i] ?? 0, EFFECT_LIMITS.hostArgumentChars, name) : (raw[i] ?? 0)));
       const lower = (value: unknown): number | undefined => {
         if (signature.result === 'void') return undefined;
         if (signature.result === 'i32') return Number(value) | 0;
-        return this.#lowerString(typeof value === 'string' ? value : JSON.stringify(value ?? null));
+        return this.#result(typeof value === 'string' ? value : JSON.stringify(value ?? null), name);
+      };
+      const refuseOutsideCall = (): void => {
+        if (signature.async && this.#phase !== 'export') throw new HostCallOutsideCallError(name, WHERE[this.#phase]);
       };
       if (signature.async && options.suspending) {
-        forge[signature.name] = new WebAssembly.Suspending(async (...raw: number[]) => lower(await options.invokeHost(signature, lift(raw)))) as unknown as WebAssembly.ImportValue;
+        // Not an async function: a refusal must throw before any promise exists (a rejected promise nobody awaits
+        // would end the process), and JSPI suspends only on a promise that is returned.
+        forge[name] = new WebAssembly.Suspending((...raw: number[]) => {
+          refuseOutsideCall();
+          this.#phase = 'host';
+          let pending: Promise<unknown>;
+          try {
+            pending = Promise.resolve(options.invokeHost(signature, lift(raw)));
+          } catch (error) {
+            this.#phase = 'export';
+            throw error;
+          }
+          return pending.then(
+            (value) => {
+              try {
+                return lower(value);
+              } finally {
+                this.#phase = 'export';
+              }
+            },
+            (error: unknown) => {
+              this.#phase = 'export';
+              throw error;
+            },
+          );
+        }) as unknown as WebAssembly.ImportValue;
       } else {
-        forge[signature.name] = (...raw: number[]) => lower(options.invokeHost(signature, lift(raw)));
+        forge[name] = (...raw: number[]) => {
+          refuseOutsideCall();
+          return this.#asHost(() => lower(options.invokeHost(signature, lift(raw))));
+        };
       }
+    }
+    for (const [name, fn] of Object.entries(forge)) {
+      if (options.hostImports.some((f) => f.name === name)) continue;
+      forge[name] = (...raw: number[]) => this.#asHost(() => (fn as (...args: number[]) => unknown)(...raw));
     }
     return { [ABI.runtimeModule]: env, [ABI.hostModule]: forge };
   }
@@ -249,20 +398,28 @@ export class OverlayInstance {
 
   /** Copies a JS string into a new AssemblyScript string (UTF-16) and returns its pointer. */
   #lowerString(text: string): number {
-    const pointer = (this.#allocate(text.length << 1, ABI.stringClassId) as number) >>> 0;
-    this.#bytes().write(text, pointer, text.length << 1, 'utf16le');
+    const bytes = text.length << 1;
+    const pointer = (this.#allocate(bytes, ABI.stringClassId) as number) >>> 0;
+    const memoryBytes = this.#memory.buffer.byteLength;
+    if (pointer < ABI.sizeOffset || pointer % 2 !== 0 || pointer + bytes > memoryBytes) throw new InvalidAllocationError(pointer, bytes, memoryBytes);
+    this.#bytes().write(text, pointer, bytes, 'utf16le');
     return pointer;
   }
 
-  /** Reads an AssemblyScript string; lenient (host-function arguments are checked by the host function). */
-  #liftString(pointer: number): string {
+  /** The length (code units) of the AssemblyScript string at `pointer`, from its header; 0 for a bad pointer. */
+  #stringChars(pointer: number): number {
     const address = pointer >>> 0;
-    if (address === 0) return '';
     const buffer = this.#memory.buffer;
-    if (address < ABI.sizeOffset || address % 2 !== 0 || address > buffer.byteLength) return '';
+    if (address < ABI.sizeOffset || address % 2 !== 0 || address > buffer.byteLength) return 0;
     const size = new DataView(buffer).getUint32(address - ABI.sizeOffset, true);
-    if (address + size > buffer.byteLength) return '';
-    return this.#bytes().toString('utf16le', address, address + (size & ~1));
+    return address + size > buffer.byteLength ? 0 : size >>> 1;
+  }
+
+  /** Reads an AssemblyScript string, at most `limit` code units of it; lenient ('' for a bad pointer). */
+  #liftString(pointer: number, limit = Number.MAX_SAFE_INTEGER): string {
+    const chars = Math.min(this.#stringChars(pointer), limit);
+    const address = pointer >>> 0;
+    return chars === 0 ? '' : this.#bytes().toString('utf16le', address, address + chars * 2);
   }
 
   /** Reads the output string strictly: bounds, size cap, well-formed UTF-16, then JSON (text and parsed value). */
@@ -289,8 +446,8 @@ export class OverlayInstance {
   #classify(error: unknown, exportName: string, budget: number): Error {
     const reason = this.#trap.value as number;
     if (reason === TRAP_REASON.outOfFuel) return new OutOfFuelError(budget, exportName);
-    if (reason === TRAP_REASON.callDepth) return new StackOverflowError(exportName, this.#maxCallDepth);
-    if (error instanceof RangeError && /call stack/i.test(error.message)) return new StackOverflowError(exportName, this.#maxCallDepth);
+    if (reason === TRAP_REASON.callDepth) return new StackOverflowError(exportName, this.#maxStackBytes);
+    if (error instanceof RangeError && /call stack/i.test(error.message)) return new StackOverflowError(exportName, this.#maxStackBytes);
     const trapped = error instanceof WebAssembly.RuntimeError || error instanceof OverlayTrapError;
     // AssemblyScript's allocator traps (or aborts) when a grow fails: the denied grow is the real cause.
     if (trapped && (this.#growDenied.value as number) !== 0) return new MemoryLimitError(exportName, this.#maxPages);

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { OverlayManifest } from '../manifest.ts';
 import { ABI, type Capability } from './abi.ts';
-import { capMemory, hasWasmHeader } from './binary.ts';
-import { CapabilityError, HashMismatchError, InvalidModuleError } from './errors.ts';
-import { DEFAULT_MAX_CALL_DEPTH } from './fuel-meter.ts';
+import { capResources, formatFunctionType, hasWasmHeader, scanModule, stripCustomSections, TABLE_ELEMENT_BYTES, type FunctionType, type ModuleShape } from './binary.ts';
+import { CapabilityError, HashMismatchError, InvalidModuleError, MemoryLimitError } from './errors.ts';
+import { DEFAULT_MAX_STACK_BYTES } from './fuel-meter.ts';
 import { BUILTIN_HOST_FUNCTIONS, type HostFunction, type HostFunctionSignature } from './host-functions.ts';
 import type { MeteredModuleCache } from './metered-cache.ts';
 
@@ -21,7 +21,7 @@ export interface CompiledOverlay {
   usesAsyncHost: boolean;
   /** Exports with the overlay ABI, `(string) → string`. */
   exports: readonly string[];
-  maxCallDepth: number;
+  maxStackBytes: number;
 }
 
 export interface CompileOptions {
@@ -31,32 +31,76 @@ export interface CompileOptions {
   /** Kernel host functions beyond the builtins (e.g. `db_read`), each gated by its capability. */
   hostFunctions?: readonly HostFunction[];
   cache: MeteredModuleCache;
-  maxCallDepth?: number;
+  maxStackBytes?: number;
+  /** The most memory (64 KiB pages, tables included) any overlay may have; default {@link DEFAULT_MEMORY_CEILING_PAGES}. */
+  maxMemoryPages?: number;
+}
+
+/** The kernel's ceiling on an overlay's memory cap unless the service sets one: 4,096 pages = 256 MiB. */
+export const DEFAULT_MEMORY_CEILING_PAGES = 4_096;
+
+/** The signature a host function has in wasm: strings and i32s are both i32 (a pointer, a number). */
+function wasmType(signature: HostFunctionSignature): FunctionType {
+  return { params: signature.params.map(() => 'i32'), results: signature.result === 'void' ? [] : ['i32'] };
+}
+
+/** The AssemblyScript runtime's imports an overlay may have without a capability, with their signatures. */
+const RUNTIME_IMPORTS: Readonly<Record<string, FunctionType>> = {
+  abort: { params: ['i32', 'i32', 'i32', 'i32'], results: [] },
+  trace: { params: ['i32', 'i32', 'f64', 'f64', 'f64', 'f64', 'f64'], results: [] },
+  seed: { params: [], results: ['f64'] },
+};
+/** The signature of every export with the overlay ABI (a string in, a string out), and of the allocator. */
+const EXPORT_TYPE: FunctionType = { params: ['i32'], results: ['i32'] };
+const ALLOC_TYPE: FunctionType = { params: ['i32', 'i32'], results: ['i32'] };
+
+function sameType(a: FunctionType | undefined, b: FunctionType): boolean {
+  return a !== undefined && formatFunctionType(a) === formatFunctionType(b);
+}
+
+function signatureMismatch(what: string, actual: FunctionType | undefined, expected: FunctionType): InvalidModuleError {
+  const found = actual === undefined ? 'something that is not a function' : formatFunctionType(actual);
+  return new InvalidModuleError(`The overlay's ${what} has the signature ${found}, but it must be ${formatFunctionType(expected)}: build the overlay with "forge-kernel build" and the SDK.`, {
+    details: { what, actual: actual === undefined ? null : formatFunctionType(actual), expected: formatFunctionType(expected) },
+  });
 }
 
 /**
- * Checks every import of a module against the overlay ABI: a runtime import, or a host function this kernel has
- * whose capability the manifest declares and the service grants. Returns the kernel host functions it imports
- * (builtins excluded); throws {@link CapabilityError} naming the import (`details.import`, `capability`, `declared`).
+ * Checks every import of a module against the overlay ABI, by name and by signature: a runtime import, or a host
+ * function this kernel has whose capability the manifest declares and the service grants. Returns the kernel host
+ * functions it imports (builtins excluded); throws {@link CapabilityError} naming the import (`details.import`,
+ * `capability`, `declared`) or {@link InvalidModuleError} naming both signatures.
  */
 export function checkImports<T extends HostFunctionSignature>(
-  module: WebAssembly.Module,
-  options: { manifest: OverlayManifest; grant: readonly Capability[]; hostFunctions: readonly T[] },
+  shape: ModuleShape,
+  options: {
+    manifest: OverlayManifest;
+    grant: readonly Capability[];
+    hostFunctions: readonly T[];
+    /** Let imports of host functions this kernel does not know pass (a build: the kernel that loads it decides). */
+    allowUnknownHostFunctions?: boolean;
+  },
 ): T[] {
   const { manifest } = options;
   const granted = manifest.capabilities.filter((c) => options.grant.includes(c));
   const hostImports: T[] = [];
-  for (const entry of WebAssembly.Module.imports(module)) {
+  for (const entry of shape.imports) {
     const where = `${entry.module}.${entry.name}`;
-    if (entry.module === ABI.runtimeModule && entry.kind === 'function' && ABI.runtimeImports.includes(entry.name)) continue;
+    const runtime = entry.module === ABI.runtimeModule && entry.kind === 'function' && Object.hasOwn(RUNTIME_IMPORTS, entry.name) ? RUNTIME_IMPORTS[entry.name] : undefined;
+    if (runtime !== undefined) {
+      if (!sameType(entry.type, runtime)) throw signatureMismatch(`import ${where}`, entry.type, runtime);
+      continue;
+    }
     if (entry.module !== ABI.hostModule || entry.kind !== 'function') {
-      throw new CapabilityError(`The overlay imports ${where} (${entry.kind}), which is not part of the overlay ABI: overlays may import only host functions from "${ABI.hostModule}" and ${ABI.runtimeImports.map((n) => `${ABI.runtimeModule}.${n}`).join(', ')}.`, { import: where });
+      throw new CapabilityError(`The overlay imports ${where} (${entry.kind}), which is not part of the overlay ABI: overlays may import only host functions from "${ABI.hostModule}" and ${Object.keys(RUNTIME_IMPORTS).map((n) => `${ABI.runtimeModule}.${n}`).join(', ')}.`, { import: where });
     }
     const custom = options.hostFunctions.find((f) => f.name === entry.name);
     const signature: HostFunctionSignature | undefined = custom ?? BUILTIN_HOST_FUNCTIONS.find((f) => f.name === entry.name);
     if (signature === undefined) {
+      if (options.allowUnknownHostFunctions === true) continue;
       throw new CapabilityError(`The overlay imports ${where}, but this kernel has no such host function.`, { import: where });
     }
+    if (!sameType(entry.type, wasmType(signature))) throw signatureMismatch(`import ${where}`, entry.type, wasmType(signature));
     if (!granted.includes(signature.capability)) {
       const declared = manifest.capabilities.includes(signature.capability);
       throw new CapabilityError(
@@ -69,6 +113,29 @@ export function checkImports<T extends HostFunctionSignature>(
     if (custom !== undefined) hostImports.push(custom);
   }
   return hostImports;
+}
+
+/**
+ * The exports the host calls, checked by signature: the memory, the allocator `__new`, `run` and the other
+ * lifecycle exports exactly as the ABI says. Returns the callable exports: every function export (other than the
+ * runtime's `__…`) with the ABI's signature; one with another signature cannot be called as an overlay function.
+ */
+export function checkExports(shape: ModuleShape): string[] {
+  const find = (name: string) => shape.exports.find((e) => e.name === name);
+  if (find(ABI.memoryExport)?.kind !== 'memory') {
+    throw new InvalidModuleError(`The overlay does not export its memory as "${ABI.memoryExport}": compile it with --exportRuntime (forge-kernel build does).`);
+  }
+  const alloc = find(ABI.allocExport);
+  if (alloc === undefined) throw new InvalidModuleError(`The overlay does not export "${ABI.allocExport}": compile it with --exportRuntime (forge-kernel build does).`);
+  if (!sameType(alloc.type, ALLOC_TYPE)) throw signatureMismatch(`export ${ABI.allocExport}`, alloc.type, ALLOC_TYPE);
+  for (const required of ABI.requiredExports) {
+    if (find(required) === undefined) throw new InvalidModuleError(`The overlay does not export "${required}": every overlay exports run(input: string): string.`);
+  }
+  for (const lifecycle of ABI.lifecycleExports) {
+    const entry = find(lifecycle);
+    if (entry !== undefined && !sameType(entry.type, EXPORT_TYPE)) throw signatureMismatch(`export ${lifecycle}`, entry.type, EXPORT_TYPE);
+  }
+  return shape.exports.filter((e) => e.kind === 'function' && !e.name.startsWith('__') && sameType(e.type, EXPORT_TYPE)).map((e) => e.name);
 }
 
 export function sha256Hex(bytes: Uint8Array): string {
@@ -87,29 +154,24 @@ export async function compileOverlay(bytes: Uint8Array, options: CompileOptions)
   const sha256 = sha256Hex(bytes);
   if (sha256 !== manifest.sha256) throw new HashMismatchError(manifest.sha256, sha256);
   if (!hasWasmHeader(bytes)) throw new InvalidModuleError('Not a WebAssembly module: the file does not start with the \\0asm header. Load the .wasm that "forge-kernel build" wrote.');
-  let original: WebAssembly.Module;
+  // Our own reading first (ceilings, one memory, reserved names, signatures); then V8 decides what is valid.
+  const shape = scanModule(bytes);
   try {
-    original = await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+    await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
   } catch (error) {
     throw new InvalidModuleError(`The module is not valid WebAssembly: ${(error as Error).message}`, { cause: error });
   }
-
   const granted = manifest.capabilities.filter((c) => options.grant.includes(c));
-  const hostImports = checkImports(original, { manifest, grant: options.grant, hostFunctions: options.hostFunctions ?? [] });
-
-  const exports = WebAssembly.Module.exports(original)
-    .filter((e) => e.kind === 'function' && !e.name.startsWith('__'))
-    .map((e) => e.name);
-  for (const required of ABI.requiredExports) {
-    if (!exports.includes(required)) throw new InvalidModuleError(`The overlay does not export "${required}": every overlay exports run(input: string): string.`);
-  }
-  const runtime = WebAssembly.Module.exports(original).map((e) => e.name);
-  if (!runtime.includes(ABI.allocExport) || !runtime.includes(ABI.memoryExport)) {
-    throw new InvalidModuleError(`The overlay does not export its memory and "${ABI.allocExport}": compile it with --exportRuntime (forge-kernel build does).`);
+  const hostImports = checkImports(shape, { manifest, grant: options.grant, hostFunctions: options.hostFunctions ?? [] });
+  const exports = checkExports(shape);
+  const ceiling = options.maxMemoryPages ?? DEFAULT_MEMORY_CEILING_PAGES;
+  if (manifest.memoryPages > ceiling) {
+    throw new MemoryLimitError('(load)', ceiling, `The manifest asks for ${manifest.memoryPages} pages of memory; this kernel allows an overlay at most ${ceiling} (${ceiling / 16} MiB): lower "memoryPages", or raise the kernel's maxMemoryPages.`);
   }
 
-  const maxCallDepth = options.maxCallDepth ?? DEFAULT_MAX_CALL_DEPTH;
-  const metered = capMemory(await options.cache.get(bytes, sha256, maxCallDepth), manifest.memoryPages);
+  const maxStackBytes = options.maxStackBytes ?? DEFAULT_MAX_STACK_BYTES;
+  // Names come from the custom name section: without it, no function of the module can take a name the meter uses.
+  const metered = capResources(await options.cache.get(stripCustomSections(bytes), sha256, maxStackBytes), { memoryPages: manifest.memoryPages, tableElementBytes: TABLE_ELEMENT_BYTES });
   let module: WebAssembly.Module;
   try {
     module = await WebAssembly.compile(metered as Uint8Array<ArrayBuffer>);
@@ -125,6 +187,6 @@ export async function compileOverlay(bytes: Uint8Array, options: CompileOptions)
     hostImports,
     usesAsyncHost: hostImports.some((f) => f.async),
     exports,
-    maxCallDepth,
+    maxStackBytes,
   };
 }

@@ -2,14 +2,15 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { BINARYEN_VERSION, loadBinaryen } from './binaryen.ts';
-import { DEFAULT_MAX_CALL_DEPTH, FUEL_COSTS, meterModule } from './fuel-meter.ts';
+import { BINARYEN_VERSION } from './binaryen.ts';
+import { DEFAULT_MAX_STACK_BYTES, FUEL_COSTS } from './fuel-meter.ts';
+import { meterOffThread } from './meter-thread.ts';
 
 /**
  * Bumped whenever the meter's output changes for the same input, so stale cached modules are never used
  * (the fuel costs are part of the key too).
  */
-const METER_VERSION = 3;
+const METER_VERSION = 5;
 
 /** Where metered modules are kept between processes unless configured: `FORGE_CACHE_DIR` or `~/.cache/forge-kernel`. */
 export function defaultCacheDir(): string {
@@ -17,10 +18,10 @@ export function defaultCacheDir(): string {
 }
 
 /**
- * Metered modules by content: the sha256 of the original bytes plus the meter's version, costs, depth limit and
+ * Metered modules by content: the sha256 of the original bytes plus the meter's version, costs, stack limit and
  * binaryen version.
  * Kept in memory and, unless `dir` is false, on disk, so binaryen is imported and a module instrumented once per
- * module, not once per load or per process.
+ * module, not once per load or per process. A miss of both is metered in the meter's worker thread; hits stay here.
  */
 export class MeteredModuleCache {
   readonly #memory = new Map<string, Promise<Uint8Array>>();
@@ -33,18 +34,18 @@ export class MeteredModuleCache {
   }
 
   /** The metered bytes of a module whose sha256 is `hash`. */
-  get(bytes: Uint8Array, hash: string, maxCallDepth = DEFAULT_MAX_CALL_DEPTH): Promise<Uint8Array> {
-    const key = createHash('sha256').update(`${hash}:${METER_VERSION}:${JSON.stringify(FUEL_COSTS)}:${maxCallDepth}:${BINARYEN_VERSION}`).digest('hex');
+  get(bytes: Uint8Array, hash: string, maxStackBytes = DEFAULT_MAX_STACK_BYTES): Promise<Uint8Array> {
+    const key = createHash('sha256').update(`${hash}:${METER_VERSION}:${JSON.stringify(FUEL_COSTS)}:${maxStackBytes}:${BINARYEN_VERSION}`).digest('hex');
     let entry = this.#memory.get(key);
     if (entry === undefined) {
-      entry = this.#load(key, bytes, maxCallDepth);
+      entry = this.#load(key, bytes, maxStackBytes);
       this.#memory.set(key, entry);
       entry.catch(() => this.#memory.delete(key));
     }
     return entry;
   }
 
-  async #load(key: string, bytes: Uint8Array, maxCallDepth: number): Promise<Uint8Array> {
+  async #load(key: string, bytes: Uint8Array, maxStackBytes: number): Promise<Uint8Array> {
     const file = this.#dir === false ? undefined : join(this.#dir, `${key}.wasm`);
     if (file !== undefined) {
       try {
@@ -53,7 +54,7 @@ export class MeteredModuleCache {
         // not cached on disk yet
       }
     }
-    const metered = meterModule(await loadBinaryen(), bytes, { maxCallDepth }).bytes;
+    const metered = await meterOffThread(bytes, { maxStackBytes });
     this.instrumented++;
     if (file !== undefined && this.#dir !== false) {
       try {

@@ -80,7 +80,7 @@ export class RelaxedExecutor implements Executor {
     pooled.instance = new OverlayInstance({
       module: compiled.module,
       maxPages: compiled.manifest.memoryPages,
-      maxCallDepth: compiled.maxCallDepth,
+      maxStackBytes: compiled.maxStackBytes,
       hostImports: compiled.hostImports,
       suspending: true,
       invokeHost: (signature: HostFunctionSignature, args) => {

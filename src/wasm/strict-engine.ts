@@ -1,7 +1,7 @@
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { CallCancelledError, DeadlineExceededError, InstanceTerminatedError, InvalidCallInputError, reviveError, serializeError } from './errors.ts';
+import { CallCancelledError, DeadlineExceededError, InstanceTerminatedError, InvalidCallInputError, reviveError, serializeError, WorkerCrashedError } from './errors.ts';
 import { raceDeadline, type ExecuteRequest, type Executor } from './executor.ts';
 import type { RawCallResult } from './instance.ts';
 import type { CompiledOverlay } from './loader.ts';
@@ -12,8 +12,12 @@ const DEAD = -1;
 
 /** Workers per overlay: calls beyond this wait in a FIFO queue. */
 export const DEFAULT_STRICT_POOL_SIZE = 2;
-/** Each worker's own V8 heap: overlays live in wasm memory (capped separately); the JS side only marshals. */
-const WORKER_LIMITS = { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 };
+/**
+ * Each worker's own V8 heap: overlays live in wasm memory (capped separately); the JS side only marshals a call's
+ * input, output, events and logs, all bounded (about 20 MB at most as JSON). A worker that passes it dies alone and
+ * fails its call with WORKER_CRASHED.
+ */
+const WORKER_LIMITS = { maxOldGenerationSizeMb: 128, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 };
 /** The worker script sits beside this module, as .ts in a checkout and .js in the published package. */
 const WORKER_URL = new URL(`./strict-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url);
 
@@ -35,6 +39,8 @@ class WorkerSlot {
   readonly #onIdle: () => void;
   #current: PendingCall | undefined;
   dead = false;
+  /** Set when the kernel ends the worker itself (deadline, cancel, close), as opposed to the worker dying. */
+  #killed = false;
 
   constructor(compiled: CompiledOverlay, onExit: (slot: WorkerSlot) => void, onIdle: () => void) {
     this.#compiled = compiled;
@@ -42,7 +48,7 @@ class WorkerSlot {
     const init: WorkerInit = {
       module: compiled.module,
       maxPages: compiled.manifest.memoryPages,
-      maxCallDepth: compiled.maxCallDepth,
+      maxStackBytes: compiled.maxStackBytes,
       hostImports: compiled.hostImports.map(({ name, capability, async, params, result }) => ({ name, capability, async, params, result })),
       channel: this.#channel,
     };
@@ -55,10 +61,14 @@ class WorkerSlot {
       this.worker.once('error', reject);
     });
     this.ready.catch(() => undefined);
-    this.worker.on('error', (error: Error) => this.#fail(error));
-    this.worker.on('exit', () => {
+    // A worker that errors is gone at once for the pool (it exits next): no call may be handed to it meanwhile.
+    this.worker.on('error', (error: Error & { code?: string }) => {
       this.#release();
-      this.#fail(new InstanceTerminatedError(`The worker of overlay "${compiled.manifest.name}"`));
+      this.#fail(this.#crash(error.code === 'ERR_WORKER_OUT_OF_MEMORY' ? 'it ran out of memory' : `${error.name}: ${error.message}`));
+    });
+    this.worker.on('exit', (code) => {
+      this.#release();
+      this.#fail(this.#killed ? new InstanceTerminatedError(`The worker of overlay "${compiled.manifest.name}"`) : this.#crash(`it exited with code ${code}`));
       onExit(this);
     });
   }
@@ -77,8 +87,13 @@ class WorkerSlot {
     );
   }
 
+  #crash(reason: string): Error {
+    return new WorkerCrashedError(this.#current?.request.exportName ?? '(startup)', reason);
+  }
+
   /** Kills the worker now (a runaway or cancelled call); resolves once the thread is gone. */
   async kill(): Promise<void> {
+    this.#killed = true;
     this.#release();
     await this.worker.terminate();
   }
@@ -112,9 +127,14 @@ class WorkerSlot {
       const state = await this.#waitWhile(waiting);
       if (this.dead || state === DEAD) return;
       if (state === STATE.host) {
-        const reply = await this.#serveHost(receive<HostRequest>(this.#channel), pending);
+        const request = receive<HostRequest>(this.#channel);
+        const reply = await this.#serveHost(request, pending);
         if (this.dead) return;
-        send(this.#channel, STATE.reply, reply);
+        try {
+          send(this.#channel, STATE.reply, reply, `The result of ${request.name}`);
+        } catch (error) {
+          send(this.#channel, STATE.reply, { error: serializeError(error) } satisfies HostReply);
+        }
         waiting = STATE.reply;
         continue;
       }

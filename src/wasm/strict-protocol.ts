@@ -1,4 +1,4 @@
-import type { SerializedError } from './errors.ts';
+import { ReplyTooLargeError, type SerializedError } from './errors.ts';
 import type { HostFunctionSignature, OverlayEvent, OverlayLogLine } from './host-functions.ts';
 import type { RawCallResult } from './instance.ts';
 
@@ -38,7 +38,7 @@ export const STATE = Object.freeze({
 export interface WorkerInit {
   module: WebAssembly.Module;
   maxPages: number;
-  maxCallDepth: number;
+  maxStackBytes: number;
   hostImports: HostFunctionSignature[];
   channel: SharedArrayBuffer;
 }
@@ -71,13 +71,17 @@ export interface CallReply {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** Writes a message into the area and moves the state word, waking the other side. */
-export function send(channel: SharedArrayBuffer, state: number, message: unknown): void {
+/**
+ * Writes a message into the area and moves the state word, waking the other side. A message that does not fit is
+ * refused with {@link ReplyTooLargeError} (`what` names it) before the state word moves: the caller sends a small
+ * error in its place, so neither side is left waiting.
+ */
+export function send(channel: SharedArrayBuffer, state: number, message: unknown, what = 'A message to or from the overlay worker'): void {
   const control = new Int32Array(channel, 0, CHANNEL.headerBytes / 4);
   const area = new Uint8Array(channel, CHANNEL.headerBytes);
   const json = JSON.stringify(message);
   const { written, read } = encoder.encodeInto(json, area);
-  if (read !== json.length) throw new RangeError(`message larger than the ${CHANNEL.areaBytes}-byte channel`);
+  if (read !== json.length) throw new ReplyTooLargeError(what, Buffer.byteLength(json), CHANNEL.areaBytes);
   Atomics.store(control, CHANNEL.length, written);
   Atomics.store(control, CHANNEL.state, state);
   Atomics.notify(control, CHANNEL.state);

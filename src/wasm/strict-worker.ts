@@ -18,7 +18,7 @@ function waitWhile(current: number): void {
 
 /** A blocking hop to the kernel thread: write the request, sleep until the reply is in the channel. */
 function invokeHost(signature: HostFunctionSignature, args: (string | number)[]): unknown {
-  send(init.channel, STATE.host, { name: signature.name, args });
+  send(init.channel, STATE.host, { name: signature.name, args }, `The arguments of ${signature.name}`);
   waitWhile(STATE.host);
   const reply = receive<HostReply>(init.channel);
   if ('error' in reply) throw reviveError(reply.error);
@@ -29,7 +29,7 @@ function createInstance(): OverlayInstance {
   return new OverlayInstance({
     module: init.module,
     maxPages: init.maxPages,
-    maxCallDepth: init.maxCallDepth,
+    maxStackBytes: init.maxStackBytes,
     hostImports: init.hostImports,
     suspending: false,
     invokeHost,
@@ -75,6 +75,12 @@ if (instance !== undefined) {
     } catch (error) {
       reply = { ok: false, error: serializeError(error), events: [], logs: [], droppedLogLines: 0 };
     }
-    send(init.channel, STATE.done, reply);
+    try {
+      send(init.channel, STATE.done, reply, `The reply of "${request.exportName}" (output, events and logs)`);
+    } catch (error) {
+      // Too large for the channel: the call fails with that error, and this worker goes on serving.
+      instance = undefined;
+      send(init.channel, STATE.done, { ok: false, error: serializeError(error), events: [], logs: [], droppedLogLines: 0 } satisfies CallReply);
+    }
   }
 }

@@ -132,6 +132,34 @@ describe('forge-kernel build', () => {
     expect(result.error?.message).toMatch(/quiet\.ts:5:\d+: .*"capabilities" must include "EVENT_PUBLISH": the module imports forge\.event_publish/);
   });
 
+  it('builds an overlay that imports a host function of the service (the kernel that loads it checks it)', async () => {
+    const body = '@external("forge", "geo_lookup") declare function geoLookup(x: i32): i32;\nexport function run(text: string): string { return geoLookup(1) > 0 ? ok(input(text)) : text; }';
+    const { result } = await buildOne(source({ name: 'geo-overlay', version: '1.0.0' }, body), 'geo.ts');
+    expect(result).toMatchObject({ status: 'built' });
+  }, COMPILE_BUDGET_MS);
+
+  it('rebuilds when another source of the same name is built into the folder, and refuses two of one name in one build', async () => {
+    const dir = workspace();
+    const out = join(dir, 'out');
+    writeFileSync(join(dir, 'a.ts'), source({ name: 'same-overlay', version: '1.0.0' }, 'export function run(text: string): string { return "\\"A\\""; }'));
+    writeFileSync(join(dir, 'b.ts'), source({ name: 'same-overlay', version: '1.0.0' }, 'export function run(text: string): string { return "\\"B\\""; }'));
+    const [a] = await buildOverlays([join(dir, 'a.ts')], { outDir: out });
+    const [b] = await buildOverlays([join(dir, 'b.ts')], { outDir: out });
+    expect(a?.status).toBe('built');
+    expect(b?.status).toBe('built');
+    expect(b?.sha256).not.toBe(a?.sha256);
+    const both = await buildOverlays([join(dir, 'a.ts'), join(dir, 'b.ts')], { outDir: out, force: true });
+    expect(both[1]).toMatchObject({ status: 'failed', error: { code: 'INVALID_MANIFEST' } });
+    expect(both[1]?.error?.message).toMatch(/b\.ts:3:\d+: .*"name" is also the name of .*a\.ts in this build/);
+  }, COMPILE_BUDGET_MS);
+
+  it('reads a manifest behind a byte-order mark, and calls an empty one empty', async () => {
+    const bom = await buildOne(`\uFEFF${source({ name: 'bom-overlay', version: '1.0' })}`, 'bom.ts');
+    expect(bom.result.error?.message).toMatch(/bom\.ts:4:3: .*"version"/);
+    const empty = await buildOne('/* forge:manifest */\nexport function run(t: string): string { return t; }', 'empty.ts');
+    expect(empty.result.error?.message).toMatch(/empty\.ts:1:\d+: .*is empty/);
+  });
+
   it('fails the build when a fuel budget names an export the module does not have', async () => {
     const { result } = await buildOne(source({ name: 'budget-overlay', version: '1.0.0', fuel: { rnu: 1000 } }), 'budget.ts');
     expect(result).toMatchObject({ status: 'failed', error: { code: 'INVALID_MANIFEST' } });

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, dirname, join, resolve } from 'node:path';
+import { delimiter, dirname, join, relative, resolve, sep } from 'node:path';
 import { promisify } from 'node:util';
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');
@@ -35,26 +35,34 @@ async function mustRun(file: string, args: readonly string[], options: { cwd: st
   return result;
 }
 
+/** What a checkout holds that is not the project's own: installed, generated or local. */
+const NOT_SOURCE = new Set(['node_modules', '.git', '.forge', 'dist', 'build', 'bench/results']);
+
 /**
  * `npm pack` of the working tree, as a release would make it, without touching the checkout's own dist/ (other
- * tests use it): the package's sources are copied to a staging folder that shares node_modules, and packed there,
- * which runs its prepare script (a clean dist/ and the prebuilt examples). Returns the tarball's path.
+ * tests use it): the working tree is copied to a staging folder that shares node_modules, and packed there, which
+ * runs its prepare script (a clean dist/ and the prebuilt examples). Returns the tarball's path; `cleanup` removes
+ * what it made.
  */
-export async function packTarball(): Promise<string> {
+export async function packTarball(): Promise<{ tarball: string; cleanup: () => void }> {
   const staging = mkdtempSync(join(tmpdir(), 'forge-pack-'));
-  for (const entry of ['package.json', 'README.md', 'asconfig.json', 'tsconfig.json', 'tsconfig.build.json', 'bin', 'src', 'actors', 'overlays-as', join('scripts', 'build.ts')]) {
-    cpSync(join(ROOT, entry), join(staging, entry), { recursive: true });
-  }
+  cpSync(ROOT, staging, { recursive: true, filter: (source) => !NOT_SOURCE.has(relative(ROOT, source).split(sep).join('/')) });
   symlinkSync(join(ROOT, 'node_modules'), join(staging, 'node_modules'), 'dir');
   // The examples built by earlier tests or builds are reused when current (their inputs are named relative to the sources).
   const examples = join(ROOT, '.forge', 'cache', 'examples');
   if (existsSync(examples)) cpSync(examples, join(staging, '.forge', 'cache', 'examples'), { recursive: true });
   const out = join(staging, 'tarball');
   mkdirSync(out);
-  await mustRun('npm', ['pack', '--pack-destination', out, '--silent'], { cwd: staging });
+  const cleanup = () => rmSync(staging, { recursive: true, force: true });
+  try {
+    await mustRun('npm', ['pack', '--pack-destination', out, '--silent'], { cwd: staging });
+  } catch (error) {
+    cleanup();
+    throw error;
+  }
   const [tarball] = readdirSync(out).filter((f) => f.endsWith('.tgz'));
   if (tarball === undefined) throw new Error(`npm pack wrote no tarball in ${out}`);
-  return join(out, tarball);
+  return { tarball: join(out, tarball), cleanup };
 }
 
 /** A fresh project with the tarball installed, as `npm install forge-kernel` would give it (plus the extra packages). */

@@ -2,7 +2,7 @@ import binaryen from 'binaryen';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isForgeError } from '../../src/errors.ts';
-import { FUEL_COSTS, METER_EXPORTS, meterModule, TRAP_REASON } from '../../src/wasm/fuel-meter.ts';
+import { DEFAULT_MAX_STACK_BYTES, FRAME_BASE_BYTES, FUEL_COSTS, METER_EXPORTS, meterModule, TRAP_REASON } from '../../src/wasm/fuel-meter.ts';
 
 /** Hand-written modules whose instruction counts can be worked out on paper. */
 const WAT = `(module
@@ -31,6 +31,18 @@ function metered(wat = WAT, imports: WebAssembly.Imports = {}): Exports {
   const exports = instance.exports as unknown as Exports;
   exports[METER_EXPORTS.virtualPages]!.value = (instance.exports.memory as WebAssembly.Memory).buffer.byteLength / 65_536;
   return exports;
+}
+
+/** The deepest recursion `name(n)` runs to without trapping (by bisection). */
+function deepestCall(exports: Exports, name: string): number {
+  let low = 0;
+  let high = 1_000_000;
+  while (low < high) {
+    const mid = Math.ceil((low + high) / 2);
+    if ('result' in burn(exports, name, [mid])) low = mid;
+    else high = mid - 1;
+  }
+  return low;
 }
 
 /** Runs an export under a budget; returns the fuel it burned, or the trap reason. */
@@ -181,34 +193,45 @@ describe('FuelMeter', () => {
     expect(burn(host, 'backViaTable', [1_000_000], 10_000)).toEqual({ trap: TRAP_REASON.outOfFuel });
   });
 
-  it('counts the call depth across a host function that calls back into the module', () => {
-    const self: { exports?: Exports; reentries: number } = { reentries: 0 };
+  it('counts the stack across a host function that calls back into the module', () => {
+    const self: { exports?: Exports; reentries: number; depth: number } = { reentries: 0, depth: 0 };
     const host = metered(
       `(module (import "env" "h" (func $h (param i32) (result i32))) (memory (export "memory") 1)
         (func $down (export "down") (param i32) (result i32)
           (if (result i32) (i32.eqz (local.get 0)) (then (call $h (i32.const 0)))
             (else (i32.add (i32.const 1) (call $down (i32.sub (local.get 0) (i32.const 1))))))))`,
-      { env: { h: () => (self.reentries-- > 0 ? self.exports!.down!(1_000) : 0) } },
+      { env: { h: () => (self.reentries-- > 0 ? self.exports!.down!(self.depth) : 0) } },
     );
     self.exports = host;
+    const deepest = deepestCall(host, 'down');
+    const three = Math.ceil((deepest * 3) / 4);
     self.reentries = 0;
-    expect(burn(host, 'down', [1_500])).toMatchObject({ result: 1_500 });
-    // 1,500 frames, then the host calls back for 1,000 more: past the limit of 2,000 on the one stack.
+    expect(burn(host, 'down', [three])).toMatchObject({ result: three });
+    // Three quarters of the stack, then the host calls back for half of it more: past the limit on the one stack.
     self.reentries = 1;
-    expect(burn(host, 'down', [1_500])).toEqual({ trap: TRAP_REASON.callDepth });
+    self.depth = Math.ceil(deepest / 2);
+    expect(burn(host, 'down', [three])).toEqual({ trap: TRAP_REASON.callDepth });
   });
 
   it('traps an infinite loop with the out-of-fuel reason', () => {
     expect(burn(exports, 'loop', [2 ** 31 - 1], 10_000)).toEqual({ trap: TRAP_REASON.outOfFuel });
   });
 
-  it('traps deep recursion at the call-depth limit, deterministically', () => {
-    const deep = metered(`(module (memory (export "memory") 1)
-      (func $down (export "down") (param i32) (result i32)
-        (if (result i32) (i32.eqz (local.get 0)) (then (i32.const 0))
-          (else (i32.add (i32.const 1) (call $down (i32.sub (local.get 0) (i32.const 1))))))))`);
-    expect(burn(deep, 'down', [1_999])).toMatchObject({ result: 1_999 });
-    expect(burn(deep, 'down', [2_000])).toEqual({ trap: TRAP_REASON.callDepth });
+  it('traps deep recursion at the stack limit, deterministically, sooner for larger frames', () => {
+    const recursion = (locals: number) =>
+      metered(`(module (memory (export "memory") 1)
+        (func $down (export "down") (param i32) (result i32) ${'(local i64) '.repeat(locals)}
+          (if (result i32) (i32.eqz (local.get 0)) (then (i32.const 0))
+            (else (i32.add (i32.const 1) (call $down (i32.sub (local.get 0) (i32.const 1))))))))`);
+    const small = recursion(0);
+    const deepest = deepestCall(small, 'down');
+    expect(deepest).toBeGreaterThanOrEqual(1_500);
+    expect(deepestCall(recursion(0), 'down')).toBe(deepest);
+    expect(burn(small, 'down', [deepest + 1])).toEqual({ trap: TRAP_REASON.callDepth });
+    // 200 more i64 locals a frame (1,600 bytes more): about a tenth of the depth at most.
+    const large = deepestCall(recursion(200), 'down');
+    expect(large).toBeLessThan(deepest / 8);
+    expect(large * (FRAME_BASE_BYTES + 200 * 8)).toBeLessThanOrEqual(DEFAULT_MAX_STACK_BYTES);
   });
 
   it('charges memory.fill by its size, before filling', () => {

@@ -1,6 +1,6 @@
 import binaryen from 'binaryen';
 import { describe, expect, it } from 'vitest';
-import { capMemory } from '../../src/wasm/binary.ts';
+import { capResources, TABLE_ELEMENT_BYTES } from '../../src/wasm/binary.ts';
 import { compileOverlay, sha256Hex } from '../../src/wasm/loader.ts';
 import { parseManifest } from '../../src/manifest.ts';
 import { testCache } from '../support/engine.ts';
@@ -59,14 +59,14 @@ describe('compileOverlay', () => {
     expect(compiled.exports).toEqual(['run']);
   });
 
-  it('refuses with INVALID_MODULE a module that compiles but whose metered form passes an engine limit', async () => {
-    // 49,999 locals are within V8's limit of 50,000; the meter's two parameters take the function past it.
+  it('refuses with MODULE_LIMIT, before metering, a function with more locals than the kernel meters', async () => {
+    // 49,999 locals are within V8's limit of 50,000; the meter's two parameters would take the function past it.
     const locals = Array.from({ length: 49_999 }, () => 'i32').join(' ');
     const bytes = wat(`(module (memory (export "memory") 1)
       (func (export "__new") (param i32 i32) (result i32) (i32.const 16))
       (func (export "run") (param i32) (result i32) (local ${locals}) (local.get 0)))`);
     await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
-    await expect(compileOverlay(bytes, { manifest: manifestFor(bytes), grant: [], cache: testCache })).rejects.toMatchObject({ code: 'INVALID_MODULE', message: expect.stringContaining('metered module does not compile') as unknown });
+    await expect(compileOverlay(bytes, { manifest: manifestFor(bytes), grant: [], cache: testCache })).rejects.toMatchObject({ code: 'MODULE_LIMIT', details: { limit: 'maxLocals' } });
   });
 
   it('refuses a module without run, or without its memory and allocator', async () => {
@@ -91,10 +91,10 @@ describe('compileOverlay', () => {
   });
 });
 
-describe('capMemory', () => {
+describe('capResources', () => {
   it('rewrites only the memory limits and leaves the rest of the module intact', () => {
     const bytes = wat('(module (memory (export "memory") 2) (func (export "f") (result i32) (i32.const 42)))');
-    const capped = capMemory(bytes, 5);
+    const capped = capResources(bytes, { memoryPages: 5, tableElementBytes: TABLE_ELEMENT_BYTES });
     const instance = new WebAssembly.Instance(new WebAssembly.Module(capped as Uint8Array<ArrayBuffer>));
     expect((instance.exports.f as () => number)()).toBe(42);
     const memory = instance.exports.memory as WebAssembly.Memory;
@@ -104,6 +104,6 @@ describe('capMemory', () => {
 
   it('returns a module without memory unchanged', () => {
     const bytes = wat('(module (func (export "f")))');
-    expect(capMemory(bytes, 5)).toBe(bytes);
+    expect(capResources(bytes, { memoryPages: 5, tableElementBytes: TABLE_ELEMENT_BYTES })).toBe(bytes);
   });
 });

@@ -29,11 +29,11 @@ describe('MeteredModuleCache', () => {
     expect(second.instrumented).toBe(0);
   });
 
-  it('keys by the meter settings too: another call-depth limit is instrumented anew', async () => {
+  it('keys by the meter settings too: another stack limit is instrumented anew', async () => {
     const { bytes } = await buildFixture('fixtures/basics.ts');
     const cache = new MeteredModuleCache({ dir: false });
-    await cache.get(bytes, sha256Hex(bytes), 2_000);
-    await cache.get(bytes, sha256Hex(bytes), 500);
+    await cache.get(bytes, sha256Hex(bytes), 256 * 1024);
+    await cache.get(bytes, sha256Hex(bytes), 64 * 1024);
     expect(cache.instrumented).toBe(2);
   });
 });
