@@ -1,6 +1,7 @@
 import { ForgeError, InvalidInputError } from './errors.ts';
 import { createLogger, type Logger, type LoggerConfig } from './logger.ts';
-import { graphHostFunctions } from './store/graph-host.ts';
+import { CypherGuard } from './store/cypher-guard.ts';
+import { graphHostFunctions, type GraphHostOptions } from './store/graph-host.ts';
 import { MemoryStore, type MemoryStoreOptions } from './store/memory-store.ts';
 import { Neo4jStore } from './store/neo4j-store.ts';
 import type { Store } from './store/store.ts';
@@ -25,7 +26,7 @@ import { ActorCatalog } from './inspect/catalog.ts';
 import { Inspector } from './inspect/server.ts';
 
 /** Where the kernel keeps what it must not lose: in memory (the default), or in Neo4j (which also gives overlays a graph). */
-export type StoreOption = ({ kind: 'memory' } & MemoryStoreOptions) | { kind: 'neo4j'; uri: string; user: string; password: string; database?: string } | Store;
+export type StoreOption = ({ kind: 'memory' } & MemoryStoreOptions) | { kind: 'neo4j'; uri: string; user: string; password: string; database?: string; secret?: string } | Store;
 
 export interface KernelOptions {
   store?: StoreOption;
@@ -40,6 +41,11 @@ export interface KernelOptions {
    * what an overlay's `memoryPages` may ask for.
    */
   limits?: { maxMemoryPages?: number };
+  /**
+   * Overlays' graph access (with the Neo4j store): procedures a read may call (default none), and ceilings over every
+   * manifest's `database` limits: transaction timeout (ms, default 30,000), reply bytes (default 4 MiB), rows.
+   */
+  graph?: { allowProcedures?: readonly string[]; maxTimeoutMs?: number; maxReplyBytes?: number; maxRows?: number };
   /** Also told of every event overlays publish (they are published on the bus in any case). */
   onEvents?: (events: readonly PublishedEvent[]) => void;
   /**
@@ -63,6 +69,30 @@ function memoryCeiling(pages: unknown): number {
     throw new InvalidInputError(`limits.maxMemoryPages must be a whole number of 64 KiB pages from 1 to 65536, got ${JSON.stringify(pages)}.`);
   }
   return pages;
+}
+
+/** The graph host functions' options from the kernel's, checked. */
+function graphOptions(store: Neo4jStore, graph: KernelOptions['graph'] = {}): GraphHostOptions {
+  const ceiling = (value: unknown, name: string): number | undefined => {
+    if (value === undefined) return undefined;
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) throw new InvalidInputError(`graph.${name} must be a positive whole number, got ${JSON.stringify(value)}.`);
+    return value;
+  };
+  const procedures = graph.allowProcedures ?? [];
+  if (!Array.isArray(procedures) || procedures.some((p) => typeof p !== 'string' || !/^[A-Za-z_][\w.]*$/.test(p))) {
+    throw new InvalidInputError(`graph.allowProcedures must be an array of procedure names such as "db.labels", got ${JSON.stringify(procedures)}.`);
+  }
+  const timeoutMs = ceiling(graph.maxTimeoutMs, 'maxTimeoutMs');
+  const maxReplyBytes = ceiling(graph.maxReplyBytes, 'maxReplyBytes');
+  const rowCap = ceiling(graph.maxRows, 'maxRows');
+  return {
+    driver: store.driver,
+    ...(store.database === undefined ? {} : { database: store.database }),
+    guard: new CypherGuard({ allowProcedures: procedures }),
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
+    ...(maxReplyBytes === undefined ? {} : { maxReplyBytes }),
+    ...(rowCap === undefined ? {} : { rowCap }),
+  };
 }
 
 /** An embedded Forge Kernel: create one per service (no globals), stop it on shutdown. */
@@ -131,7 +161,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   const cache = new MeteredModuleCache(options.cacheDir === undefined ? {} : { dir: options.cacheDir });
   const store = openStore(options.store, logger);
   await store.start();
-  const graph = store instanceof Neo4jStore ? graphHostFunctions({ driver: store.driver }) : [];
+  const graph = store instanceof Neo4jStore ? graphHostFunctions(graphOptions(store, options.graph)) : [];
   const busOption = options.bus;
   const bus: Bus =
     busOption !== undefined && 'transport' in busOption && busOption.transport === 'nats'
@@ -159,12 +189,12 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     catalog,
     ...(options.limits?.maxMemoryPages === undefined ? {} : { maxMemoryPages: memoryCeiling(options.limits.maxMemoryPages) }),
     ...(options.historyLimit === undefined ? {} : { historyLimit: options.historyLimit }),
-    onEvents: (events) => {
+    onEvents: (events, from) => {
       options.onEvents?.(events);
       const cascadeId = cascadeOfCall.getStore();
       for (const event of events) {
         const payload = cascadeId !== undefined && typeof event.payload === 'object' && event.payload !== null && !Array.isArray(event.payload) ? { ...event.payload, cascadeId } : event.payload;
-        bus.publish({ type: event.type, payload, source: event.source }).catch((err: unknown) => logger.warn({ err, event: event.type, source: event.source }, 'an overlay event could not be published'));
+        bus.publish({ type: event.type, payload, source: event.source, ...(from.correlationId === undefined ? {} : { correlationId: from.correlationId }) }).catch((err: unknown) => logger.warn({ err, event: event.type, source: event.source }, 'an overlay event could not be published'));
       }
     },
   });

@@ -1,6 +1,7 @@
 import { CAPABILITIES, isCapability, type Capability } from './wasm/abi.ts';
 import { ForgeError } from './errors.ts';
 import { jsonMembers, parseErrorOffset, positionAt, type TextPosition } from './json-positions.ts';
+import { labelRefusal, relationshipRefusal } from './store/graph-names.ts';
 
 /** The seven pipeline phases, in order. */
 export const PHASES = ['ingestion', 'analysis', 'validation', 'consensus', 'execution', 'propagation', 'settlement'] as const;
@@ -36,8 +37,13 @@ export interface OverlayManifest {
   memoryPages: number;
   /** Wall-clock deadline of one call (ms). */
   timeoutMs: number;
-  /** Limits of `db_read` / `db_write`: transaction timeout (ms) and rows returned at most. */
-  database: { timeoutMs: number; rowCap: number };
+  /**
+   * Limits of `db_read` / `db_write`: transaction timeout (ms), rows and bytes (JSON) returned at most. The service
+   * caps each with a ceiling of its own.
+   */
+  database: { timeoutMs: number; rowCap: number; maxReplyBytes: number };
+  /** What the overlay may write with `db_write`: labels and relationship types (never the kernel's). */
+  graph: { writes: { labels: string[]; relationships: string[] } };
   /** Other overlays this one needs: name → semver range. */
   dependencies: Record<string, string>;
   /** sha256 (hex) of the exact `.wasm` bytes; loading fails closed when it differs. */
@@ -65,8 +71,10 @@ export class InvalidManifestError extends ForgeError {
 }
 
 /** The fields a manifest may hold; `build` is what `forge-kernel build` records about the build (see `src/build/`). */
-const MANIFEST_FIELDS = ['name', 'version', 'description', 'phases', 'subscribes', 'capabilities', 'trustRequired', 'fuel', 'memoryPages', 'timeoutMs', 'database', 'dependencies', 'sha256', 'build'] as const;
-const DATABASE_FIELDS = ['timeoutMs', 'rowCap'] as const;
+const MANIFEST_FIELDS = ['name', 'version', 'description', 'phases', 'subscribes', 'capabilities', 'trustRequired', 'fuel', 'memoryPages', 'timeoutMs', 'database', 'graph', 'dependencies', 'sha256', 'build'] as const;
+const DATABASE_FIELDS = ['timeoutMs', 'rowCap', 'maxReplyBytes'] as const;
+const GRAPH_FIELDS = ['writes'] as const;
+const GRAPH_WRITES_FIELDS = ['labels', 'relationships'] as const;
 
 /** Refuses keys of `raw` that are not in `allowed`, suggesting the nearest valid name ("did you mean timeoutMs?"). */
 function refuseUnknownKeys(raw: Record<string, unknown>, allowed: readonly string[], prefix: string): void {
@@ -199,6 +207,7 @@ export function parseManifest(raw: unknown): OverlayManifest {
     memoryPages: positiveInteger(raw.memoryPages, 'memoryPages', DEFAULT_MEMORY_PAGES, MAX_MEMORY_PAGES),
     timeoutMs: positiveInteger(raw.timeoutMs, 'timeoutMs', DEFAULT_TIMEOUT_MS, 3_600_000),
     database: parseDatabaseLimits(raw.database),
+    graph: parseGraph(raw.graph),
     dependencies,
     sha256,
   };
@@ -209,14 +218,43 @@ export const DEFAULT_DB_TIMEOUT_MS = 5_000;
 /** Rows a graph query returns to an overlay at most when its manifest names no cap. */
 export const DEFAULT_DB_ROW_CAP = 1_000;
 
-function parseDatabaseLimits(raw: unknown): { timeoutMs: number; rowCap: number } {
-  if (raw === undefined) return { timeoutMs: DEFAULT_DB_TIMEOUT_MS, rowCap: DEFAULT_DB_ROW_CAP };
-  if (!isRecord(raw)) throw new InvalidManifestError('database', 'must be an object { timeoutMs, rowCap }.');
+/** Bytes of JSON a graph query returns to an overlay at most when its manifest names no cap. */
+export const DEFAULT_DB_REPLY_BYTES = 1024 * 1024;
+/** The most a manifest may ask for: the largest string a host function hands an overlay (4 MiB). */
+const MAX_DB_REPLY_BYTES = 4 * 1024 * 1024;
+
+function parseDatabaseLimits(raw: unknown): OverlayManifest['database'] {
+  if (raw === undefined) return { timeoutMs: DEFAULT_DB_TIMEOUT_MS, rowCap: DEFAULT_DB_ROW_CAP, maxReplyBytes: DEFAULT_DB_REPLY_BYTES };
+  if (!isRecord(raw)) throw new InvalidManifestError('database', 'must be an object { timeoutMs, rowCap, maxReplyBytes }.');
   refuseUnknownKeys(raw, DATABASE_FIELDS, 'database.');
   return {
     timeoutMs: positiveInteger(raw.timeoutMs, 'database.timeoutMs', DEFAULT_DB_TIMEOUT_MS, 600_000),
     rowCap: positiveInteger(raw.rowCap, 'database.rowCap', DEFAULT_DB_ROW_CAP, 100_000),
+    maxReplyBytes: positiveInteger(raw.maxReplyBytes, 'database.maxReplyBytes', DEFAULT_DB_REPLY_BYTES, MAX_DB_REPLY_BYTES),
   };
+}
+
+function nameList(raw: unknown, field: string, refusal: (name: string) => string | undefined): string[] {
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) throw new InvalidManifestError(field, 'must be an array of names.');
+  const seen = new Set<string>();
+  return raw.map((item, i) => {
+    const why = typeof item === 'string' ? refusal(item) : 'must be a string';
+    if (why !== undefined) throw new InvalidManifestError(`${field}[${i}]`, `${why}, got ${JSON.stringify(item)}.`);
+    if (seen.has(item as string)) throw new InvalidManifestError(`${field}[${i}]`, `repeats ${JSON.stringify(item)}.`);
+    seen.add(item as string);
+    return item as string;
+  });
+}
+
+function parseGraph(raw: unknown): OverlayManifest['graph'] {
+  if (raw === undefined) return { writes: { labels: [], relationships: [] } };
+  if (!isRecord(raw)) throw new InvalidManifestError('graph', 'must be an object { writes: { labels, relationships } }.');
+  refuseUnknownKeys(raw, GRAPH_FIELDS, 'graph.');
+  const writes = raw.writes ?? {};
+  if (!isRecord(writes)) throw new InvalidManifestError('graph.writes', 'must be an object { labels, relationships }.');
+  refuseUnknownKeys(writes, GRAPH_WRITES_FIELDS, 'graph.writes.');
+  return { writes: { labels: nameList(writes.labels, 'graph.writes.labels', labelRefusal), relationships: nameList(writes.relationships, 'graph.writes.relationships', relationshipRefusal) } };
 }
 
 /** The fuel budget of one export under a manifest. */

@@ -6,7 +6,7 @@ const base = { name: 'capsule-classifier', version: '1.2.3', sha256: 'a'.repeat(
 describe('parseManifest', () => {
   it('fills in defaults for a minimal manifest', () => {
     const manifest = parseManifest(base);
-    expect(manifest).toMatchObject({ ...base, phases: [], subscribes: [], capabilities: [], trustRequired: 0, memoryPages: DEFAULT_MEMORY_PAGES, dependencies: {}, database: { timeoutMs: 5_000, rowCap: 1_000 } });
+    expect(manifest).toMatchObject({ ...base, phases: [], subscribes: [], capabilities: [], trustRequired: 0, memoryPages: DEFAULT_MEMORY_PAGES, dependencies: {}, database: { timeoutMs: 5_000, rowCap: 1_000, maxReplyBytes: 1024 * 1024 }, graph: { writes: { labels: [], relationships: [] } } });
     expect(fuelBudget(manifest, 'run')).toBe(DEFAULT_FUEL_BUDGET);
   });
 
@@ -21,7 +21,8 @@ describe('parseManifest', () => {
       fuel: { run: 2_000_000, healthCheck: 10_000 },
       memoryPages: 32,
       timeoutMs: 1_500,
-      database: { timeoutMs: 2_000, rowCap: 50 },
+      database: { timeoutMs: 2_000, rowCap: 50, maxReplyBytes: 65_536 },
+      graph: { writes: { labels: ['Capsule', 'Insight'], relationships: ['DERIVED_FROM'] } },
       dependencies: { 'ingestion-normalizer': '^1.0.0' },
     };
     const manifest = parseManifest(full);
@@ -53,6 +54,15 @@ describe('parseManifest', () => {
     [{ ...base, memorypages: 2 }, 'memorypages'],
     [{ ...base, database: { rowcap: 2 } }, 'database.rowcap'],
     [{ ...base, build: 'yesterday' }, 'build'],
+    [{ ...base, database: { maxReplyBytes: 5 * 1024 * 1024 } }, 'database.maxReplyBytes'],
+    [{ ...base, graph: { writes: { labels: ['AuditEntry'] } } }, 'graph.writes.labels[0]'],
+    [{ ...base, graph: { writes: { labels: ['ForgeAnything'] } } }, 'graph.writes.labels[0]'],
+    [{ ...base, graph: { writes: { labels: ['Bad Label'] } } }, 'graph.writes.labels[0]'],
+    [{ ...base, graph: { writes: { labels: ['A', 'A'] } } }, 'graph.writes.labels[1]'],
+    [{ ...base, graph: { writes: { relationships: ['HOP'] } } }, 'graph.writes.relationships[0]'],
+    [{ ...base, graph: { writes: { label: ['A'] } } }, 'graph.writes.label'],
+    [{ ...base, graph: { reads: {} } }, 'graph.reads'],
+    [{ ...base, graph: [] }, 'graph'],
   ])('rejects %j naming the field %s', (raw, field) => {
     expect(() => parseManifest(raw)).toThrow(expect.objectContaining({ code: 'INVALID_MANIFEST', details: { field } }) as Error);
   });

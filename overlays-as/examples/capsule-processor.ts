@@ -9,12 +9,11 @@
   "fuel": { "run": 5000000 },
   "memoryPages": 32,
   "timeoutMs": 5000,
+  "graph": { "writes": { "labels": ["Capsule"], "relationships": [] } },
   "dependencies": { "governance-voter": "^1.0.0" }
 }
 */
-import { dbWrite, fail, input, log, ok, Value } from "forge-kernel/overlays-as/sdk";
-
-const STORE = "MERGE (c:Capsule {id: $id}) SET c.kind = $kind, c.author = $author, c.category = $category, c.status = $status";
+import { dbWrite, fail, input, log, Mutations, ok, Value } from "forge-kernel/overlays-as/sdk";
 
 export function run(text: string): string {
   const data = input(text);
@@ -40,13 +39,12 @@ export function run(text: string): string {
   const context = data.get("context");
   let written = false;
   if (context !== null && context.getBool("graph", false)) {
-    const params = Value.object()
-      .setString("id", capsule.getString("id"))
+    const fields = Value.object()
       .setString("kind", capsule.getString("kind"))
       .setString("author", capsule.getString("author"))
       .setString("category", category)
       .setString("status", status);
-    dbWrite(STORE, params);
+    dbWrite(new Mutations().merge("Capsule", Value.object().setString("id", capsule.getString("id")), fields));
     written = true;
     log.info("wrote capsule " + capsule.getString("id") + " as " + status);
   }

@@ -1,14 +1,14 @@
-// The Forge Kernel overlay SDK for AssemblyScript: host bindings, JSON helpers and result helpers.
+// The Forge Kernel overlay SDK for AssemblyScript: host bindings (the graph's in graph.ts), JSON helpers and result
+// helpers.
 // Every host function needs its capability in the overlay's manifest (and granted by the service that loads it);
 // only the functions an overlay actually calls are imported, so unused ones need no capability.
 import { Value, parse, parseError } from "./json";
 
 export { Value, Kind, parse, quote } from "./json";
+export { Mutations, dbRead, dbWrite } from "./graph";
 
 @external("forge", "log") declare function hostLog(level: i32, message: string): void;
 @external("forge", "event_publish") declare function hostPublish(type: string, payload: string): i32;
-@external("forge", "db_read") declare function hostDbRead(cypher: string, params: string): string;
-@external("forge", "db_write") declare function hostDbWrite(cypher: string, params: string): string;
 
 /** Log lines, bound by the kernel to this overlay (capability LOGGING). */
 export namespace log {
@@ -24,21 +24,6 @@ export namespace log {
  */
 export function publish(type: string, payload: Value): void {
   hostPublish(type, payload.toString());
-}
-
-/** A read-only Cypher query on the graph (capability DATABASE_READ); parameters only, no string building. */
-export function dbRead(cypher: string, params: Value): Value {
-  return parseOrNull(hostDbRead(cypher, params.toString()));
-}
-
-/** A Cypher write on the graph (capability DATABASE_WRITE). */
-export function dbWrite(cypher: string, params: Value): Value {
-  return parseOrNull(hostDbWrite(cypher, params.toString()));
-}
-
-function parseOrNull(text: string): Value {
-  const v = parse(text);
-  return v === null ? Value.null() : v;
 }
 
 /** Parses the call's input; aborts the call (a typed OVERLAY_TRAP) when it is not JSON. */

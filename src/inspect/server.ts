@@ -53,8 +53,15 @@ export interface InspectorHandle {
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
+/** Whether an address to listen on is this machine only (any 127.x.y.z is). */
 function isLoopback(host: string): boolean {
-  return LOOPBACK.has(host) || host.startsWith('127.');
+  return LOOPBACK.has(host) || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/** The origins a page of this inspector has: how a browser may name it (by loopback name, or its own host) and port. */
+function ownOrigins(host: string, port: number): Set<string> {
+  const names = isLoopback(host) ? ['127.0.0.1', 'localhost', '[::1]', ...(LOOPBACK.has(host) || host.includes(':') ? [] : [host])] : [host.includes(':') ? `[${host}]` : host];
+  return new Set(names.map((name) => `http://${name}:${port}`));
 }
 
 function sameSecret(given: string, expected: string): boolean {
@@ -143,8 +150,9 @@ export class Inspector {
       throw new InspectorError('INSPECTOR_TOKEN_REQUIRED', `Serving the inspector on ${host} (beyond this machine) needs a token: listen({ host, token }). Controls can pause, approve and break things.`);
     }
     const token = options.token;
+    let origins = new Set<string>();
     const server = createServer((req, res) => {
-      this.#route(req, res, { token, loopback: isLoopback(host) }).catch((error: unknown) => this.#fail(res, error));
+      this.#route(req, res, { token, loopback: isLoopback(host), origins }).catch((error: unknown) => this.#fail(res, error));
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', (error: NodeJS.ErrnoException) => {
@@ -162,6 +170,7 @@ export class Inspector {
     }, KEEPALIVE_MS);
     keepalive.unref();
     const actual = (server.address() as AddressInfo).port;
+    origins = ownOrigins(host, actual);
     const shownHost = host.includes(':') ? `[${host}]` : host;
     const url = `http://${shownHost === '0.0.0.0' ? '127.0.0.1' : shownHost}:${actual}/${token === undefined ? '' : `?token=${encodeURIComponent(token)}`}`;
     this.#handle = {
@@ -191,9 +200,11 @@ export class Inspector {
     await this.#handle?.close();
   }
 
-  async #route(req: IncomingMessage, res: ServerResponse, security: { token: string | undefined; loopback: boolean }): Promise<void> {
+  async #route(req: IncomingMessage, res: ServerResponse, security: { token: string | undefined; loopback: boolean; origins: ReadonlySet<string> }): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://inspector');
-    if (security.loopback && !this.#hostAllowed(req)) return this.#json(res, 421, { error: { code: 'MISDIRECTED', message: 'The Host header does not name this inspector.' } });
+    if (security.loopback && !security.origins.has(`http://${(req.headers.host ?? '').toLowerCase()}`)) {
+      return this.#json(res, 421, { error: { code: 'MISDIRECTED', message: 'The Host header does not name this inspector (127.0.0.1, localhost or [::1], with its port).' } });
+    }
     if (req.method === 'GET' && (url.pathname === '/' || url.pathname === '/index.html')) {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'x-frame-options': 'DENY', 'content-security-policy': "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:" });
       res.end(INSPECTOR_PAGE);
@@ -224,15 +235,13 @@ export class Inspector {
       const after = Math.max(Number(url.searchParams.get('after') ?? 0) || 0, Number(req.headers['last-event-id'] ?? 0) || 0);
       return this.#stream(req, res, after);
     }
-    if (req.method === 'POST' && url.pathname === '/api/control') return this.#control(req, res);
+    if (req.method === 'POST' && url.pathname === '/api/control') {
+      // A browser names the page that sent a state-changing request: only this inspector's own pages may.
+      const origin = req.headers.origin;
+      if (origin !== undefined && !security.origins.has(origin.toLowerCase())) return this.#json(res, 403, { error: { code: 'FORBIDDEN_ORIGIN', message: `Controls are accepted only from this inspector's own page, not from ${origin}.` } });
+      return this.#control(req, res);
+    }
     return this.#json(res, 404, { error: { code: 'NOT_FOUND', message: `No API ${req.method ?? ''} ${url.pathname}.` } });
-  }
-
-  /** A loopback inspector answers only requests addressed to it by name (no DNS rebinding onto it). */
-  #hostAllowed(req: IncomingMessage): boolean {
-    const hostHeader = req.headers.host ?? '';
-    const name = hostHeader.startsWith('[') ? hostHeader.slice(1, hostHeader.indexOf(']')) : hostHeader.split(':')[0] ?? '';
-    return isLoopback(name);
   }
 
   #chart(kind: ActorKind): Promise<{ chart: Statechart; layout: StatechartLayout; machine: unknown }> {

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -20,7 +21,24 @@ import { loadNativeOverlay, type NativeOverlay } from '../wasm/trusted-engine.ts
 import { ExecutionHistory, type ExecutionRecord } from './history.ts';
 
 /** Error codes that are the overlay's own fault: they count against its breaker. Everything else is the caller's. */
-const OVERLAY_FAULTS = new Set(['OUT_OF_FUEL', 'STACK_OVERFLOW', 'MEMORY_LIMIT', 'OVERLAY_TRAP', 'INVALID_OUTPUT', 'INVALID_EVENT', 'DEADLINE_EXCEEDED']);
+const OVERLAY_FAULTS = new Set([
+  'OUT_OF_FUEL',
+  'STACK_OVERFLOW',
+  'MEMORY_LIMIT',
+  'OVERLAY_TRAP',
+  'INVALID_OUTPUT',
+  'INVALID_EVENT',
+  'RESERVED_EVENT_TYPE',
+  'DEADLINE_EXCEEDED',
+  'WORKER_CRASHED',
+  'INVALID_ALLOCATION',
+  'HOST_CALL_OUTSIDE_CALL',
+  'HOST_ARGUMENT_TOO_LARGE',
+  'REPLY_TOO_LARGE',
+  'CYPHER_REJECTED',
+  'GRAPH_MUTATION_REFUSED',
+  'GRAPH_QUERY_FAILED',
+]);
 /** Deadline of one health check (ms): a hung check cannot hold up the report. */
 const HEALTH_CHECK_TIMEOUT_MS = 1_000;
 
@@ -122,6 +140,14 @@ interface Entry {
   stats: { calls: number; faults: number; fuelUsed: number };
 }
 
+/** Where overlay events come from: the overlay, its export, and the correlation id of the call that published them. */
+export interface EventSource {
+  overlayId: string;
+  overlayName: string;
+  exportName: string;
+  correlationId: string | undefined;
+}
+
 export interface RegistryOptions {
   logger: Logger;
   /** Where registrations are persisted (manifest, hash, grant, state). */
@@ -131,7 +157,7 @@ export interface RegistryOptions {
   /** The most memory (pages, tables included) an overlay's manifest may ask for. */
   maxMemoryPages?: number;
   /** Events overlays publish, after their call succeeded. */
-  onEvents?: (events: readonly PublishedEvent[], source: { overlayId: string; overlayName: string; exportName: string }) => void;
+  onEvents?: (events: readonly PublishedEvent[], source: EventSource) => void;
   historyLimit?: number;
   /** Where the overlay and breaker actors are listed for the inspector. */
   catalog?: ActorCatalog;
@@ -154,6 +180,12 @@ export class OverlayRegistry extends EventEmitter {
   readonly #byName = new Map<string, Entry>();
   readonly #options: RegistryOptions;
   readonly history: ExecutionHistory;
+
+  /** The call the engine runs now, as the registry was asked for it: its events carry the caller's correlation id. */
+  readonly #calls = new AsyncLocalStorage<{ correlationId: string | undefined }>();
+  readonly #onEvents = (events: readonly PublishedEvent[], source: { overlayId: string; overlayName: string; exportName: string }): void => {
+    this.#options.onEvents?.(events, { ...source, correlationId: this.#calls.getStore()?.correlationId });
+  };
 
   constructor(options: RegistryOptions) {
     super();
@@ -184,14 +216,14 @@ export class OverlayRegistry extends EventEmitter {
         ...(this.#options.cache === undefined ? {} : { cache: this.#options.cache }),
         ...(this.#options.hostFunctions === undefined ? {} : { hostFunctions: this.#options.hostFunctions }),
         ...(this.#options.maxMemoryPages === undefined ? {} : { maxMemoryPages: this.#options.maxMemoryPages }),
-        ...(this.#options.onEvents === undefined ? {} : { onEvents: this.#options.onEvents }),
+        ...(this.#options.onEvents === undefined ? {} : { onEvents: this.#onEvents }),
       });
     } else {
       engine = loadNativeOverlay(source, {
         internal: options.internal === true,
         trusted: options.trusted === true,
         logger: this.#options.logger,
-        ...(this.#options.onEvents === undefined ? {} : { onEvents: this.#options.onEvents }),
+        ...(this.#options.onEvents === undefined ? {} : { onEvents: this.#onEvents }),
       });
       this.#checkDependencies(engine.manifest);
     }
@@ -433,11 +465,13 @@ export class OverlayRegistry extends EventEmitter {
 
     entry.inFlight++;
     try {
-      const result = await entry.engine.call(exportName, input, {
-        ...(options.fuel === undefined ? {} : { fuel: options.fuel }),
-        ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
-        ...(options.signal === undefined ? {} : { signal: options.signal }),
-      });
+      const result = await this.#calls.run({ correlationId: options.correlationId }, () =>
+        entry.engine.call(exportName, input, {
+          ...(options.fuel === undefined ? {} : { fuel: options.fuel }),
+          ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
+          ...(options.signal === undefined ? {} : { signal: options.signal }),
+        }),
+      );
       const refused = isErrorResult(result.output);
       if (refused) entry.breaker.send({ type: 'FAILURE', at: Date.now(), probe });
       else if (breakerState !== 'closed' || !successIsNoOp(entry.breaker.getSnapshot().context, result.durationMs)) entry.breaker.send({ type: 'SUCCESS', durationMs: result.durationMs, at: Date.now(), probe });

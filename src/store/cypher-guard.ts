@@ -2,187 +2,139 @@ import { ForgeError } from '../errors.ts';
 
 /** A query an overlay may not run; `details.reason` says which rule refused it. */
 export class CypherRejectedError extends ForgeError {
-  constructor(reason: string, message: string, at: number) {
-    super('CYPHER_REJECTED', `Cypher refused: ${message}. Overlays run one read or write statement with $parameters; no procedures outside the allowlist, no subqueries in transactions, no file loading, no administration.`, {
-      details: { reason, at },
+  constructor(reason: string, message: string, details: Record<string, unknown> = {}) {
+    super('CYPHER_REJECTED', `Cypher refused: ${message}. db_read runs one read-only query with $parameters: no procedures outside the allowlist, no file or network loading, no administration (writes go through db_write's mutations).`, {
+      details: { reason, ...details },
     });
   }
 }
 
 export interface CypherGuardOptions {
-  /** Procedures an overlay may CALL, by exact name (case-insensitive), e.g. `db.labels`. Default: none. */
+  /** Procedures a query may call, by exact name (case-insensitive), e.g. `db.labels`. Default: none. */
   allowProcedures?: readonly string[];
-  /** Allow `CALL { … }` subqueries (never `… IN TRANSACTIONS`). Default false. */
-  allowSubqueries?: boolean;
   /** Longest query accepted (characters). Default 16 Ki. */
   maxLength?: number;
 }
 
-type TokenKind = 'word' | 'string' | 'quoted' | 'param' | 'number' | 'symbol';
-
-interface Token {
-  kind: TokenKind;
-  /** Upper-cased for words (keywords compare case-insensitively); the raw text otherwise. */
-  text: string;
-  at: number;
+/** What a query's EXPLAIN tells: the driver's result summary, the parts the guard reads. */
+export interface QueryPlanSummary {
+  queryType: string;
+  plan: PlanNode | false;
+  database: { name: string | undefined | null };
 }
 
-/** Keywords that only appear in administration and schema commands. */
-const ADMIN_KEYWORDS = new Set(['GRANT', 'DENY', 'REVOKE', 'SHOW', 'DROP', 'TERMINATE', 'USE', 'ALTER', 'RENAME', 'ENABLE', 'DISABLE', 'DEALLOCATE', 'REALLOCATE']);
-/** What follows CREATE / START / STOP in an administration or schema command (never in a graph pattern). */
-const ADMIN_OBJECTS = new Set(['DATABASE', 'DATABASES', 'USER', 'USERS', 'ROLE', 'ROLES', 'ALIAS', 'COMPOSITE', 'SERVER', 'INDEX', 'CONSTRAINT', 'FULLTEXT', 'TEXT', 'RANGE', 'POINT', 'LOOKUP', 'VECTOR', 'BTREE', 'OR']);
-/** Function namespaces that can run arbitrary Cypher, touch files or the DBMS when called as functions. */
-const FORBIDDEN_FUNCTION_NAMESPACES = ['apoc.', 'dbms.', 'gds.'];
+/** One operator of an EXPLAIN plan as the driver gives it. */
+export interface PlanNode {
+  operatorType: string;
+  arguments: Record<string, unknown>;
+  children: PlanNode[];
+}
+
 const DEFAULT_MAX_LENGTH = 16 * 1024;
 
-const isWordStart = (c: string): boolean => /[A-Za-z_\u0080-\uffff]/.test(c);
-const isWordPart = (c: string): boolean => /[A-Za-z0-9_\u0080-\uffff]/.test(c);
-
 /**
- * Splits Cypher into tokens, understanding string literals (with escapes), backtick-quoted names, line and block
- * comments, and parameters, so that a keyword inside a string or comment is never mistaken for one in the query,
- * and one split by tabs, newlines or comments is never missed.
+ * The operators a read-only query may plan to, from Neo4j 5's list: scans and seeks, expansions, joins, filters,
+ * projections, aggregation, ordering and paging, subquery plumbing. Anything else (LoadCSV, ProcedureCall outside
+ * the allowlist, the Show… and Terminate… commands, every updating operator) is refused: an operator this list does
+ * not know is refused too, so a Neo4j release that adds one fails closed until it is reviewed and added here.
  */
-export function tokenize(query: string): Token[] {
-  const tokens: Token[] = [];
-  let i = 0;
-  const fail = (message: string): never => {
-    throw new CypherRejectedError('syntax', message, i);
-  };
-  while (i < query.length) {
-    const c = query[i]!;
-    if (/\s/.test(c)) {
-      i++;
-    } else if (c === '/' && query[i + 1] === '/') {
-      while (i < query.length && query[i] !== '\n') i++;
-    } else if (c === '/' && query[i + 1] === '*') {
-      const end = query.indexOf('*/', i + 2);
-      if (end < 0) fail('an unterminated /* comment');
-      i = end + 2;
-    } else if (c === "'" || c === '"') {
-      const start = i++;
-      while (i < query.length && query[i] !== c) i += query[i] === '\\' ? 2 : 1;
-      if (i >= query.length) fail('an unterminated string');
-      i++;
-      tokens.push({ kind: 'string', text: query.slice(start, i), at: start });
-    } else if (c === '`') {
-      const start = i++;
-      for (;;) {
-        if (i >= query.length) fail('an unterminated `name`');
-        if (query[i] === '`' && query[i + 1] === '`') i += 2;
-        else if (query[i] === '`') break;
-        else i++;
-      }
-      i++;
-      tokens.push({ kind: 'quoted', text: query.slice(start + 1, i - 1).replaceAll('``', '`'), at: start });
-    } else if (c === '$') {
-      const start = i++;
-      if (query[i] === '`') {
-        const end = query.indexOf('`', i + 1);
-        if (end < 0) fail('an unterminated $`parameter`');
-        i = end + 1;
-      } else {
-        while (i < query.length && isWordPart(query[i]!)) i++;
-      }
-      if (i === start + 1) fail('a $ without a parameter name');
-      tokens.push({ kind: 'param', text: query.slice(start, i), at: start });
-    } else if (/[0-9]/.test(c)) {
-      const start = i;
-      while (i < query.length && /[0-9A-Za-z_.]/.test(query[i]!)) i++;
-      tokens.push({ kind: 'number', text: query.slice(start, i), at: start });
-    } else if (isWordStart(c)) {
-      const start = i;
-      while (i < query.length && isWordPart(query[i]!)) i++;
-      tokens.push({ kind: 'word', text: query.slice(start, i).toUpperCase(), at: start });
-    } else {
-      tokens.push({ kind: 'symbol', text: c, at: i });
-      i++;
-    }
-  }
-  return tokens;
-}
+const READ_OPERATORS = new Set([
+  // leaves
+  'AllNodesScan', 'NodeByLabelScan', 'NodeByIdSeek', 'NodeByElementIdSeek', 'NodeIndexSeek', 'NodeUniqueIndexSeek', 'NodeIndexSeekByRange',
+  'NodeUniqueIndexSeekByRange', 'NodeIndexScan', 'NodeIndexContainsScan', 'NodeIndexEndsWithScan', 'MultiNodeIndexSeek', 'UnionNodeByLabelsScan',
+  'IntersectionNodeByLabelsScan', 'SubtractionNodeByLabelsScan', 'DirectedAllRelationshipsScan', 'UndirectedAllRelationshipsScan',
+  'DirectedRelationshipTypeScan', 'UndirectedRelationshipTypeScan', 'DirectedUnionRelationshipTypesScan', 'UndirectedUnionRelationshipTypesScan',
+  'DirectedRelationshipByIdSeek', 'UndirectedRelationshipByIdSeek', 'DirectedRelationshipByElementIdSeek', 'UndirectedRelationshipByElementIdSeek',
+  'DirectedRelationshipIndexSeek', 'UndirectedRelationshipIndexSeek', 'DirectedRelationshipIndexScan', 'UndirectedRelationshipIndexScan',
+  'DirectedRelationshipIndexContainsScan', 'UndirectedRelationshipIndexContainsScan', 'DirectedRelationshipIndexEndsWithScan',
+  'UndirectedRelationshipIndexEndsWithScan', 'DirectedRelationshipIndexSeekByRange', 'UndirectedRelationshipIndexSeekByRange',
+  'DirectedRelationshipUniqueIndexSeek', 'UndirectedRelationshipUniqueIndexSeek', 'DirectedRelationshipUniqueIndexSeekByRange',
+  'UndirectedRelationshipUniqueIndexSeekByRange', 'NodeCountFromCountStore', 'RelationshipCountFromCountStore', 'Argument', 'ArgumentTracker',
+  'Input', 'EmptyRow',
+  // traversal
+  'Expand(All)', 'Expand(Into)', 'OptionalExpand(All)', 'OptionalExpand(Into)', 'VarLengthExpand(All)', 'VarLengthExpand(Into)',
+  'VarLengthExpand(Pruning)', 'BFSPruningVarLengthExpand', 'VarLengthExpand(Pruning,BFS)', 'ShortestPath', 'StatefulShortestPath(All)',
+  'StatefulShortestPath(Into)', 'Trail', 'Repeat(Trail)', 'ProjectEndpoints', 'TriadicSelection', 'TriadicBuild', 'TriadicFilter',
+  // joins and subqueries
+  'Apply', 'SemiApply', 'AntiSemiApply', 'LetSemiApply', 'LetAntiSemiApply', 'SelectOrSemiApply', 'SelectOrAntiSemiApply',
+  'LetSelectOrSemiApply', 'LetSelectOrAntiSemiApply', 'RollUpApply', 'ConditionalApply', 'AntiConditionalApply', 'Anti', 'Optional',
+  'CartesianProduct', 'NodeHashJoin', 'NodeLeftOuterHashJoin', 'NodeRightOuterHashJoin', 'ValueHashJoin', 'AssertSameNode',
+  'AssertSameRelationship', 'Union', 'OrderedUnion', 'Unwind', 'PartitionedUnwind', 'NullifyMetadata',
+  // rows
+  'Filter', 'Projection', 'CacheProperties', 'ProduceResults', 'EmptyResult', 'Eager', 'Limit', 'ExhaustiveLimit', 'Skip', 'Sort',
+  'PartialSort', 'Top', 'Top1WithTies', 'PartialTop', 'Distinct', 'OrderedDistinct', 'EagerAggregation', 'OrderedAggregation', 'Aggregation',
+]);
 
-/** A dotted name starting at `start` (words or `quoted` parts joined by `.`): its text and the index after it. */
-function dottedName(tokens: readonly Token[], query: string, start: number): { name: string; next: number } {
-  const parts: string[] = [];
-  let i = start;
-  while (i < tokens.length) {
-    const token = tokens[i]!;
-    if (token.kind === 'word') parts.push(query.slice(token.at, token.at + token.text.length));
-    else if (token.kind === 'quoted') parts.push(token.text);
-    else break;
-    i++;
-    if (tokens[i]?.kind === 'symbol' && tokens[i]?.text === '.') i++;
-    else break;
-  }
-  return { name: parts.join('.'), next: i };
-}
+/** What may appear outside string literals: printable ASCII, tab, line feed, carriage return; no backslash. */
+const PLAIN = /^[\t\n\r\x20-\x5b\x5d-\x7e]$/;
 
 /**
- * Checks Cypher before an overlay may run it: one statement, no `LOAD CSV`, no `CALL` of a procedure outside the
- * allowlist, no `CALL { … }` unless allowed and never `IN TRANSACTIONS`, no `USING` (periodic commit, planner
- * hints), no administration or schema commands, no functions that run Cypher or touch the DBMS. A real tokenizer,
- * not a substring list: strings, comments and backtick names cannot hide or fake a keyword.
+ * Decides whether an overlay's read query may run. The server decides what a query is: {@link checkPlan} reads its
+ * EXPLAIN (the query type must be read-only, every operator of the plan must be a read operator, procedures only from
+ * the allowlist). {@link prefilter} is a first, text-only filter that may refuse (wrong type, too long, non-ASCII or
+ * control characters or backslash escapes outside string literals, where Neo4j would read them differently from a
+ * person), but never accepts a query on its own.
  */
 export class CypherGuard {
-  readonly #allowed: Set<string>;
-  readonly #allowSubqueries: boolean;
+  readonly #procedures: ReadonlySet<string>;
   readonly #maxLength: number;
 
   constructor(options: CypherGuardOptions = {}) {
-    this.#allowed = new Set((options.allowProcedures ?? []).map((p) => p.toLowerCase()));
-    this.#allowSubqueries = options.allowSubqueries ?? false;
+    this.#procedures = new Set((options.allowProcedures ?? []).map((name) => name.toLowerCase()));
     this.#maxLength = options.maxLength ?? DEFAULT_MAX_LENGTH;
   }
 
-  /** Throws {@link CypherRejectedError} when the query breaks a rule; returns nothing when it may run. */
-  check(query: unknown): void {
-    if (typeof query !== 'string' || query.trim() === '') throw new CypherRejectedError('empty', 'the query is empty or not a string', 0);
-    if (query.length > this.#maxLength) throw new CypherRejectedError('too-long', `the query is ${query.length} characters; the limit is ${this.#maxLength}`, this.#maxLength);
-    const tokens = tokenize(query);
-    const word = (i: number, text: string): boolean => tokens[i]?.kind === 'word' && tokens[i]?.text === text;
-    const symbol = (i: number, text: string): boolean => tokens[i]?.kind === 'symbol' && tokens[i]?.text === text;
+  /** The query, if the text-only rules let it through to the server's check; else {@link CypherRejectedError}. */
+  prefilter(query: unknown): string {
+    if (typeof query !== 'string' || query.trim() === '') throw new CypherRejectedError('type', 'the query must be a non-empty string');
+    if (query.length > this.#maxLength) throw new CypherRejectedError('length', `the query is ${query.length} characters; at most ${this.#maxLength}`);
+    let quote: string | undefined;
+    for (let i = 0; i < query.length; i++) {
+      const c = query[i]!;
+      if (quote !== undefined) {
+        if (c === '\\') i++;
+        else if (c === quote) quote = undefined;
+        continue;
+      }
+      if (c === "'" || c === '"') {
+        quote = c;
+        continue;
+      }
+      if (!PLAIN.test(c)) {
+        const code = c.codePointAt(0)!;
+        const reason = c === '\\' ? 'escape' : code < 0x20 || code === 0x7f ? 'control' : 'non-ascii';
+        const what = c === '\\' ? 'a backslash escape' : `the character U+${code.toString(16).toUpperCase().padStart(4, '0')}`;
+        throw new CypherRejectedError(reason, `${what} at ${i} is outside a string literal (only plain ASCII is accepted there; put other text in a $parameter)`, { at: i });
+      }
+    }
+    if (quote !== undefined) throw new CypherRejectedError('syntax', 'a string literal is not closed');
+    return query;
+  }
 
-    for (let i = 0; i < tokens.length; i++) {
-      const token = tokens[i]!;
-      if (token.kind === 'symbol' && token.text === ';') {
-        if (i < tokens.length - 1) throw new CypherRejectedError('multiple-statements', 'more than one statement', token.at);
-        continue;
-      }
-      if (token.kind !== 'word') continue;
-      // A word after `.` or before `:`-less property access is a name, not a keyword (n.show, c.drop).
-      if (symbol(i - 1, '.') || symbol(i - 1, ':')) continue;
-      const keyword = token.text;
-      if (keyword === 'LOAD' && word(i + 1, 'CSV')) throw new CypherRejectedError('load-csv', 'LOAD CSV reads files and URLs', token.at);
-      if (keyword === 'USING') throw new CypherRejectedError('using', 'USING (periodic commit or a planner hint)', token.at);
-      if (keyword === 'IN' && (word(i + 1, 'TRANSACTIONS') || (tokens[i + 1]?.kind === 'number' && word(i + 2, 'CONCURRENT')))) {
-        throw new CypherRejectedError('in-transactions', 'CALL { … } IN TRANSACTIONS', token.at);
-      }
-      if (ADMIN_KEYWORDS.has(keyword) && !symbol(i + 1, '(') && !symbol(i + 1, '.')) {
-        throw new CypherRejectedError('administration', `${keyword} (an administration or schema command)`, token.at);
-      }
-      if ((keyword === 'CREATE' || keyword === 'START' || keyword === 'STOP') && tokens[i + 1]?.kind === 'word' && ADMIN_OBJECTS.has(tokens[i + 1]!.text)) {
-        throw new CypherRejectedError('administration', `${keyword} ${tokens[i + 1]!.text} (an administration or schema command)`, token.at);
-      }
-      if (keyword === 'CALL') {
-        if (symbol(i + 1, '{') || symbol(i + 1, '(')) {
-          if (!this.#allowSubqueries) throw new CypherRejectedError('subquery', 'CALL { … } subqueries are not allowed for this overlay', token.at);
-          continue;
-        }
-        const { name } = dottedName(tokens, query, i + 1);
-        if (name === '') throw new CypherRejectedError('call', 'CALL without a procedure name', token.at);
-        if (!this.#allowed.has(name.toLowerCase())) throw new CypherRejectedError('procedure', `CALL ${name} (not on the procedure allowlist)`, token.at);
-        continue;
-      }
-      // Namespaced function calls: apoc.cypher.doIt(…) as a function, dbms.…(…).
-      const { name, next } = dottedName(tokens, query, i);
-      if (name.includes('.') && symbol(next, '(')) {
-        const lower = name.toLowerCase();
-        if (FORBIDDEN_FUNCTION_NAMESPACES.some((ns) => lower.startsWith(ns)) && !this.#allowed.has(lower)) {
-          throw new CypherRejectedError('function', `${name}(…) (a function that can run Cypher or reach the DBMS)`, token.at);
-        }
-        i = next - 1;
-      }
+  /** Refuses, unless the server planned the query as read-only with read operators (and allowed procedures) only. */
+  checkPlan(summary: QueryPlanSummary, database?: string): void {
+    if (summary.queryType !== 'r') {
+      throw new CypherRejectedError('query-type', `Neo4j plans this query as ${summary.queryType === 'w' ? 'a write' : summary.queryType === 'rw' ? 'a read and write' : summary.queryType === 's' ? 'a schema change' : `type "${summary.queryType}"`}, not a read`, { queryType: summary.queryType });
+    }
+    if (database !== undefined && summary.database.name !== database) {
+      throw new CypherRejectedError('database', `the query would run on database "${String(summary.database.name)}", not "${database}"`);
+    }
+    if (summary.plan === false) throw new CypherRejectedError('plan', 'Neo4j returned no plan for the query');
+    const pending: PlanNode[] = [summary.plan];
+    for (let node = pending.pop(); node !== undefined; node = pending.pop()) {
+      const operator = node.operatorType.replace(/@.*$/, '');
+      if (operator === 'ProcedureCall') this.#checkProcedure(node);
+      else if (!READ_OPERATORS.has(operator)) throw new CypherRejectedError('operator', `the plan holds the operator ${operator}, which a read of the graph does not need`, { operator });
+      pending.push(...node.children);
+    }
+  }
+
+  #checkProcedure(node: PlanNode): void {
+    const raw = node.arguments.Details ?? node.arguments.details;
+    const details = typeof raw === 'string' ? raw : '';
+    const name = /^\s*([A-Za-z_][\w.]*)\s*\(/.exec(details)?.[1]?.toLowerCase();
+    if (name === undefined || !this.#procedures.has(name)) {
+      throw new CypherRejectedError('procedure', `the query calls the procedure ${name ?? '(unnamed)'}, which is not on the allowlist (${[...this.#procedures].join(', ') || 'none'})`, { procedure: name ?? null });
     }
   }
 }

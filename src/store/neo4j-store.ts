@@ -3,6 +3,7 @@ import { isForgeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { GraphQueryError, StoreUnavailableError } from './graph-host.ts';
 import type { AuditEntry, ChainRecord, DeadLetterRecord, HopRecord, OverlayRegistration, RunSnapshot, Store } from './store.ts';
+import { RecordSeal } from './record-seal.ts';
 import { WriteBehindBuffer } from './write-behind.ts';
 
 export interface Neo4jStoreOptions {
@@ -11,6 +12,12 @@ export interface Neo4jStoreOptions {
   password: string;
   database?: string;
   logger?: Logger;
+  /**
+   * The secret run snapshots, audit entries and dead letters are sealed with (AES-256-GCM), since overlays read the
+   * same graph. Every process of a deployment must use the same. Default: derived from the user and password, which
+   * every process of a deployment shares and no overlay can read.
+   */
+  secret?: string;
   /** Write-behind batch size and interval for hops and audit entries. */
   batchSize?: number;
   intervalMs?: number;
@@ -42,7 +49,7 @@ MERGE (e)-[:TOUCHED]->(o)`;
 const WRITE_AUDIT = `
 UNWIND $entries AS a
 MERGE (x:AuditEntry {id: a.id})
-  SET x.runId = a.runId, x.capsuleId = a.capsuleId, x.decision = a.decision, x.detail = a.detail, x.at = a.at`;
+  SET x.runId = a.runId, x.capsuleId = a.capsuleId, x.sealed = a.sealed, x.at = a.at`;
 
 function translate(error: unknown): Error {
   if (isForgeError(error)) return error;
@@ -69,16 +76,23 @@ export class Neo4jStore implements Store {
   readonly kind = 'neo4j' as const;
   readonly driver: Driver;
   readonly #database: string | undefined;
+  /** The database it uses (undefined: the server's home database). */
+  get database(): string | undefined {
+    return this.#database;
+  }
   readonly #hops: WriteBehindBuffer<HopRecord>;
   readonly #audit: WriteBehindBuffer<AuditEntry>;
+  readonly #seal: RecordSeal;
 
   constructor(options: Neo4jStoreOptions) {
+    this.#seal = new RecordSeal(options.secret ?? `${options.user}\u0000${options.password}`);
     this.driver = neo4j.driver(options.uri, neo4j.auth.basic(options.user, options.password), { maxTransactionRetryTime: 5_000, connectionAcquisitionTimeout: 10_000 });
     this.#database = options.database;
     const onError = (what: string) => (error: unknown, attempt: number) => options.logger?.warn({ err: error, attempt }, `${what} flush failed; retrying (nothing is dropped)`);
     const buffer = { ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }), ...(options.intervalMs === undefined ? {} : { intervalMs: options.intervalMs }) };
     this.#hops = new WriteBehindBuffer({ ...buffer, write: (hops) => this.#write(WRITE_HOPS, { hops }), onError: onError('cascade hop') });
-    this.#audit = new WriteBehindBuffer({ ...buffer, write: (entries) => this.#write(WRITE_AUDIT, { entries: entries.map((e) => ({ ...e, detail: JSON.stringify(e.detail) })) }), onError: onError('audit') });
+    const sealAudit = (e: AuditEntry) => ({ id: e.id, runId: e.runId, capsuleId: e.capsuleId, at: e.at, sealed: this.#seal.seal(JSON.stringify({ decision: e.decision, detail: e.detail }), `AuditEntry:${e.id}`) });
+    this.#audit = new WriteBehindBuffer({ ...buffer, write: (entries) => this.#write(WRITE_AUDIT, { entries: entries.map(sealAudit) }), onError: onError('audit') });
   }
 
   async #write(query: string, params: Record<string, unknown>): Promise<void> {
@@ -134,18 +148,18 @@ export class Neo4jStore implements Store {
   saveRunSnapshot(snapshot: RunSnapshot): Promise<void> {
     return this.#write('MERGE (r:PipelineRunSnapshot {runId: $runId}) SET r.version = $version, r.status = $status, r.snapshot = $snapshot, r.updatedAt = $updatedAt', {
       ...snapshot,
-      snapshot: JSON.stringify(snapshot.snapshot),
+      snapshot: this.#seal.seal(JSON.stringify(snapshot.snapshot), `PipelineRunSnapshot:${snapshot.runId}`),
     });
   }
 
   async loadRunSnapshot(runId: string): Promise<RunSnapshot | undefined> {
     const rows = await this.#read('MATCH (r:PipelineRunSnapshot {runId: $runId}) RETURN r {.*} AS r', { runId });
-    return rows[0] === undefined ? undefined : runFromRow(rows[0].r as Record<string, unknown>);
+    return rows[0] === undefined ? undefined : this.#runFromRow(rows[0].r as Record<string, unknown>);
   }
 
   async listRunSnapshots(filter: { status?: string } = {}): Promise<RunSnapshot[]> {
     const rows = await this.#read('MATCH (r:PipelineRunSnapshot) WHERE $status IS NULL OR r.status = $status RETURN r {.*} AS r ORDER BY r.updatedAt', { status: filter.status ?? null });
-    return rows.map((row) => runFromRow(row.r as Record<string, unknown>));
+    return rows.map((row) => this.#runFromRow(row.r as Record<string, unknown>));
   }
 
   deleteRunSnapshot(runId: string): Promise<void> {
@@ -179,15 +193,17 @@ export class Neo4jStore implements Store {
     );
     return rows.map((r) => {
       const a = r.a as Record<string, unknown>;
-      return { ...(a as unknown as AuditEntry), detail: JSON.parse(String(a.detail)) as unknown, at: num(a.at) };
+      // Entries written before records were sealed keep decision and detail in plain properties.
+      const body = a.sealed === undefined || a.sealed === null ? { decision: a.decision, detail: JSON.parse(String(a.detail)) as unknown } : (JSON.parse(this.#seal.open(a.sealed, `AuditEntry:${String(a.id)}`)) as { decision: unknown; detail: unknown });
+      return { id: String(a.id), runId: a.runId as AuditEntry['runId'], capsuleId: a.capsuleId as AuditEntry['capsuleId'], decision: body.decision as AuditEntry['decision'], detail: body.detail, at: num(a.at) };
     });
   }
 
   saveDeadLetter(letter: DeadLetterRecord): Promise<void> {
     return this.#write('MERGE (d:DeadLetter {id: $id}) SET d.event = $event, d.subscriber = $subscriber, d.error = $error, d.attempts = $attempts, d.at = $at', {
       ...letter,
-      event: JSON.stringify(letter.event),
-      error: JSON.stringify(letter.error),
+      event: this.#seal.seal(JSON.stringify(letter.event), `DeadLetter:${letter.id}:event`),
+      error: this.#seal.seal(JSON.stringify(letter.error), `DeadLetter:${letter.id}:error`),
     });
   }
 
@@ -195,8 +211,21 @@ export class Neo4jStore implements Store {
     const rows = await this.#read('MATCH (d:DeadLetter) RETURN d {.*} AS d ORDER BY d.at');
     return rows.map((r) => {
       const d = r.d as Record<string, unknown>;
-      return { id: String(d.id), subscriber: String(d.subscriber), event: JSON.parse(String(d.event)) as unknown, error: JSON.parse(String(d.error)) as DeadLetterRecord['error'], attempts: num(d.attempts), at: num(d.at) };
+      const id = String(d.id);
+      return {
+        id,
+        subscriber: String(d.subscriber),
+        event: JSON.parse(this.#seal.open(d.event, `DeadLetter:${id}:event`)) as unknown,
+        error: JSON.parse(this.#seal.open(d.error, `DeadLetter:${id}:error`)) as DeadLetterRecord['error'],
+        attempts: num(d.attempts),
+        at: num(d.at),
+      };
     });
+  }
+
+  #runFromRow(r: Record<string, unknown>): RunSnapshot {
+    const runId = String(r.runId);
+    return { runId, version: num(r.version), status: String(r.status), snapshot: JSON.parse(this.#seal.open(r.snapshot, `PipelineRunSnapshot:${runId}`)) as unknown, updatedAt: num(r.updatedAt) };
   }
 
   removeDeadLetter(id: string): Promise<void> {
@@ -226,6 +255,4 @@ export class Neo4jStore implements Store {
   }
 }
 
-function runFromRow(r: Record<string, unknown>): RunSnapshot {
-  return { runId: String(r.runId), version: num(r.version), status: String(r.status), snapshot: JSON.parse(String(r.snapshot)) as unknown, updatedAt: num(r.updatedAt) };
-}
+

@@ -159,12 +159,14 @@ export class LoadedOverlay implements OverlayEngine {
   readonly #executor: Executor;
   readonly #logger: Logger;
   readonly #onEvents: LoadWasmOptions['onEvents'];
+  /** Whether calls can be left with host work in flight (an async host function) that must be told to stop. */
+  readonly #usesAsyncHost: boolean;
   #closed = false;
 
   constructor(options: {
     id: string;
     mode: SecurityMode;
-    compiled: Pick<CompiledOverlay, 'manifest' | 'exports'>;
+    compiled: Pick<CompiledOverlay, 'manifest' | 'exports'> & Partial<Pick<CompiledOverlay, 'usesAsyncHost'>>;
     executor: Executor;
     logger: Logger;
     onEvents: LoadWasmOptions['onEvents'];
@@ -176,6 +178,7 @@ export class LoadedOverlay implements OverlayEngine {
     this.#executor = options.executor;
     this.#logger = options.logger;
     this.#onEvents = options.onEvents;
+    this.#usesAsyncHost = options.compiled.usesAsyncHost === true;
   }
 
   async call(exportName: string, input: unknown, options: CallOptions = {}): Promise<CallResult> {
@@ -185,7 +188,10 @@ export class LoadedOverlay implements OverlayEngine {
     const deadlineMs = options.deadlineMs === undefined ? this.manifest.timeoutMs : positiveInteger(options.deadlineMs, 'deadlineMs');
     const effects = new CallEffects();
     const started = performance.now();
-    const signal = options.signal ?? NEVER_ABORTED;
+    // The host functions' signal: for an overlay with async host functions it fires when the call ends in any way,
+    // so a query of an abandoned call (deadline, cancel, killed worker) is stopped rather than left to run.
+    const ended = this.#usesAsyncHost ? new AbortController() : undefined;
+    const signal = ended === undefined ? (options.signal ?? NEVER_ABORTED) : options.signal === undefined ? ended.signal : AbortSignal.any([options.signal, ended.signal]);
     try {
       const pending = this.#executor.execute({
         exportName,
@@ -194,7 +200,7 @@ export class LoadedOverlay implements OverlayEngine {
         deadlineMs,
         signal: options.signal,
         effects,
-        context: { overlayId: this.id, overlayName: this.manifest.name, exportName, signal, database: this.manifest.database },
+        context: { overlayId: this.id, overlayName: this.manifest.name, exportName, signal, database: this.manifest.database, graph: this.manifest.graph },
       });
       const raw = pending instanceof Promise ? await pending : pending;
       const durationMs = performance.now() - started;
@@ -206,6 +212,8 @@ export class LoadedOverlay implements OverlayEngine {
       this.#emitLogs(effects, exportName);
       this.#logger.debug({ export: exportName, code: isForgeError(error) ? error.code : undefined, err: error }, 'overlay call failed');
       throw error;
+    } finally {
+      ended?.abort();
     }
   }
 

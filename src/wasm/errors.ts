@@ -184,6 +184,15 @@ export class InvalidEventError extends ForgeError {
   }
 }
 
+/** An overlay published under one of the kernel's own event namespaces (`pipeline.*`, `cascade.*`, …). */
+export class ReservedEventTypeError extends ForgeError {
+  constructor(type: string) {
+    super('RESERVED_EVENT_TYPE', `The event type "${type}" is in a namespace the kernel reserves for its own events (pipeline, cascade, overlay, kernel, system): publish under a domain of your own, e.g. "capsule.analyzed".`, {
+      details: { type },
+    });
+  }
+}
+
 /** A call was cancelled through its AbortSignal; its effects were discarded. */
 export class CallCancelledError extends ForgeError {
   constructor(exportName: string) {

@@ -1,5 +1,6 @@
+import type { OverlayManifest } from '../manifest.ts';
 import type { Capability } from './abi.ts';
-import { InvalidEventError } from './errors.ts';
+import { InvalidEventError, ReservedEventTypeError } from './errors.ts';
 
 /** How a host-function parameter or result crosses the boundary: a wasm i32, or an AssemblyScript string. */
 export type HostValueType = 'i32' | 'string';
@@ -20,8 +21,9 @@ export interface HostCallContext {
   overlayId: string;
   overlayName: string;
   exportName: string;
-  /** The calling overlay's limits for graph queries (from its manifest). */
-  database: { timeoutMs: number; rowCap: number };
+  /** The calling overlay's limits for graph queries, and what it may write (from its manifest). */
+  database: OverlayManifest['database'];
+  graph: OverlayManifest['graph'];
   signal: AbortSignal;
 }
 
@@ -42,7 +44,7 @@ export const BUILTIN_HOST_FUNCTIONS: readonly HostFunctionSignature[] = Object.f
 /** The graph host functions' shapes; the kernel implements them when it has a graph (`src/store/graph-host.ts`). */
 export const GRAPH_HOST_FUNCTIONS: readonly HostFunctionSignature[] = Object.freeze([
   { name: 'db_read', capability: 'DATABASE_READ', async: true, params: ['string', 'string'], result: 'string' },
-  { name: 'db_write', capability: 'DATABASE_WRITE', async: true, params: ['string', 'string'], result: 'string' },
+  { name: 'db_write', capability: 'DATABASE_WRITE', async: true, params: ['string'], result: 'string' },
 ]);
 
 /** Every host function a kernel can offer, with the capability each needs (what `forge-kernel build` checks). */
@@ -87,6 +89,8 @@ export interface OverlayLogLine {
 }
 
 const EVENT_TYPE = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$/;
+/** The kernel's own event namespaces: an overlay cannot speak for the kernel (e.g. publish `pipeline.completed`). */
+export const RESERVED_EVENT_DOMAINS: readonly string[] = Object.freeze(['pipeline', 'cascade', 'overlay', 'kernel', 'system']);
 
 /**
  * The log lines and events of one call, held until the call ends: a call that fails publishes nothing (its logs
@@ -134,6 +138,7 @@ export class CallEffects {
     if (!EVENT_TYPE.test(type)) {
       throw new InvalidEventError(`Event type ${JSON.stringify(type.slice(0, 80))} is not "domain.action" (lower-case words joined by dots).`, { type: type.slice(0, 80) });
     }
+    if (RESERVED_EVENT_DOMAINS.includes(type.slice(0, type.indexOf('.')))) throw new ReservedEventTypeError(type);
     this.checkPublish(type, payloadJson.length);
     this.#payloadChars += payloadJson.length;
     let payload: unknown;

@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { nanoid } from 'nanoid';
 import { createLogger, type Logger } from '../logger.ts';
 import { parseManifest } from '../manifest.ts';
-import { CallCancelledError, DeadlineExceededError, InstanceTerminatedError, InvalidOutputError, TrustError } from './errors.ts';
+import { isForgeError } from '../errors.ts';
+import { CallCancelledError, DeadlineExceededError, ExportNotFoundError, InstanceTerminatedError, InvalidOutputError, OverlayTrapError, TrustError } from './errors.ts';
 import { LoadedOverlay, type LoadWasmOptions, type OverlayEngine } from './engine.ts';
 import { raceDeadline, type ExecuteRequest, type Executor } from './executor.ts';
 import type { CallEffects } from './host-functions.ts';
@@ -44,11 +45,18 @@ class NativeExecutor implements Executor {
 
   execute(request: ExecuteRequest): Promise<RawCallResult> {
     if (this.#closed) return Promise.reject(new InstanceTerminatedError(`Native overlay "${String(this.#overlay.manifest.name)}"`));
-    const fn = this.#overlay.exports[request.exportName];
+    const fn = Object.hasOwn(this.#overlay.exports, request.exportName) ? this.#overlay.exports[request.exportName] : undefined;
+    // Calling an export that does not exist is the caller's mistake, as it is for a wasm overlay.
+    if (typeof fn !== 'function') return Promise.reject(new ExportNotFoundError(request.exportName, Object.keys(this.#overlay.exports).filter((name) => typeof this.#overlay.exports[name] === 'function')));
     const work = (async (): Promise<RawCallResult> => {
-      if (typeof fn !== 'function') throw new InvalidOutputError(request.exportName, 'the native overlay has no such export');
       // Same isolation as a wasm call: the overlay gets its own copy of the input, never the caller's object.
-      const output = await fn(JSON.parse(request.inputJson), context(request.effects, request.signal ?? new AbortController().signal));
+      let output: unknown;
+      try {
+        output = await fn(JSON.parse(request.inputJson), context(request.effects, request.context.signal));
+      } catch (error) {
+        // What the overlay throws is its own fault, as a wasm trap is (the kernel's typed errors pass as they are).
+        throw isForgeError(error) ? error : new OverlayTrapError(request.exportName, `it threw ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`, { cause: error });
+      }
       const outputJson = JSON.stringify(output);
       if (outputJson === undefined) throw new InvalidOutputError(request.exportName, 'it returned a value JSON cannot carry');
       return { outputJson, fuelUsed: 0 };

@@ -117,4 +117,31 @@ describe('kernel.inspector', () => {
     });
     expect(status).toBe(421);
   });
+
+  it('answers only requests that name it exactly (no DNS rebinding), and controls only from its own page', async () => {
+    const k = await start();
+    await k.overlays.load({ manifest: { name: 'echo', version: '1.0.0' }, exports: { run: () => ({ ok: true }) } }, { internal: true, trusted: true });
+    const { port } = await k.inspector.listen({ port: 0 });
+    const send = (headers: Record<string, string>, body?: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port, path: body === undefined ? '/api/actors' : '/api/control', method: body === undefined ? 'GET' : 'POST', headers }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    const control = JSON.stringify({ action: 'force-open', target: 'echo' });
+    const json = { 'content-type': 'application/json', 'x-forge-inspector': '1' };
+    for (const host of [`127.0.0.1.evil.example:${port}`, `127.0.0.2:${port}`, `localhost.evil.example:${port}`, `127.0.0.1:${port + 1}`, '127.0.0.1', `[::1]:${port}x`]) {
+      expect([host, await send({ host })]).toEqual([host, 421]);
+      expect([host, await send({ ...json, host }, control)]).toEqual([host, 421]);
+    }
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, `LOCALHOST:${port}`]) expect([host, await send({ host })]).toEqual([host, 200]);
+    expect(await send({ ...json, host: `127.0.0.1:${port}`, origin: 'http://evil.example' }, control)).toBe(403);
+    expect(await send({ ...json, host: `127.0.0.1:${port}`, origin: `http://127.0.0.1.evil.example:${port}` }, control)).toBe(403);
+    expect(k.overlays.get('echo')?.breaker).toBe('closed');
+    expect(await send({ ...json, host: `localhost:${port}`, origin: `http://localhost:${port}` }, control)).toBe(200);
+    expect(k.overlays.get('echo')?.breaker).toBe('forcedOpen');
+  });
 });

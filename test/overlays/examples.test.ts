@@ -13,11 +13,11 @@ const dbWrite: HostFunction = {
   name: 'db_write',
   capability: 'DATABASE_WRITE',
   async: true,
-  params: ['string', 'string'],
+  params: ['string'],
   result: 'string',
   invoke: (_context, args) => {
-    writes.push([args[0], JSON.parse(String(args[1]))]);
-    return Promise.resolve('{"written":1}');
+    writes.push(JSON.parse(String(args[0])) as unknown[]);
+    return Promise.resolve('{"nodesCreated":1,"nodesDeleted":0,"relationshipsCreated":0,"relationshipsDeleted":0,"propertiesSet":4}');
   },
 };
 
@@ -135,7 +135,7 @@ describe('example overlays', () => {
         ok: true,
         data: { op: 'store', capsuleId: 'cap-42', status: 'stored', category: 'engineering', written: true },
       });
-      expect(writes).toEqual([[expect.stringContaining('MERGE (c:Capsule {id: $id})'), { id: 'cap-42', kind: 'Insight', author: 'ada', category: 'engineering', status: 'stored' }]]);
+      expect(writes).toEqual([[{ merge: 'Capsule', key: { id: 'cap-42' }, set: { kind: 'Insight', author: 'ada', category: 'engineering', status: 'stored' } }]]);
     });
     it('quarantines on reject, follows a human decision, and writes nothing without a graph', async () => {
       writes.length = 0;
@@ -226,7 +226,7 @@ const PINNED_FUEL: Record<string, number> = {
   'analysis-classifier': 725_087,
   'security-validator': 469_345,
   'governance-voter': 382_254,
-  'capsule-processor': 394_101,
+  'capsule-processor': 389_917,
   'cascade-propagator': 553_460,
   'lineage-tracker': 627_556,
 };

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ABI } from '../../src/wasm/abi.ts';
+import { scanModule } from '../../src/wasm/binary.ts';
 import { loadWasmOverlay, type OverlayEngine } from '../../src/wasm/engine.ts';
 import { BUILTIN_HOST_FUNCTIONS, type HostFunction } from '../../src/wasm/host-functions.ts';
 import { GRAPH_UNAVAILABLE_FUNCTIONS } from '../../src/wasm/graph-unavailable.ts';
@@ -44,9 +45,44 @@ describe('AssemblyScript SDK', () => {
 
   it('binds log, publish, dbRead and dbWrite to the host', async () => {
     const result = await echo.call('all', {});
-    expect(result.output).toEqual({ ok: true, data: [{ called: 'db_read', query: 'RETURN 1' }, { called: 'db_write', query: 'CREATE (n)' }] });
+    expect(result.output).toEqual({
+      ok: true,
+      data: [
+        { called: 'db_read', query: 'RETURN 1' },
+        { called: 'db_write', query: '[{"merge":"Probe","key":{"id":"p1"}}]' },
+      ],
+    });
     expect(result.events).toEqual([{ type: 'sdk.tested', payload: { by: 'sdk-echo' }, source: echo.id }]);
     expect(result.logs).toEqual([{ level: 'info', message: 'all' }]);
+  });
+
+  it('imports db_write with one parameter, the mutations, and db_read with the query and its parameters', () => {
+    const imports = scanModule(fixture.bytes).imports.filter((i) => i.module === ABI.hostModule);
+    expect(imports.find((i) => i.name === 'db_write')?.type).toEqual({ params: ['i32'], results: ['i32'] });
+    expect(imports.find((i) => i.name === 'db_read')?.type).toEqual({ params: ['i32', 'i32'], results: ['i32'] });
+  });
+
+  it('builds each mutation as the JSON db_write takes, in order, leaving out what was not given', async () => {
+    const node = (label: string, id: string) => ({ label, key: { id } });
+    const expected = [
+      { merge: 'Capsule', key: { id: 'c1' }, set: { kind: 'insight' }, remove: ['old'] },
+      { merge: 'Capsule', key: { id: 'c0' } },
+      { create: 'Capsule', properties: { id: 'c2', n: 3, tags: ['a', 'b'] } },
+      { update: 'Capsule', key: { id: 'c1' }, set: { score: 0.5, seen: true }, remove: ['draft'] },
+      { update: 'Capsule', key: { id: 'c1' }, set: { status: 'stored' } },
+      { update: 'Capsule', key: { id: 'c1' }, remove: ['kind', 'old'] },
+      { delete: 'Capsule', key: { id: 'c0' } },
+      { link: 'DERIVED_FROM', from: node('Capsule', 'c2'), to: node('Capsule', 'c1'), properties: { weight: 2 } },
+      { link: 'CITES', from: node('Capsule', 'c2'), to: node('Source', 's1') },
+      { unlink: 'DERIVED_FROM', from: node('Capsule', 'c2'), to: node('Capsule', 'c1') },
+    ];
+    expect((await echo.call('mutationsJson', {})).output).toBe(JSON.stringify(expected));
+  });
+
+  it('sends a batch made with Mutations.from exactly as it was given, malformed or not', async () => {
+    for (const raw of [[{ merge: 'A', key: { id: 'x' } }], 'MATCH (n) DETACH DELETE n', [], { merge: 'A' }, null]) {
+      expect((await echo.call('mutationsFrom', raw)).output, JSON.stringify(raw)).toBe(JSON.stringify(raw));
+    }
   });
 
   it('parses and prints any JSON value the way JSON.stringify does (integers, strings, nesting, key order)', async () => {

@@ -1,88 +1,84 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CypherGuard } from '../../src/store/cypher-guard.ts';
+import { CypherGuard, type PlanNode, type QueryPlanSummary } from '../../src/store/cypher-guard.ts';
 
-const reason = (guard: CypherGuard, query: string): string | null => {
+const refusal = (run: () => unknown): string | null => {
   try {
-    guard.check(query);
+    run();
     return null;
   } catch (error) {
-    return (error as { code: string; details: { reason: string } }).code === 'CYPHER_REJECTED' ? (error as { details: { reason: string } }).details.reason : 'untyped';
+    return (error as { details: { reason: string } }).details.reason;
   }
 };
 
-describe('CypherGuard', () => {
+const node = (operatorType: string, children: PlanNode[] = [], details = ''): PlanNode => ({ operatorType: `${operatorType}@neo4j`, arguments: { Details: details }, children });
+const summary = (plan: PlanNode, queryType = 'r', database = 'neo4j'): QueryPlanSummary => ({ queryType, plan, database: { name: database } });
+
+describe('CypherGuard: the text filter (it may refuse, never accept alone)', () => {
   const guard = new CypherGuard();
 
   it.each([
-    ['CALL\tdb.labels()', 'procedure'],
-    ['CALL\ndbms.listConfig()', 'procedure'],
-    ['MATCH (n) CALL{ WITH n RETURN n AS m } RETURN m', 'subquery'],
-    ['CALL dbms.security.listUsers() // apoc', 'procedure'],
-    ["CALL db.labels() YIELD label WHERE label <> 'apoc' RETURN label", 'procedure'],
-    ['CALL apoc.cypher.doIt($q, {})', 'procedure'],
-    ["LOAD  CSV FROM 'file:///etc/passwd' AS l RETURN l", 'load-csv'],
-    ['DROP DATABASE neo4j', 'administration'],
-    ['MATCH (n) RETURN n; MATCH (m) DETACH DELETE m', 'multiple-statements'],
-    ['MATCH (n) RETURN n /* trailing */ ; CREATE (x)', 'multiple-statements'],
-    ['CALL /* hidden */ db.labels()', 'procedure'],
-    ['call `db`.`labels`()', 'procedure'],
-    ['MATCH (n) CALL { WITH n SET n.x = 1 } IN TRANSACTIONS OF 10 ROWS', 'subquery'],
-    ["USING PERIODIC COMMIT LOAD CSV FROM 'x' AS l CREATE (n)", 'using'],
-    ['MATCH (n:Person) USING INDEX n:Person(name) WHERE n.name = $n RETURN n', 'using'],
-    ['SHOW DATABASES', 'administration'],
-    ['CREATE USER mallory SET PASSWORD $p', 'administration'],
-    ['GRANT ROLE admin TO mallory', 'administration'],
-    ['CREATE INDEX FOR (n:Capsule) ON (n.id)', 'administration'],
-    ['ALTER USER neo4j SET PASSWORD $p', 'administration'],
-    ['USE system SHOW USERS', 'administration'],
-    ['TERMINATE TRANSACTIONS $ids', 'administration'],
-    ["RETURN apoc.cypher.runFirstColumnSingle('CREATE (n) RETURN n', {})", 'function'],
-    ['RETURN dbms.components()', 'function'],
-    ["MATCH (n) RETURN 'x", 'syntax'],
-    ['', 'empty'],
-  ])('rejects %j (%s)', (query, rule) => {
-    expect(reason(guard, query)).toBe(rule);
+    ['MATCH (n:Capsule {id: $id}) RETURN n.id AS id'],
+    ["MATCH (n) WHERE n.note = 'ünïcødé ✓ \\u0041 \\' quoted' RETURN n"],
+    ['MATCH (n)\r\n\tRETURN n // a comment\n'],
+    ['RETURN "a \\" b" AS x'],
+  ])('passes %j on to the server', (query) => {
+    expect(guard.prefilter(query)).toBe(query);
   });
 
   it.each([
-    'MATCH (c:Capsule) WHERE c.created_at > $t RETURN c.id',
-    'MATCH (d:Dataset) RETURN d SKIP $offset LIMIT 10',
-    "MATCH (c:Capsule) WHERE c.note = 'a; b' RETURN c",
-    "MATCH (c:Capsule {title: 'CALL db.labels(); DROP DATABASE neo4j'}) RETURN c",
-    'MATCH (c:Capsule) // CALL db.labels()\nRETURN c',
-    'MERGE (c:Capsule {id: $id}) SET c.kind = $kind, c.status = $status',
-    'MATCH (a:Capsule {id: $from}), (b:Capsule {id: $to}) CREATE (a)-[:DERIVED_FROM]->(b)',
-    'MATCH (n:`Show`) RETURN n.drop AS value;',
-    'UNWIND $rows AS row MERGE (c:Capsule {id: row.id}) RETURN count(c)',
-    'RETURN toUpper($name) AS name, size($list) AS n',
-  ])('accepts the legitimate %j', (query) => {
-    expect(reason(guard, query)).toBeNull();
+    ['CALL\u00a0db.labels()', 'non-ascii'],
+    ['CALL\u2028db.labels()', 'non-ascii'],
+    ['CALL\u3000db.labels()', 'non-ascii'],
+    ['MATCH (n)\u001cRETURN n', 'control'],
+    ['MATCH (n)\u001fRETURN n', 'control'],
+    ['MATCH (n)\u0000RETURN n', 'control'],
+    ['C\\u0041LL db.labels()', 'escape'],
+    ["LOAD \\u0043SV FROM 'file:///etc/passwd' AS l RETURN l", 'escape'],
+    ['SHO\\u0057 TRANSACTIONS', 'escape'],
+    ['MATCH (`n\\u0041`) RETURN 1', 'escape'],
+    ["RETURN 'unterminated", 'syntax'],
+    ['', 'type'],
+    ['x'.repeat(16 * 1024 + 1), 'length'],
+  ])('refuses %j (%s)', (query, reason) => {
+    expect(refusal(() => guard.prefilter(query))).toBe(reason);
   });
 
-  it('allows exactly the configured procedures and, when enabled, plain subqueries', () => {
-    const permissive = new CypherGuard({ allowProcedures: ['db.labels'], allowSubqueries: true });
-    expect(reason(permissive, 'CALL db.labels() YIELD label RETURN label')).toBeNull();
-    expect(reason(permissive, 'CALL db.relationshipTypes()')).toBe('procedure');
-    expect(reason(permissive, 'MATCH (n) CALL { WITH n RETURN n AS m } RETURN m')).toBeNull();
-    expect(reason(permissive, 'MATCH (n) CALL { WITH n SET n.x = 1 } IN TRANSACTIONS')).toBe('in-transactions');
-  });
-
-  it('refuses queries over the length limit and non-strings', () => {
-    expect(reason(new CypherGuard({ maxLength: 20 }), 'MATCH (n) RETURN n, n, n')).toBe('too-long');
-    expect(reason(guard, 42 as unknown as string)).toBe('empty');
-  });
-
-  it('is not fooled by any keyword hidden in a string literal or comment, nor by whitespace or case', () => {
-    const dangerous = fc.constantFrom('CALL db.labels()', 'DROP DATABASE neo4j', 'LOAD CSV FROM $u AS l RETURN l', 'SHOW USERS');
-    const space = fc.constantFrom(' ', '\t', '\n', '  ', ' /* c */ ', '\r\n');
+  it('refuses every non-ASCII or control character outside a string literal, wherever it is', () => {
     fc.assert(
-      fc.property(dangerous, space, fc.boolean(), (statement, gap, lower) => {
-        const hidden = `MATCH (n) WHERE n.text = '${statement}' RETURN n // ${statement}`;
-        expect(reason(guard, hidden)).toBeNull();
-        const spaced = statement.split(' ').join(gap);
-        expect(reason(guard, lower ? spaced.toLowerCase() : spaced)).not.toBeNull();
+      fc.property(fc.constantFrom('MATCH (n) ', '// c\n', 'RETURN 1 ', '/* x */'), fc.integer({ min: 0, max: 0x10ffff }), fc.constantFrom('RETURN n', ''), (before, code, after) => {
+        const c = String.fromCodePoint(code);
+        const plain = (code >= 0x20 && code <= 0x7e && code !== 0x5c) || c === '\t' || c === '\n' || c === '\r';
+        if (plain || c === "'" || c === '"' || (code >= 0xd800 && code <= 0xdfff)) return;
+        expect(refusal(() => guard.prefilter(`${before}${c}${after}`))).not.toBeNull();
       }),
+      { numRuns: 2_000 },
     );
+  });
+});
+
+describe('CypherGuard: the server decides (the plan)', () => {
+  const guard = new CypherGuard({ allowProcedures: ['db.labels'] });
+
+  it('accepts a read-only plan of read operators on the expected database', () => {
+    expect(() => guard.checkPlan(summary(node('ProduceResults', [node('Projection', [node('NodeByLabelScan')])])), 'neo4j')).not.toThrow();
+  });
+
+  it.each([
+    ['a write', summary(node('ProduceResults', [node('Create')]), 'w'), 'query-type'],
+    ['a read and write', summary(node('ProduceResults'), 'rw'), 'query-type'],
+    ['a schema change', summary(node('ProduceResults'), 's'), 'query-type'],
+    ['LOAD CSV', summary(node('ProduceResults', [node('Projection', [node('LoadCSV')])])), 'operator'],
+    ['SHOW TRANSACTIONS', summary(node('ProduceResults', [node('ShowTransactions')])), 'operator'],
+    ['TERMINATE TRANSACTIONS', summary(node('ProduceResults', [node('TerminateTransactions')])), 'operator'],
+    ['an operator nobody reviewed', summary(node('ProduceResults', [node('SomethingNew')])), 'operator'],
+    ['a procedure off the allowlist', summary(node('ProduceResults', [node('ProcedureCall', [], 'dbms.listConfig() :: (name :: STRING)')])), 'procedure'],
+    ['another database', summary(node('ProduceResults'), 'r', 'system'), 'database'],
+  ])('refuses %s', (_what, plan, reason) => {
+    expect(refusal(() => guard.checkPlan(plan, 'neo4j'))).toBe(reason);
+  });
+
+  it('lets through a procedure on the allowlist, deep in the plan', () => {
+    expect(() => guard.checkPlan(summary(node('ProduceResults', [node('Apply', [node('Argument'), node('ProcedureCall', [], 'db.labels() :: (label :: STRING)')])])), 'neo4j')).not.toThrow();
   });
 });
