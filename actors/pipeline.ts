@@ -4,7 +4,8 @@ import type { Phase } from '../src/manifest.ts';
 /** How one overlay (or the phase's custom handler) fared in a phase. */
 export interface OverlayOutcome {
   name: string;
-  status: 'ok' | 'failed' | 'timeout' | 'cancelled';
+  /** `not-run`: a required sequential phase stopped at an earlier overlay's failure before this one ran. */
+  status: 'ok' | 'failed' | 'timeout' | 'cancelled' | 'not-run';
   /** The error code when it did not succeed (e.g. `OUT_OF_FUEL`, `OVERLAY_ERROR`, `PHASE_TIMEOUT`). */
   code?: string;
   message?: string;

@@ -32,12 +32,14 @@ export {
   DependencyError,
   InsufficientTrustError,
   OverlayInactiveError,
+  OverlayInitializationError,
   OverlayNotFoundError,
   OverlayRegistry,
   type HealthReport,
   type OverlayHandle,
 } from './overlays/registry.ts';
 export type { ExecutionRecord } from './overlays/history.ts';
+export type { OverlayStats } from './overlays/call-stats.ts';
 export { circuitBreakerMachine, DEFAULT_BREAKER_CONFIG, type BreakerConfig, type BreakerState } from '../actors/circuit-breaker.ts';
 export { overlayMachine, type OverlayState } from '../actors/overlay.ts';
 export type { StoreOption } from './kernel.ts';

@@ -100,6 +100,8 @@ function graphOptions(store: Neo4jStore, graph: KernelOptions['graph'] = {}): Gr
 export interface Cascades {
   /** Starts a chain and publishes its first insight event (payload gets the chain's `cascadeId`). */
   start(source: string, insightType: string, data?: Record<string, unknown>, options?: { maxHops?: number; ttlMs?: number; correlationId?: string }): Promise<CascadeView>;
+  /** Adds an insight to a live chain: publishes it with the chain's `cascadeId` and correlation id, and counts it. */
+  append(chainId: string, insightType: string, data?: Record<string, unknown>, source?: string): Promise<CascadeView>;
   propagate(chainId: string, toOverlay: string): Promise<CascadeView>;
   complete(chainId: string): Promise<CascadeView>;
   get(chainId: string): CascadeView | undefined;
@@ -132,7 +134,9 @@ function isStore(value: unknown): value is Store {
 function openStore(option: StoreOption | undefined, logger: Logger): Store {
   if (option === undefined) return new MemoryStore();
   if (isStore(option)) return option;
-  if (option.kind === 'memory') return new MemoryStore(option.auditLimit === undefined ? {} : { auditLimit: option.auditLimit });
+  if (option.kind === 'memory') {
+    return new MemoryStore({ ...(option.auditLimit === undefined ? {} : { auditLimit: option.auditLimit }), ...(option.deadLetterLimit === undefined ? {} : { deadLetterLimit: option.deadLetterLimit }) });
+  }
   if (option.kind === 'neo4j') {
     if (typeof option.uri !== 'string' || typeof option.user !== 'string' || typeof option.password !== 'string') {
       throw new ForgeError('INVALID_CONFIG', 'store: { kind: "neo4j" } needs uri, user and password (npm run services:start prints them).');
@@ -193,6 +197,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
       options.onEvents?.(events);
       const cascadeId = cascadeOfCall.getStore();
       for (const event of events) {
+        if (cascadeId !== undefined) manager.count(cascadeId, 'insights');
         const payload = cascadeId !== undefined && typeof event.payload === 'object' && event.payload !== null && !Array.isArray(event.payload) ? { ...event.payload, cascadeId } : event.payload;
         bus.publish({ type: event.type, payload, source: event.source, ...(from.correlationId === undefined ? {} : { correlationId: from.correlationId }) }).catch((err: unknown) => logger.warn({ err, event: event.type, source: event.source }, 'an overlay event could not be published'));
       }
@@ -204,6 +209,8 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   /** The overlays each event has already taken its chain to: a retried delivery is the same hop, not a cycle. */
   const hopped = new WeakMap<BusEvent, Set<string>>();
   const deliverTo = (overlay: OverlayHandle) => async (event: BusEvent): Promise<void> => {
+    // A deactivated or quarantined overlay receives nothing, and its events are neither retried nor dead letters.
+    if (!overlays.accepts(overlay.id)) return;
     const cascadeId = typeof event.payload === 'object' && event.payload !== null ? (event.payload as { cascadeId?: unknown }).cascadeId : undefined;
     if (typeof cascadeId === 'string' && hopped.get(event)?.has(overlay.id) !== true) {
       try {
@@ -220,13 +227,23 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
         hopped.set(event, (hopped.get(event) ?? new Set()).add(overlay.id));
       } catch (error) {
         // A cycle, a spent hop budget or a closed chain ends the cascade here: the event is handled, not failed.
-        if (error instanceof CascadeError) return;
+        if (error instanceof CascadeError) {
+          if (error.code === 'CASCADE_CYCLE' || error.code === 'CASCADE_HOP_LIMIT') manager.halt(cascadeId, error.code === 'CASCADE_CYCLE' ? 'cycle' : 'hop-limit');
+          return;
+        }
         throw error;
       }
     }
     const input = { event: { id: event.id, type: event.type, source: event.source, payload: event.payload } };
     const call = (): Promise<CallResult> => overlays.call(overlay.id, 'run', input, { correlationId: event.correlationId, trust: 100 });
-    const { output } = await (typeof cascadeId === 'string' ? cascadeOfCall.run(cascadeId, call) : call());
+    let output: unknown;
+    try {
+      ({ output } = await (typeof cascadeId === 'string' ? cascadeOfCall.run(cascadeId, call) : call()));
+    } catch (error) {
+      if (typeof cascadeId === 'string') manager.count(cascadeId, 'errors');
+      throw error;
+    }
+    if (typeof cascadeId === 'string') manager.count(cascadeId, typeof output === 'object' && output !== null && (output as { ok?: unknown }).ok === false ? 'errors' : 'actions');
     // An overlay that answers { ok: false } did not handle the event: the bus retries it, then dead-letters it.
     if (typeof output === 'object' && output !== null && (output as { ok?: unknown }).ok === false) {
       const message = (output as { error?: { message?: unknown } }).error?.message;
@@ -246,8 +263,18 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     async start(source, insightType, data = {}, startOptions = {}) {
       const chain = await manager.start(source, insightType, startOptions);
       await chainGuard?.register({ id: chain.id, source, maxHops: chain.maxHops, visited: [...chain.visited], expiresAt: chain.expiresAt });
+      manager.count(chain.id, 'insights');
       await bus.publish({ type: insightType, payload: { ...data, cascadeId: chain.id }, source, correlationId: chain.correlationId });
-      return chain;
+      return manager.get(chain.id) ?? chain;
+    },
+    async append(chainId, insightType, data = {}, source = 'kernel') {
+      const chain = manager.get(chainId);
+      if (chain === undefined || chain.status !== 'active') throw new CascadeError(chain === undefined ? 'CASCADE_NOT_FOUND' : 'CASCADE_NOT_ACTIVE', `No live cascade "${chainId}" to add an insight to.`, { chainId });
+      if (typeof insightType !== 'string' || !/^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$/.test(insightType)) throw new CascadeError('INVALID_INPUT', `An insight type is "domain.action", got ${JSON.stringify(insightType)}.`);
+      if (typeof data !== 'object' || data === null || Array.isArray(data)) throw new CascadeError('INVALID_INPUT', 'An insight\'s data is an object.');
+      manager.count(chainId, 'insights');
+      await bus.publish({ type: insightType, payload: { ...data, cascadeId: chainId }, source, correlationId: chain.correlationId });
+      return manager.get(chainId) ?? chain;
     },
     propagate: (chainId, to) => manager.propagate(chainId, to),
     complete: async (chainId) => {

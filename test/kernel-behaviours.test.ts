@@ -59,4 +59,54 @@ describe('the kernel, as its users rely on it', () => {
     await expect(kernel.overlays.call('impostor', 'run', {})).rejects.toMatchObject({ code: 'RESERVED_EVENT_TYPE' });
     expect(delivered.filter((e) => e.type === type)).toEqual([]);
   });
+
+  it('calls the shutdown export on unload and on the kernel’s stop, and a failing or hung one holds up neither', async () => {
+    await start();
+    const calls: string[] = [];
+    await kernel.overlays.load(native('tidy', { run: () => ({ ok: true }), shutdown: () => (calls.push('tidy'), { ok: true }) }), TRUSTED);
+    await kernel.overlays.load(native('grumpy', { run: () => ({ ok: true }), shutdown: () => { calls.push('grumpy'); throw new Error('cannot flush'); } }), TRUSTED);
+    await kernel.overlays.load(native('stuck', { run: () => ({ ok: true }), shutdown: () => (calls.push('stuck'), new Promise(() => undefined)) }), TRUSTED);
+    await kernel.overlays.unload('tidy');
+    expect(calls).toEqual(['tidy']);
+    await kernel.overlays.unload('grumpy');
+    expect(kernel.overlays.get('grumpy')).toBeUndefined();
+    const stopped = kernel.stop();
+    await expect(stopped).resolves.toBeUndefined();
+    expect(calls).toEqual(['tidy', 'grumpy', 'stuck']);
+  });
+
+  it('refuses a load whose initialize export throws (INITIALIZATION_FAILED) and keeps nothing of it; a hot reload keeps the old version', async () => {
+    await start();
+    const failing = (version: string) => ({ ...native('fragile', { run: () => ({ version }), initialize: () => { throw new Error('no config'); } }), manifest: { name: 'fragile', version, phases: ['analysis'] } });
+    await expect(kernel.overlays.load(failing('1.0.0'), TRUSTED)).rejects.toMatchObject({ code: 'INITIALIZATION_FAILED', message: expect.stringContaining('no config') as string });
+    expect(kernel.overlays.list()).toEqual([]);
+    await kernel.overlays.load({ manifest: { name: 'fragile', version: '1.0.0', phases: ['analysis'] }, exports: { run: () => ({ version: '1.0.0' }) } }, TRUSTED);
+    await expect(kernel.overlays.load(failing('2.0.0'), TRUSTED)).rejects.toMatchObject({ code: 'INITIALIZATION_FAILED' });
+    expect(kernel.overlays.list().map((o) => o.version)).toEqual(['1.0.0']);
+    expect((await kernel.overlays.call('fragile', 'run', {})).output).toEqual({ version: '1.0.0' });
+  });
+
+  it('delivers nothing to a deactivated overlay and counts its events as skipped, not as dead letters', async () => {
+    await start();
+    let received = 0;
+    await kernel.overlays.load(native('listener', { run: () => ((received += 1), { ok: true }) }, { subscribes: ['capsule.created'] }), TRUSTED);
+    await kernel.overlays.deactivate('listener');
+    for (let i = 0; i < 3; i++) await kernel.bus.publish({ type: 'capsule.created', payload: { i } });
+    const deadline = Date.now() + 10_000;
+    while (kernel.overlays.stats()[kernel.overlays.get('listener')!.id]!.skippedEvents < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    expect(received).toBe(0);
+    expect(kernel.bus.deadLetters()).toEqual([]);
+    expect(kernel.overlays.stats()[kernel.overlays.get('listener')!.id]).toMatchObject({ skippedEvents: 3, calls: 0 });
+  });
+
+  it('keeps call statistics per overlay: counts, success rate, p50/p95/max duration and fuel', async () => {
+    await start();
+    await kernel.overlays.load(native('mixed', { run: (input) => ((input as { fail?: boolean }).fail === true ? { ok: false, error: { message: 'no' } } : { ok: true }) }), TRUSTED);
+    for (let i = 0; i < 8; i++) await kernel.overlays.call('mixed', 'run', { fail: i % 4 === 0 });
+    await expect(kernel.overlays.call('mixed', 'nope', {})).rejects.toMatchObject({ code: 'EXPORT_NOT_FOUND' });
+    const stats = kernel.overlays.stats()[kernel.overlays.get('mixed')!.id]!;
+    expect(stats).toMatchObject({ name: 'mixed', calls: 9, ok: 6, faults: 2, rejected: 1, successRate: 0.75, fuelUsed: 0 });
+    expect(stats.durationMs.max).toBeGreaterThanOrEqual(stats.durationMs.p95);
+    expect(stats.durationMs.p95).toBeGreaterThanOrEqual(stats.durationMs.p50);
+  });
 });

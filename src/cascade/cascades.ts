@@ -1,6 +1,6 @@
 import { nanoid } from 'nanoid';
 import { createActor, type Actor, type ActorOptions } from 'xstate';
-import { cascadeMachine, type CascadeInput } from '../../actors/cascade.ts';
+import { cascadeMachine, type CascadeCounter, type CascadeInput } from '../../actors/cascade.ts';
 import { ForgeError } from '../errors.ts';
 import type { ActorCatalog } from '../inspect/catalog.ts';
 import type { Logger } from '../logger.ts';
@@ -12,6 +12,9 @@ export const DEFAULT_MAX_HOPS = 5;
 export const DEFAULT_CHAIN_TTL_MS = 60_000;
 /** Live chains at most, by default: past it `start` is refused. */
 export const DEFAULT_MAX_LIVE_CHAINS = 10_000;
+
+/** Ended chains `get` still answers for (the most recent). */
+const ENDED_CHAINS_KEPT = 1_000;
 
 export class CascadeError extends ForgeError {
   constructor(code: 'CASCADE_CYCLE' | 'CASCADE_HOP_LIMIT' | 'CASCADE_NOT_ACTIVE' | 'CASCADE_NOT_FOUND' | 'CASCADE_LIMIT' | 'INVALID_INPUT', message: string, details: Record<string, unknown> = {}) {
@@ -41,6 +44,8 @@ export type CascadeView = ChainRecord & { expiresAt: number };
  */
 export class CascadeManager {
   readonly #chains = new Map<string, Actor<typeof cascadeMachine>>();
+  /** Chains that ended lately, by id, oldest first: `get` still answers for them. */
+  readonly #ended = new Map<string, CascadeView>();
   /** One child logger per chain, made once: a pino child per log line would cost more than the hop. */
   readonly #loggers = new WeakMap<Actor<typeof cascadeMachine>, Logger>();
   readonly #options: CascadeOptions;
@@ -85,10 +90,12 @@ export class CascadeManager {
     if (typeof to !== 'string' || to === '') throw new CascadeError('INVALID_INPUT', 'propagate needs the overlay the chain reaches.');
     if (value !== 'active') throw new CascadeError('CASCADE_NOT_ACTIVE', `Cascade ${chainId} is ${value}.`, { chainId, status: value });
     if (context.visited.includes(to)) {
-      throw new CascadeError('CASCADE_CYCLE', `Cascade ${chainId} already reached "${to}" (${context.visited.join(' → ')}): propagating again would loop.`, { chainId, to, visited: context.visited });
+      this.#stop(actor, 'cycle');
+      throw new CascadeError('CASCADE_CYCLE', `Cascade ${chainId} already reached "${to}" (${context.visited.join(' → ')}): propagating again would loop, so the chain stopped.`, { chainId, to, visited: context.visited, status: 'stopped' });
     }
     if (context.hops >= context.maxHops) {
-      throw new CascadeError('CASCADE_HOP_LIMIT', `Cascade ${chainId} took its ${context.maxHops} hops.`, { chainId, hops: context.hops, maxHops: context.maxHops });
+      this.#stop(actor, 'hop-limit');
+      throw new CascadeError('CASCADE_HOP_LIMIT', `Cascade ${chainId} took its ${context.maxHops} hops, so the chain stopped.`, { chainId, hops: context.hops, maxHops: context.maxHops, status: 'stopped' });
     }
     const from = context.visited[context.visited.length - 1] ?? context.source;
     actor.send({ type: 'PROPAGATE', to, at: this.#now() });
@@ -98,6 +105,29 @@ export class CascadeManager {
     this.#options.store.appendHop({ chainId, index: after.hops, from, to, eventType: after.insightType, at: this.#now() });
     this.#log(actor).debug({ from, to, hops: after.hops }, 'cascade hop');
     return this.#view(actor);
+  }
+
+  /**
+   * Stops a live chain a guard refused elsewhere (the cluster's shared guard) for a cycle or its spent hop budget;
+   * a chain that is not live here is left alone.
+   */
+  halt(chainId: string, reason: 'cycle' | 'hop-limit'): void {
+    const actor = this.#chains.get(chainId);
+    if (actor?.getSnapshot().value === 'active') this.#stop(actor, reason);
+  }
+
+  /** Ends a chain its guard refused (a cycle, the hop budget): it stops now, not at its TTL, and says why. */
+  #stop(actor: Actor<typeof cascadeMachine>, reason: 'cycle' | 'hop-limit'): void {
+    actor.send({ type: 'STOP', reason });
+    this.#log(actor).info({ hops: actor.getSnapshot().context.hops, reason }, 'cascade stopped by its guard');
+    this.#forget(actor.getSnapshot().context.id);
+    void this.#persist(actor).catch((err: unknown) => this.#options.logger.error({ err, cascadeId: actor.getSnapshot().context.id }, 'could not persist a stopped chain'));
+  }
+
+  /** Counts an insight, an action (an overlay call the chain caused) or an error in a live chain; no-op for others. */
+  count(chainId: string, what: CascadeCounter): void {
+    const actor = this.#chains.get(chainId);
+    if (actor?.getSnapshot().value === 'active') actor.send({ type: 'COUNT', what });
   }
 
   async complete(chainId: string): Promise<CascadeView> {
@@ -110,9 +140,10 @@ export class CascadeManager {
     return this.#view(actor);
   }
 
+  /** A live chain, or one that ended lately (completed, expired, stopped: the last 1,000), as it ended. */
   get(chainId: string): CascadeView | undefined {
     const actor = this.#chains.get(chainId);
-    return actor === undefined ? undefined : this.#view(actor);
+    return actor === undefined ? this.#ended.get(chainId) : this.#view(actor);
   }
 
   active(): CascadeView[] {
@@ -137,6 +168,9 @@ export class CascadeManager {
         ttlMs: (record.expiresAt ?? record.createdAt) - record.createdAt,
         hops: record.hops,
         visited: record.visited,
+        insights: record.insights,
+        actions: record.actions,
+        errors: record.errors,
       });
       actor.send({ type: 'REARM', now: this.#now() });
     }
@@ -158,6 +192,11 @@ export class CascadeManager {
   }
 
   #forget(chainId: string): void {
+    const actor = this.#chains.get(chainId);
+    if (actor !== undefined) {
+      this.#ended.set(chainId, this.#view(actor));
+      if (this.#ended.size > ENDED_CHAINS_KEPT) this.#ended.delete(this.#ended.keys().next().value!);
+    }
     this.#chains.delete(chainId);
     this.#options.catalog?.remove(chainId);
   }
@@ -178,7 +217,7 @@ export class CascadeManager {
       correlationId: input.correlationId,
       details: () => {
         const { context } = actor.getSnapshot();
-        return { source: context.source, insightType: context.insightType, hops: context.hops, maxHops: context.maxHops, visited: context.visited, expiresAt: context.expiresAt };
+        return { source: context.source, insightType: context.insightType, hops: context.hops, maxHops: context.maxHops, visited: context.visited, expiresAt: context.expiresAt, insights: context.insights, actions: context.actions, errors: context.errors, endReason: context.endReason };
       },
     });
     actor.start();
@@ -204,6 +243,10 @@ export class CascadeManager {
       createdAt: context.createdAt,
       expiresAt: context.expiresAt,
       correlationId: context.correlationId,
+      insights: context.insights,
+      actions: context.actions,
+      errors: context.errors,
+      endReason: context.endReason,
     };
   }
 

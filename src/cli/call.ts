@@ -1,11 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { createLogger } from '../logger.ts';
 import { parseManifestText, type OverlayManifest } from '../manifest.ts';
 import { isCapability, type Capability } from '../wasm/abi.ts';
 import { loadWasmOverlay } from '../wasm/engine.ts';
 import { sha256Hex } from '../wasm/loader.ts';
-import { parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
+import { commandLogger, parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
 
 const HELP = `Usage: forge-kernel call <file.wasm> <export> [options]
 
@@ -90,7 +89,7 @@ async function run(args: readonly string[], io: CliIO): Promise<number> {
       });
     }
     const input = await readInput(values.input as string | undefined);
-    const logger = createLogger({ destination: process.stderr, format: 'auto' });
+    const logger = commandLogger(io, 'info');
     const overlay = await loadWasmOverlay(bytes, {
       manifest,
       grant: grant ?? (Array.isArray(manifest.capabilities) ? (manifest.capabilities as unknown[]).filter(isCapability) : []),

@@ -1,11 +1,21 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { buildExampleOverlays } from '../build/examples.ts';
+import { Writable } from 'node:stream';
 import { ForgeError, isForgeError } from '../errors.ts';
+import { createLogger, type Logger, type LogLevel } from '../logger.ts';
 
 /** Where a command writes; injected so commands run in-process under test. */
 export interface CliIO {
   stdout: (text: string) => void;
   stderr: (text: string) => void;
+  /** Whether stderr is a terminal (pretty logs, a progress bar); default: the process's. */
+  stderrIsTTY?: boolean;
+}
+
+/** A command's log: pino lines written through its stderr (so a test that runs it in process captures them too). */
+export function commandLogger(io: CliIO, level: LogLevel = 'warn'): Logger {
+  const destination = Object.assign(new Writable({ write: (chunk: Buffer, _encoding, done) => (io.stderr(chunk.toString()), done()) }), { isTTY: io.stderrIsTTY ?? process.stderr.isTTY === true });
+  return createLogger({ destination, format: 'auto', level });
 }
 
 /** One `forge-kernel <name>` subcommand. */

@@ -1,8 +1,7 @@
 import { DEFAULT_DEMO_CAPSULES, runDemo, type DemoSummary } from '../demo/demo.ts';
-import { createLogger } from '../logger.ts';
 import { PHASES } from '../manifest.ts';
 import { DEFAULT_INSPECTOR_PORT } from '../inspect/server.ts';
-import { exampleOverlays, parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
+import { commandLogger, exampleOverlays, parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
 import { cliStore } from './run.ts';
 
 const HELP = `Usage: forge-kernel demo [options]            (npm start runs it)
@@ -89,7 +88,7 @@ async function run(args: readonly string[], io: CliIO): Promise<number> {
       overlaysDir,
       capsules,
       store: cliStore(values.store),
-      logger: createLogger({ destination: process.stderr, format: 'auto', level: 'error' }),
+      logger: commandLogger(io, 'error'),
       ...(values.inspect ? { inspect: { port } } : {}),
       ...(json ? {} : { onProgress: progress(io, process.stderr.isTTY === true) }),
       onInspectorUrl: (url) => io.stderr(`Inspector: ${url}\nRuns that need a decision wait for you there (Approve / Reject).\n`),

@@ -1,8 +1,7 @@
 import { demoCapsule, faultyEnricher } from '../demo/workload.ts';
 import { createKernel, type Kernel } from '../kernel.ts';
-import { createLogger } from '../logger.ts';
 import { DEFAULT_INSPECTOR_PORT } from '../inspect/server.ts';
-import { exampleOverlays, parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
+import { commandLogger, exampleOverlays, parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
 import { cliStore } from './run.ts';
 
 const HELP = `Usage: forge-kernel inspect [options]
@@ -71,7 +70,7 @@ async function run(args: readonly string[], io: CliIO): Promise<number> {
   let kernel: Kernel | undefined;
   try {
     const overlays = values.overlays ?? (await exampleOverlays(io));
-    kernel = await createKernel({ logger: createLogger({ destination: process.stderr, format: 'auto', level: 'warn' }), store: cliStore(values.store), inspect: true });
+    kernel = await createKernel({ logger: commandLogger(io), store: cliStore(values.store), inspect: true });
     await kernel.overlays.loadDirectory(overlays, { grant: 'declared', mode: 'relaxed' });
     const handle = await kernel.inspector.listen({ port, host: values.host, ...(values.token === undefined ? {} : { token: values.token }) });
     const stopFeed = values.demo ? await startDemoFeed(kernel) : () => undefined;

@@ -1,9 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { createKernel, type Kernel, type StoreOption } from '../kernel.ts';
-import { createLogger } from '../logger.ts';
 import type { PipelineRun, RunResult } from '../pipeline/pipelines.ts';
-import { exampleOverlays, parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
+import { commandLogger, exampleOverlays, parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
 
 const HELP = `Usage: forge-kernel run <input.json> [options]
        forge-kernel run --resume <runId> --decide approve|reject --store neo4j
@@ -98,7 +97,7 @@ function settled(kernel: Kernel, run: PipelineRun): Promise<RunResult | 'awaitin
 function describe(result: RunResult): string {
   const lines = [`run ${result.id}: ${result.status} in ${result.durationMs} ms`];
   for (const phase of result.phases) {
-    const overlays = phase.overlays.map((o) => `${o.name} ${o.status}${o.code === undefined ? '' : ` ${o.code}`} (fuel ${o.fuelUsed})`).join(', ');
+    const overlays = phase.overlays.map((o) => `${o.name} ${o.status}${o.code === undefined ? '' : ` ${o.code}`}${o.status === 'ok' || o.message === undefined ? '' : `: ${o.message}`} (fuel ${o.fuelUsed})`).join(', ');
     lines.push(`  ${phase.phase.padEnd(12)} ${phase.status.padEnd(9)} ${phase.durationMs.toFixed(1).padStart(8)} ms  ${phase.reason ?? overlays}`);
   }
   if (result.decision !== null) lines.push(`decision: ${result.decision.approve ? 'approve' : 'reject'} by ${result.decision.by}`);
@@ -113,7 +112,7 @@ async function run(args: readonly string[], io: CliIO): Promise<number> {
     const options = parse(args);
     const input = options.file === undefined ? undefined : await readRunInput(options.file);
     const overlays = options.overlays ?? (await exampleOverlays(io));
-    const kernel = await createKernel({ logger: createLogger({ destination: process.stderr, format: 'auto', level: 'warn' }), store: cliStore(options.store) });
+    const kernel = await createKernel({ logger: commandLogger(io), store: cliStore(options.store) });
     try {
       await kernel.overlays.loadDirectory(overlays, { grant: 'declared', mode: options.mode });
       const decision = options.decide === undefined ? undefined : { decision: options.decide, by: options.by, reason: 'decided on the command line' };

@@ -18,6 +18,7 @@ import type { MeteredModuleCache } from '../wasm/metered-cache.ts';
 import type { ActorCatalog } from '../inspect/catalog.ts';
 import type { Store } from '../store/store.ts';
 import { loadNativeOverlay, type NativeOverlay } from '../wasm/trusted-engine.ts';
+import { CallStats, type OverlayStats } from './call-stats.ts';
 import { ExecutionHistory, type ExecutionRecord } from './history.ts';
 
 /** Error codes that are the overlay's own fault: they count against its breaker. Everything else is the caller's. */
@@ -41,6 +42,19 @@ const OVERLAY_FAULTS = new Set([
 ]);
 /** Deadline of one health check (ms): a hung check cannot hold up the report. */
 const HEALTH_CHECK_TIMEOUT_MS = 1_000;
+/** Deadline of an overlay's `shutdown` export at unload or the kernel's stop (ms): it cannot hold either up longer. */
+const SHUTDOWN_DEADLINE_MS = 2_000;
+
+/** The overlay's `initialize` export failed: the load is refused and nothing of it stays registered. */
+export class OverlayInitializationError extends ForgeError {
+  constructor(name: string, cause: unknown) {
+    const code = isForgeError(cause) ? cause.code : 'UNEXPECTED';
+    super('INITIALIZATION_FAILED', `Overlay "${name}" failed its initialize export (${code}: ${cause instanceof Error ? cause.message : String(cause)}); it was not loaded. Fix initialize, or load it with { activate: false } to inspect it.`, {
+      cause,
+      details: { overlay: name, code },
+    });
+  }
+}
 
 /** The overlay named or numbered does not exist (caller mistake). */
 export class OverlayNotFoundError extends ForgeError {
@@ -137,7 +151,7 @@ interface Entry {
   inFlight: number;
   drained?: () => void;
   /** Calls that ran, the overlay's faults among them, and the fuel they burned (plain counters: no send per call). */
-  stats: { calls: number; faults: number; fuelUsed: number };
+  stats: CallStats;
 }
 
 /** Where overlay events come from: the overlay, its export, and the correlation id of the call that published them. */
@@ -232,20 +246,26 @@ export class OverlayRegistry extends EventEmitter {
 
   async #register(engine: OverlayEngine, options: LoadOptions): Promise<OverlayHandle> {
     const manifest = engine.manifest;
+    let initializeError: unknown;
     const actor = createActor(
       overlayMachine.provide({
         actors: {
           load: fromPromise(() => Promise.resolve()),
           initialize: fromPromise(async () => {
-            if (engine.exports.includes('initialize')) await engine.call('initialize', {});
+            try {
+              if (engine.exports.includes('initialize')) await engine.call('initialize', {});
+            } catch (error) {
+              initializeError = error;
+              throw error;
+            }
           }),
         },
       }),
       { input: { overlayId: engine.id, name: manifest.name, version: manifest.version } },
     );
     const breaker = createActor(circuitBreakerMachine, { input: { config: options.breaker ?? {} } });
-    const entry: Entry = { id: engine.id, manifest, engine, actor, breaker, current: true, inFlight: 0, stats: { calls: 0, faults: 0, fuelUsed: 0 } };
-    this.#options.catalog?.add({ id: entry.id, kind: 'overlay', label: `${manifest.name}@${manifest.version}`, actor, details: () => ({ ...this.#handle(entry) }) });
+    const entry: Entry = { id: engine.id, manifest, engine, actor, breaker, current: true, inFlight: 0, stats: new CallStats() };
+    this.#options.catalog?.add({ id: entry.id, kind: 'overlay', label: `${manifest.name}@${manifest.version}`, actor, details: () => ({ ...this.#handle(entry), stats: entry.stats.snapshot() }) });
     this.#options.catalog?.add({ id: `${entry.id}:breaker`, kind: 'breaker', label: manifest.name, actor: breaker, details: () => breakerDetails(entry) });
     actor.on('quarantined', (event) => this.emit('quarantined', { overlayId: entry.id, name: manifest.name, reason: event.reason }));
     breaker.on('*', (event) => this.emit('breaker', { overlayId: entry.id, name: manifest.name, ...event }));
@@ -259,6 +279,12 @@ export class OverlayRegistry extends EventEmitter {
     if (options.activate !== false) {
       actor.send({ type: 'ACTIVATE' });
       await waitFor(actor, (s) => s.value !== 'initializing');
+      if (initializeError !== undefined) {
+        // The load fails as a whole: the new version is dropped and a version it was to replace stays current.
+        await this.#close(entry, { shutdown: false, announce: false });
+        if (previous !== undefined) this.#byName.set(manifest.name, previous);
+        throw new OverlayInitializationError(manifest.name, initializeError);
+      }
     }
     if (previous !== undefined) {
       previous.current = false;
@@ -284,7 +310,16 @@ export class OverlayRegistry extends EventEmitter {
     await this.#close(entry);
   }
 
-  async #close(entry: Entry): Promise<void> {
+  /**
+   * Ends an overlay: its `shutdown` export first, if it has one (with its own deadline; an error is logged, never
+   * thrown, and never holds the unload or the kernel's stop up), then its actors and engine.
+   */
+  async #close(entry: Entry, options: { shutdown: boolean; announce: boolean } = { shutdown: true, announce: true }): Promise<void> {
+    if (options.shutdown && entry.engine.exports.includes('shutdown')) {
+      await entry.engine.call('shutdown', {}, { deadlineMs: SHUTDOWN_DEADLINE_MS }).catch((error: unknown) => {
+        this.#options.logger.warn({ err: error, overlayId: entry.id, overlay: entry.manifest.name }, 'the overlay\'s shutdown export failed; unloading it anyway');
+      });
+    }
     entry.actor.send({ type: 'UNLOAD' });
     this.#options.catalog?.remove(entry.id);
     this.#options.catalog?.remove(`${entry.id}:breaker`);
@@ -293,6 +328,7 @@ export class OverlayRegistry extends EventEmitter {
     this.#entries.delete(entry.id);
     if (this.#byName.get(entry.manifest.name) === entry) this.#byName.delete(entry.manifest.name);
     await entry.engine.close();
+    if (!options.announce) return;
     await this.#options.store?.removeOverlay(entry.id).catch((error: unknown) => this.#options.logger.warn({ err: error, overlayId: entry.id }, 'could not remove the overlay registration'));
     this.emit('unloaded', { overlayId: entry.id, name: entry.manifest.name, version: entry.manifest.version });
   }
@@ -447,6 +483,7 @@ export class OverlayRegistry extends EventEmitter {
       });
     };
     const refuse = (error: ForgeError): never => {
+      entry?.stats.turnedAway();
       record('rejected', { code: error.code });
       throw error;
     };
@@ -475,9 +512,7 @@ export class OverlayRegistry extends EventEmitter {
       const refused = isErrorResult(result.output);
       if (refused) entry.breaker.send({ type: 'FAILURE', at: Date.now(), probe });
       else if (breakerState !== 'closed' || !successIsNoOp(entry.breaker.getSnapshot().context, result.durationMs)) entry.breaker.send({ type: 'SUCCESS', durationMs: result.durationMs, at: Date.now(), probe });
-      entry.stats.calls++;
-      if (refused) entry.stats.faults++;
-      entry.stats.fuelUsed += result.fuelUsed;
+      entry.stats.ran(!refused, result.durationMs, result.fuelUsed);
       record(refused ? 'error-result' : 'ok', { fuelUsed: result.fuelUsed, durationMs: result.durationMs });
       return result;
     } catch (error) {
@@ -487,9 +522,8 @@ export class OverlayRegistry extends EventEmitter {
       // Only a half-open breaker tracks its probe: releasing a call admitted while closed changes nothing.
       else if (breakerState !== 'closed') entry.breaker.send({ type: 'RELEASE', probe });
       const fuelUsed = (error as { fuelUsed?: number }).fuelUsed ?? 0;
-      entry.stats.calls++;
-      if (fault) entry.stats.faults++;
-      entry.stats.fuelUsed += fuelUsed;
+      if (fault) entry.stats.ran(false, performance.now() - started, fuelUsed);
+      else entry.stats.refused(fuelUsed);
       record(fault ? 'fault' : 'rejected', { code, fuelUsed });
       throw error;
     } finally {
@@ -530,6 +564,22 @@ export class OverlayRegistry extends EventEmitter {
     );
   }
 
+  /** Call statistics of every loaded overlay, by id: counts, success rate, p50/p95/max duration, fuel. */
+  stats(): Record<string, OverlayStats & { name: string; version: string }> {
+    return Object.fromEntries([...this.#entries.values()].map((entry) => [entry.id, { name: entry.manifest.name, version: entry.manifest.version, ...entry.stats.snapshot() }]));
+  }
+
+  /**
+   * Notes an event meant for an overlay that is not active (deactivated, quarantined): it is not delivered, and not
+   * retried or dead-lettered either; it is counted as skipped. True when the overlay should receive events now.
+   */
+  accepts(idOrName: string): boolean {
+    const entry = this.#find(idOrName);
+    if (entry === undefined || entry.actor.getSnapshot().value === 'active') return entry !== undefined;
+    entry.stats.skippedEvents++;
+    return false;
+  }
+
   /** Unloads everything (the kernel's stop). */
   async close(): Promise<void> {
     await Promise.all([...this.#entries.values()].map((entry) => this.#retire(entry)));
@@ -556,7 +606,9 @@ export class OverlayRegistry extends EventEmitter {
       breaker: entry.breaker.getSnapshot().value,
       phases: entry.manifest.phases,
       subscribes: entry.manifest.subscribes,
-      ...entry.stats,
+      calls: entry.stats.calls,
+      faults: entry.stats.faults,
+      fuelUsed: entry.stats.fuelUsed,
       current: entry.current,
     };
   }

@@ -41,7 +41,7 @@ export class InvalidDecisionError extends ForgeError {
 }
 
 /** What a run calls an overlay with (the kernel's registry, through each overlay's actor and breaker). */
-export type CallOverlay = (name: string, input: unknown, options: { signal: AbortSignal; deadlineMs: number; correlationId: string; trust: number }) => Promise<{ output: unknown; fuelUsed: number }>;
+export type CallOverlay = (name: string, input: unknown, options: { signal: AbortSignal; correlationId: string; trust: number }) => Promise<{ output: unknown; fuelUsed: number }>;
 
 /** What a run needs from its manager: effects, shared settings, and where to report. */
 export interface RunEnvironment {
@@ -408,7 +408,6 @@ export class PipelineRun {
     // One controller serves the run's phases until one aborts (an AbortController costs about a microsecond).
     const controller = (this.#controller ??= new AbortController());
     const cancelDeadline = this.#env.deadlines.add(settings.timeoutMs, () => controller.abort(new ForgeError('PHASE_TIMEOUT', `Phase ${phase} did not finish within ${settings.timeoutMs} ms.`)));
-    const deadline = performance.now() + settings.timeoutMs;
     const phaseContext = { runId: this.id, phase, correlationId: this.correlationId, graph: this.#env.graph };
     const outcomes: OverlayOutcome[] = [];
     let output: Record<string, unknown> = {};
@@ -417,18 +416,23 @@ export class PipelineRun {
         const input = { ...data, context: phaseContext };
         const { overlays } = settings;
         // One overlay needs no Promise.all (its promise and array are a measurable share of a small phase).
-        const results = overlays.length === 1 ? [await this.#callOverlay(overlays[0]!, input, settings, trust, controller.signal, deadline)] : await Promise.all(overlays.map((name) => this.#callOverlay(name, input, settings, trust, controller.signal, deadline)));
+        const results = overlays.length === 1 ? [await this.#callOverlay(overlays[0]!, input, settings, trust, controller.signal)] : await Promise.all(overlays.map((name) => this.#callOverlay(name, input, settings, trust, controller.signal)));
         for (const result of results) {
           outcomes.push(result.outcome);
           if (result.data !== undefined) output = { ...output, ...result.data };
         }
       } else {
-        for (const name of settings.overlays) {
+        for (const [index, name] of settings.overlays.entries()) {
           const input = { ...data, [phase]: output, context: phaseContext };
-          const result = await this.#callOverlay(name, input, settings, trust, controller.signal, deadline);
+          const result = await this.#callOverlay(name, input, settings, trust, controller.signal);
           outcomes.push(result.outcome);
           if (result.data !== undefined) output = { ...output, ...result.data };
-          if (controller.signal.aborted) break;
+          // A required phase fails at its first failing overlay: the ones after it do not run (they would work on
+          // the output of a failed step), and say so.
+          if (controller.signal.aborted || (settings.required && result.outcome.status !== 'ok')) {
+            for (const rest of settings.overlays.slice(index + 1)) outcomes.push({ name: rest, status: 'not-run', code: 'NOT_RUN', message: `not run: ${name} failed before it`, fuelUsed: 0, durationMs: 0, attempts: 0 });
+            break;
+          }
         }
       }
       if (functions?.handler !== undefined && !controller.signal.aborted) {
@@ -451,10 +455,11 @@ export class PipelineRun {
   }
 
   #phaseEvent(phase: Phase, required: boolean, after: RunData, overlays: OverlayOutcome[], started: number): PhaseEvent {
-    const failed = overlays.filter((o) => o.status !== 'ok');
+    const failed = overlays.filter((o) => o.status !== 'ok' && o.status !== 'not-run');
     const outcome: PhaseOutcome = { phase, status: failed.length === 0 ? 'completed' : 'failed', required, durationMs: performance.now() - started, overlays };
     if (failed.length > 0) {
-      const names = failed.map((o) => `${o.name} (${o.code ?? o.status})`).join(', ');
+      // The overlay's own reason (its fail(...) message, or the error's) is what a person needs to fix the input.
+      const names = failed.map((o) => `${o.name} (${o.code ?? o.status}${o.message === undefined ? '' : `: ${o.message}`})`).join(', ');
       if (required) return { type: 'PHASE_FAILED', outcome, data: after, error: { code: 'PHASE_FAILED', message: `Required phase ${phase} failed: ${names}.`, phase } };
       return { type: 'PHASE_DONE', outcome, data: after, warning: `Optional phase ${phase} failed: ${names}.` };
     }
@@ -462,8 +467,13 @@ export class PipelineRun {
     return { type: 'PHASE_DONE', outcome, data: after };
   }
 
-  /** Calls one overlay with the phase's retries; a failure is an outcome, never an exception. */
-  async #callOverlay(name: string, input: unknown, settings: { retries: number; backoffMs: number }, trust: number, signal: AbortSignal, deadline: number): Promise<{ outcome: OverlayOutcome; data?: Record<string, unknown> }> {
+  /**
+   * Calls one overlay with the phase's retries; a failure is an outcome, never an exception. The phase's timer is the
+   * one clock for the phase: it aborts the call (a timeout outcome, no fault of the overlay's). The call itself keeps
+   * only the overlay's own deadline; handing it the phase's remaining time too would race the timer to the same
+   * instant and sometimes blame the overlay for the phase's timeout.
+   */
+  async #callOverlay(name: string, input: unknown, settings: { retries: number; backoffMs: number }, trust: number, signal: AbortSignal): Promise<{ outcome: OverlayOutcome; data?: Record<string, unknown> }> {
     const started = performance.now();
     let fuelUsed = 0;
     let attempts = 0;
@@ -471,7 +481,7 @@ export class PipelineRun {
       attempts++;
       let problem: { code: string; message: string };
       try {
-        const result = await this.#env.callOverlay(name, input, { signal, deadlineMs: Math.max(1, Math.ceil(deadline - performance.now())), correlationId: this.correlationId, trust });
+        const result = await this.#env.callOverlay(name, input, { signal, correlationId: this.correlationId, trust });
         fuelUsed += result.fuelUsed;
         const output = result.output;
         if (isRecord(output) && output.ok === true) {

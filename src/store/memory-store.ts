@@ -10,10 +10,14 @@ export class InvalidStoreOptionError extends ForgeError {
 
 /** Audit entries the memory store keeps, unless told otherwise: the oldest go first. */
 export const DEFAULT_MEMORY_AUDIT_LIMIT = 10_000;
+/** Dead letters the memory store keeps, unless told otherwise (the bus lists 1,000): the oldest go first. */
+export const DEFAULT_MEMORY_DEAD_LETTER_LIMIT = 10_000;
 
 export interface MemoryStoreOptions {
   /** Audit entries kept (a positive integer); past it the oldest are dropped, so a long-running kernel stays flat. */
   auditLimit?: number;
+  /** Dead letters kept (a positive integer); past it the oldest are dropped, for the same reason. */
+  deadLetterLimit?: number;
 }
 
 /**
@@ -30,13 +34,19 @@ export class MemoryStore implements Store {
   readonly #audit: AuditEntry[] = [];
   readonly #auditLimit: number;
   #auditNext = 0;
+  /** In insertion order (a Map keeps it): the first is the oldest, dropped past `deadLetterLimit`. */
   readonly #deadLetters = new Map<string, DeadLetterRecord>();
+  readonly #deadLetterLimit: number;
 
   constructor(options: MemoryStoreOptions = {}) {
     if (typeof options !== 'object' || options === null) throw new InvalidStoreOptionError('the memory store options must be an object.');
-    const limit: unknown = options.auditLimit === undefined ? DEFAULT_MEMORY_AUDIT_LIMIT : options.auditLimit;
-    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1) throw new InvalidStoreOptionError(`auditLimit must be a positive integer, got ${JSON.stringify(limit)}.`);
-    this.#auditLimit = limit;
+    const positive = (name: string, raw: unknown, fallback: number): number => {
+      const value: unknown = raw === undefined ? fallback : raw;
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) throw new InvalidStoreOptionError(`${name} must be a positive integer, got ${JSON.stringify(value)}.`);
+      return value;
+    };
+    this.#auditLimit = positive('auditLimit', options.auditLimit, DEFAULT_MEMORY_AUDIT_LIMIT);
+    this.#deadLetterLimit = positive('deadLetterLimit', options.deadLetterLimit, DEFAULT_MEMORY_DEAD_LETTER_LIMIT);
   }
 
   start(): Promise<void> {
@@ -111,6 +121,7 @@ export class MemoryStore implements Store {
 
   saveDeadLetter(letter: DeadLetterRecord): Promise<void> {
     this.#deadLetters.set(letter.id, copy(letter));
+    if (this.#deadLetters.size > this.#deadLetterLimit) this.#deadLetters.delete(this.#deadLetters.keys().next().value!);
     return Promise.resolve();
   }
 

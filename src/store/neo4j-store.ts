@@ -133,7 +133,19 @@ export class Neo4jStore implements Store {
     const rows = await this.#read('MATCH (c:CascadeChain) WHERE c.source IS NOT NULL AND ($status IS NULL OR c.status = $status) RETURN c {.*} AS c ORDER BY c.createdAt, c.id', { status: filter.status ?? null });
     return rows.map((r) => {
       const c = r.c as Record<string, unknown>;
-      return { ...(c as unknown as ChainRecord), hops: num(c.hops), maxHops: num(c.maxHops), createdAt: num(c.createdAt), expiresAt: c.expiresAt === null || c.expiresAt === undefined ? null : num(c.expiresAt) };
+      // Chains written before chains counted have no counters: zero.
+      const counter = (value: unknown): number => (value === null || value === undefined ? 0 : num(value));
+      return {
+        ...(c as unknown as ChainRecord),
+        hops: num(c.hops),
+        maxHops: num(c.maxHops),
+        createdAt: num(c.createdAt),
+        expiresAt: c.expiresAt === null || c.expiresAt === undefined ? null : num(c.expiresAt),
+        insights: counter(c.insights),
+        actions: counter(c.actions),
+        errors: counter(c.errors),
+        endReason: (c.endReason ?? null) as ChainRecord['endReason'],
+      };
     });
   }
 

@@ -41,7 +41,8 @@ export interface ChainRecord {
   id: string;
   source: string;
   insightType: string;
-  status: 'active' | 'completed' | 'expired';
+  /** `stopped`: its guard ended it (`endReason`: an insight that would loop, or the hop budget spent). */
+  status: 'active' | 'completed' | 'expired' | 'stopped';
   hops: number;
   maxHops: number;
   /** Overlays the chain has visited (the cycle guard). */
@@ -50,6 +51,11 @@ export interface ChainRecord {
   /** Absolute deadline (ms since the epoch): re-armed on restore. */
   expiresAt: number | null;
   correlationId: string;
+  /** Insight events published in the chain, overlay calls it caused, and those that failed. */
+  insights: number;
+  actions: number;
+  errors: number;
+  endReason: 'cycle' | 'hop-limit' | null;
 }
 
 export interface HopRecord {

@@ -32,16 +32,27 @@ describe('CascadeManager', () => {
     ]);
   });
 
-  it('refuses a cycle and a hop past the limit before changing anything', async () => {
+  it('stops a chain at once, with the reason, when its guard refuses a hop (a cycle), taking no hop', async () => {
+    const { cascades, store } = setup();
+    const chain = await cascades.start('a', 'insight.detected', { maxHops: 5 });
+    await cascades.propagate(chain.id, 'b');
+    expect(await codeOf(cascades.propagate(chain.id, 'a'))).toBe('CASCADE_CYCLE');
+    expect(cascades.get(chain.id)).toMatchObject({ status: 'stopped', endReason: 'cycle' });
+    expect(cascades.active()).toEqual([]);
+    expect(await codeOf(cascades.propagate(chain.id, 'c'))).toBe('CASCADE_NOT_FOUND');
+    await new Promise((r) => setImmediate(r));
+    expect((await store.loadChains()).map((c) => [c.status, c.endReason, c.hops, c.visited])).toEqual([['stopped', 'cycle', 1, ['a', 'b']]]);
+    expect(await store.loadHops(chain.id)).toHaveLength(1);
+  });
+
+  it('stops a chain at once, with the reason, when its hop budget is spent', async () => {
     const { cascades, store } = setup();
     const chain = await cascades.start('a', 'insight.detected', { maxHops: 2 });
     await cascades.propagate(chain.id, 'b');
-    expect(await codeOf(cascades.propagate(chain.id, 'a'))).toBe('CASCADE_CYCLE');
-    expect(await codeOf(cascades.propagate(chain.id, 'b'))).toBe('CASCADE_CYCLE');
     await cascades.propagate(chain.id, 'c');
     expect(await codeOf(cascades.propagate(chain.id, 'd'))).toBe('CASCADE_HOP_LIMIT');
-    expect(cascades.get(chain.id)).toMatchObject({ hops: 2, visited: ['a', 'b', 'c'] });
-    expect(await store.loadHops(chain.id)).toHaveLength(2);
+    await new Promise((r) => setImmediate(r));
+    expect((await store.loadChains()).map((c) => [c.status, c.endReason, c.hops])).toEqual([['stopped', 'hop-limit', 2]]);
   });
 
   it('expires a chain at its TTL (SimulatedClock), and refuses to propagate an expired one', async () => {
@@ -51,7 +62,7 @@ describe('CascadeManager', () => {
     expect(cascades.get(chain.id)?.status).toBe('active');
     clock.increment(1);
     await Promise.resolve();
-    expect(cascades.get(chain.id)).toBeUndefined();
+    expect(cascades.get(chain.id)?.status).toBe('expired');
     expect(await codeOf(cascades.propagate(chain.id, 'b'))).toBe('CASCADE_NOT_FOUND');
     await new Promise((r) => setImmediate(r));
     expect((await store.loadChains()).map((c) => c.status)).toEqual(['expired']);
@@ -68,11 +79,10 @@ describe('CascadeManager', () => {
     const restored = new CascadeManager({ store: first.store, logger: captureLogger().logger, clock, now: () => clock.now() });
     expect(await restored.restore()).toBe(1);
     expect(restored.get(chain.id)).toMatchObject({ hops: 1, visited: ['a', 'b'] });
-    expect(await codeOf(restored.propagate(chain.id, 'a'))).toBe('CASCADE_CYCLE');
     clock.increment(5_999);
     expect(restored.get(chain.id)?.status).toBe('active');
     clock.increment(1);
-    expect(restored.get(chain.id)).toBeUndefined();
+    expect(restored.get(chain.id)?.status).toBe('expired');
   });
 
   it('caps live chains, refuses bad input, and logs with the cascade and correlation ids', async () => {
@@ -92,7 +102,9 @@ describe('CascadeManager', () => {
         const { cascades } = setup();
         const chain = await cascades.start('a', 'insight.detected', { maxHops });
         for (const to of targets) await cascades.propagate(chain.id, to).catch(() => undefined);
+        // A live chain, or the stopped one as the store has it.
         const view = cascades.get(chain.id)!;
+        expect(view.status === 'active' || view.status === 'stopped').toBe(true);
         expect(view.hops).toBeLessThanOrEqual(maxHops);
         expect(new Set(view.visited).size).toBe(view.visited.length);
         expect(view.hops).toBe(view.visited.length - 1);

@@ -38,12 +38,14 @@ describe('cascades through the kernel (bus + overlay actors + chains)', () => {
     const view = kernel.cascades.get(chain.id)!;
     expect(view.hops).toBe(2);
     expect([...view.visited].sort()).toEqual(['kernel', 'relay-a', 'relay-b']);
+    // A relay's insight came back to the other relay, already on the chain: the chain stopped there, at once.
+    expect(view).toMatchObject({ status: 'stopped', endReason: 'cycle', insights: 3, actions: 2, errors: 0 });
     expect(seen.filter((s) => s.endsWith(':root')).sort()).toEqual(['relay-a:root', 'relay-b:root']);
     // Each relay's insight reached the other only if the other was not yet on the chain: no loop, no dead letters.
     expect(kernel.bus.deadLetters()).toEqual([]);
     expect(kernel.overlays.history.list().map((h) => h.correlationId)).toEqual(['corr-c', 'corr-c']);
-    await kernel.cascades.complete(chain.id);
     expect(kernel.cascades.active()).toEqual([]);
+    expect((await kernel.store.loadChains()).find((c) => c.id === chain.id)).toMatchObject({ status: 'stopped', endReason: 'cycle' });
   });
 
   it('honours the hop limit across overlays', async () => {
@@ -52,8 +54,23 @@ describe('cascades through the kernel (bus + overlay actors + chains)', () => {
     for (const name of ['hop-a', 'hop-b', 'hop-c']) await kernel.overlays.load(relay(name, seen), { internal: true, trusted: true });
     const chain = await kernel.cascades.start('kernel', 'insight.detected', { note: 'root' }, { maxHops: 1 });
     await settle(kernel);
-    expect(kernel.cascades.get(chain.id)?.hops).toBe(1);
+    expect(kernel.cascades.get(chain.id)).toMatchObject({ hops: 1, status: 'stopped', endReason: 'hop-limit' });
     expect(seen.filter((s) => s.endsWith(':root'))).toHaveLength(1);
+  });
+
+  it('adds an insight to a live chain with append, with the chain’s id and correlation, and counts it', async () => {
+    kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false });
+    const delivered: { cascadeId: unknown; correlationId: string }[] = [];
+    kernel.bus.subscribe({ types: ['insight.more'] }, (event) => void delivered.push({ cascadeId: (event.payload as { cascadeId?: unknown }).cascadeId, correlationId: event.correlationId }));
+    const chain = await kernel.cascades.start('kernel', 'insight.detected', { note: 'root' }, { correlationId: 'corr-append' });
+    const view = await kernel.cascades.append(chain.id, 'insight.more', { note: 'more' });
+    expect(view.insights).toBe(2);
+    await settle(kernel);
+    expect(delivered).toEqual([{ cascadeId: chain.id, correlationId: 'corr-append' }]);
+    await expect(kernel.cascades.append('csc_nope', 'insight.more')).rejects.toMatchObject({ code: 'CASCADE_NOT_FOUND' });
+    await expect(kernel.cascades.append(chain.id, 'Not A Type')).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    await kernel.cascades.complete(chain.id);
+    await expect(kernel.cascades.append(chain.id, 'insight.more')).rejects.toMatchObject({ code: 'CASCADE_NOT_ACTIVE' });
   });
   it('retries an event a subscribed overlay refuses ({ ok: false }) as the same hop, then dead-letters it naming the overlay', async () => {
     kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false, bus: { retryDelayMs: 1, maxAttempts: 3 } });
@@ -65,7 +82,7 @@ describe('cascades through the kernel (bus + overlay actors + chains)', () => {
     const chain = await kernel.cascades.start('kernel', 'insight.detected', { note: 'root' });
     for (let i = 0; i < 200 && kernel.bus.deadLetters().length === 0; i++) await new Promise((r) => setTimeout(r, 5));
     expect(attempts).toBe(3);
-    expect(kernel.cascades.get(chain.id)?.hops).toBe(1);
+    expect(kernel.cascades.get(chain.id)).toMatchObject({ hops: 1, status: 'active', actions: 0, errors: 3 });
     expect(kernel.bus.deadLetters()).toMatchObject([{ attempts: 3, error: { code: 'OVERLAY_ERROR', message: 'Overlay "refuser" could not handle insight.detected: not today.' } }]);
   });
 });

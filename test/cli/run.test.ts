@@ -45,6 +45,16 @@ describe('forge-kernel run', () => {
     expect(run.stdout).toMatch(/execution\s+completed\s+[\d.]+ ms\s+capsule-processor ok \(fuel \d+\)/);
   });
 
+  it("shows why a phase failed in the overlay's own words, in the table and as JSON", async () => {
+    const input = file('trust80.json', { capsule: { ...GOOD_CAPSULE, trust: 80 } });
+    const table = await cli(['run', input, '--overlays', EXAMPLES_OUT]);
+    expect(table.code).toBe(1);
+    expect(table.stdout).toMatch(/ingestion\s+failed\s+[\d.]+ ms\s+ingestion-normalizer failed OVERLAY_ERROR: .*trust/);
+    expect(table.stdout).toMatch(/error: PHASE_FAILED: .*ingestion-normalizer \(OVERLAY_ERROR: .*trust.*\)/);
+    const json = JSON.parse((await cli(['run', input, '--overlays', EXAMPLES_OUT, '--json'])).stdout) as { error: { message: string } };
+    expect(json.error.message).toMatch(/ingestion-normalizer \(OVERLAY_ERROR: .*trust/);
+  });
+
   it('stops at consensus when a human must decide, or decides at once with --decide', async () => {
     const input = file('personal.json', { capsule: PERSONAL_CAPSULE });
     const waiting = await cli(['run', input, '--overlays', EXAMPLES_OUT, '--json']);

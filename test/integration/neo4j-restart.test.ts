@@ -21,7 +21,7 @@ describe('Neo4j store across a server stop and restart (its own real server)', (
     const { endpoints } = await startServices({ names: ['neo4j'], env });
     store = new Neo4jStore({ uri: endpoints.NEO4J_URI, user: endpoints.NEO4J_USER, password: endpoints.NEO4J_PASSWORD, intervalMs: 10 });
     await store.start();
-    const chain = { id: 'chain-1', source: 'a', insightType: 'insight.detected', status: 'active' as const, hops: 0, maxHops: 5, visited: ['a'], createdAt: 1, expiresAt: null, correlationId: 'corr' };
+    const chain = { id: 'chain-1', source: 'a', insightType: 'insight.detected', status: 'active' as const, hops: 0, maxHops: 5, visited: ['a'], createdAt: 1, expiresAt: null, correlationId: 'corr', insights: 1, actions: 0, errors: 0, endReason: null };
     await store.saveChain(chain);
     for (let i = 1; i <= 3; i++) store.appendHop({ chainId: 'chain-1', index: i, from: 'a', to: `o${i}`, eventType: 'insight.detected', at: i });
     await store.flush();

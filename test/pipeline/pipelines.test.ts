@@ -133,24 +133,54 @@ describe('kernel.pipelines', () => {
     try {
       const second = await k2.pipelines.start({ capsule: { id: 'c2' } }).done;
       expect(second.status).toBe('completed');
-      expect(second.warnings).toEqual([expect.stringContaining('handler:validation (INVALID_HANDLER_RESULT)')]);
+      expect(second.warnings).toEqual([expect.stringContaining('handler:validation (INVALID_HANDLER_RESULT: a phase handler must return a JSON object or nothing)')]);
       expect(second.data.execution).toEqual({ sawCapsule: 'c2' });
     } finally {
       await k2.stop();
     }
   });
 
+  it('stops a required sequential phase at its first failing overlay: the rest do not run, and say so', async () => {
+    let secondRan = false;
+    const first = overlay('strict-check', 'validation', () => ({ ok: false, error: { message: 'capsule.trust must be 0 to 1' } }));
+    const second = overlay('late-check', 'validation', () => ((secondRan = true), { ok: true }));
+    const k = await start([echo('ingestion'), first, second]);
+    const result = await k.pipelines.start({ capsule: { id: 'c' } }, { phases: { validation: { required: true, parallel: false } } }).done;
+    expect(result.status).toBe('failed');
+    expect(secondRan).toBe(false);
+    expect(result.phases.find((p) => p.phase === 'validation')?.overlays.map((o) => [o.name, o.status, o.code])).toEqual([
+      ['strict-check', 'failed', 'OVERLAY_ERROR'],
+      ['late-check', 'not-run', 'NOT_RUN'],
+    ]);
+    // The overlay's own reason reaches the run's error, not only its code.
+    expect(result.error?.message).toBe('Required phase validation failed: strict-check (OVERLAY_ERROR: capsule.trust must be 0 to 1).');
+  });
+
+  it('lets the phase timer alone decide a phase timeout: an overlay cut by it is a timeout, never its own fault', async () => {
+    // Real time: two overlays of 45 ms in a phase of 60 ms put the second call's end at the phase deadline.
+    const slow = (name: string) => overlay(name, 'analysis', () => new Promise((resolve) => setTimeout(() => resolve({ ok: true }), 45)));
+    const k = await start([slow('slow-a'), slow('slow-b')], { phases: { analysis: { timeoutMs: 60, parallel: false, required: false } } });
+    for (let i = 0; i < 20; i++) {
+      const result = await k.pipelines.start({ capsule: { id: `c${i}` } }).done;
+      for (const outcome of result.phases.find((p) => p.phase === 'analysis')?.overlays ?? []) {
+        expect([outcome.name, outcome.status, outcome.code ?? null]).not.toEqual([outcome.name, 'failed', 'DEADLINE_EXCEEDED']);
+        if (outcome.status !== 'ok') expect([outcome.status, outcome.code]).toEqual(['timeout', 'PHASE_TIMEOUT']);
+      }
+    }
+    for (const name of ['slow-a', 'slow-b']) expect(k.overlays.history.list(name).filter((h) => h.outcome === 'fault')).toEqual([]);
+  }, 60_000);
+
   it('fails the run when a required phase fails, naming the overlay; an optional phase only warns', async () => {
     const broken = overlay('broken-voter', 'consensus', () => ({ ok: false, error: { message: 'no quorum' } }));
     const k = await start([echo('ingestion'), broken, echo('settlement')]);
     const optional = await k.pipelines.start({ capsule: { id: 'c' } }).done;
     expect(optional.status).toBe('completed');
-    expect(optional.warnings).toEqual(['Optional phase consensus failed: broken-voter (OVERLAY_ERROR).']);
+    expect(optional.warnings).toEqual(['Optional phase consensus failed: broken-voter (OVERLAY_ERROR: no quorum).']);
     expect(optional.phases.find((p) => p.phase === 'consensus')?.overlays[0]).toMatchObject({ name: 'broken-voter', status: 'failed', code: 'OVERLAY_ERROR', message: 'no quorum' });
 
     const required = await k.pipelines.start({ capsule: { id: 'c' } }, { phases: { consensus: { required: true } } }).done;
     expect(required.status).toBe('failed');
-    expect(required.error).toEqual({ code: 'PHASE_FAILED', message: 'Required phase consensus failed: broken-voter (OVERLAY_ERROR).', phase: 'consensus' });
+    expect(required.error).toEqual({ code: 'PHASE_FAILED', message: 'Required phase consensus failed: broken-voter (OVERLAY_ERROR: no quorum).', phase: 'consensus' });
     expect(required.phases.map((p) => p.phase)).toEqual(['ingestion', 'analysis', 'validation', 'consensus']);
     await flush();
     expect(events.filter((e) => e.type === 'pipeline.failed').map((e) => (e.payload as { runId: string }).runId)).toEqual([required.id]);
@@ -173,7 +203,7 @@ describe('kernel.pipelines', () => {
       ['hung', 'timeout', 'PHASE_TIMEOUT'],
       ['quick', 'ok', null],
     ]);
-    expect(result.error?.message).toContain('hung (PHASE_TIMEOUT)');
+    expect(result.error?.message).toContain('hung (PHASE_TIMEOUT: Phase analysis did not finish within');
   });
 
   it('retries a failing overlay with backoff: execution once by default', async () => {

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createKernel } from '../../src/kernel.ts';
-import { DEFAULT_MEMORY_AUDIT_LIMIT, MemoryStore } from '../../src/store/memory-store.ts';
+import { DEFAULT_MEMORY_AUDIT_LIMIT, DEFAULT_MEMORY_DEAD_LETTER_LIMIT, MemoryStore } from '../../src/store/memory-store.ts';
 import type { AuditEntry } from '../../src/store/store.ts';
 import { storeContract } from '../support/store-contract.ts';
 
@@ -47,6 +47,30 @@ describe('memory store audit trail', () => {
       expect((await kernel.store.listAudit()).map((a) => a.id)).toEqual(['aud_1', 'aud_2']);
     } finally {
       await kernel.stop();
+    }
+  });
+});
+
+describe('memory store dead letters', () => {
+  const letter = (i: number) => ({ id: `dl_${i}`, event: { i }, subscriber: 's', error: { code: 'X', message: 'm' }, attempts: 3, at: i });
+
+  it('keeps the last deadLetterLimit letters, oldest dropped first, so a kernel failing for days stays flat', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 12 }), fc.integer({ min: 0, max: 40 }), async (limit, count) => {
+        const store = new MemoryStore({ deadLetterLimit: limit });
+        for (let i = 0; i < count; i++) await store.saveDeadLetter(letter(i));
+        expect((await store.listDeadLetters()).map((d) => d.at)).toEqual(Array.from({ length: Math.min(limit, count) }, (_, k) => Math.max(0, count - limit) + k));
+      }),
+    );
+    const store = new MemoryStore();
+    for (let i = 0; i < DEFAULT_MEMORY_DEAD_LETTER_LIMIT + 5; i++) await store.saveDeadLetter(letter(i));
+    expect(await store.listDeadLetters()).toHaveLength(DEFAULT_MEMORY_DEAD_LETTER_LIMIT);
+  });
+
+  it('refuses a malformed deadLetterLimit with a typed error', async () => {
+    for (const deadLetterLimit of [0, -1, 1.5, '10', null]) {
+      expect(() => new MemoryStore({ deadLetterLimit } as never)).toThrow(expect.objectContaining({ code: 'INVALID_CONFIG' }));
+      await expect(createKernel({ store: { kind: 'memory', deadLetterLimit } as never, logger: { level: 'silent' } })).rejects.toMatchObject({ code: 'INVALID_CONFIG' });
     }
   });
 });
