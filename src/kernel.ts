@@ -17,7 +17,7 @@ import { ChainGuard } from './cluster/chain-guard.ts';
 import { RunLeases } from './cluster/run-leases.ts';
 import { Membership, type ClusterMember, type MemberStatus } from './cluster/membership.ts';
 import { hostname } from 'node:os';
-import type { BusEvent } from './bus/event.ts';
+import { detached, type BusEvent } from './bus/event.ts';
 import { CascadeError, CascadeManager, type CascadeView } from './cascade/cascades.ts';
 import type { OverlayHandle } from './overlays/registry.ts';
 import { Pipelines, RunNotFoundError, type PipelineOptions, type PipelinesDependencies, type RunResult } from './pipeline/pipelines.ts';
@@ -311,7 +311,10 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
       publish: (type, payload, correlationId) => {
         // Run events nobody subscribes to are not built (a publish costs ≈8 µs; a run has nine events).
         if (!bus.listens(type)) return;
-        bus.publish({ type, payload, source: 'pipeline', correlationId }).catch((err: unknown) => logger.warn({ err, event: type }, 'a pipeline event could not be published'));
+        // A run's events are the kernel's own: never a consequence of whatever handler started or resumed the run.
+        detached(() => bus.publish({ type, payload, source: 'pipeline', correlationId })).catch((err: unknown) =>
+          logger.error({ err, event: type, runId: payload.runId, correlationId }, 'a pipeline event could not be published: subscribers waiting for it will not hear of the run'),
+        );
       },
     },
     options.pipelines,

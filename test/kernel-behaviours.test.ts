@@ -90,7 +90,7 @@ describe('the kernel, as its users rely on it', () => {
     await start();
     let received = 0;
     await kernel.overlays.load(native('listener', { run: () => ((received += 1), { ok: true }) }, { subscribes: ['capsule.created'] }), TRUSTED);
-    await kernel.overlays.deactivate('listener');
+    kernel.overlays.deactivate('listener');
     for (let i = 0; i < 3; i++) await kernel.bus.publish({ type: 'capsule.created', payload: { i } });
     const deadline = Date.now() + 10_000;
     while (kernel.overlays.stats()[kernel.overlays.get('listener')!.id]!.skippedEvents < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
@@ -109,4 +109,48 @@ describe('the kernel, as its users rely on it', () => {
     expect(stats.durationMs.max).toBeGreaterThanOrEqual(stats.durationMs.p95);
     expect(stats.durationMs.p95).toBeGreaterThanOrEqual(stats.durationMs.p50);
   });
+
+  it('hears every pause when runs are resumed from a pipeline.paused handler through a queue of one (no inherited hops)', async () => {
+    kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false, pipelines: { maxActiveRuns: 1 } });
+    await kernel.overlays.load({ manifest: { name: 'escalator', version: '1.0.0', phases: ['consensus'] }, exports: { run: () => ({ ok: true, data: { needsDecision: true } }) } }, TRUSTED);
+    kernel.bus.subscribe({ types: ['pipeline.paused'] }, async ({ payload, hops }) => {
+      expect(hops).toBe(0);
+      await kernel.pipelines.resume((payload as { runId: string }).runId, { decision: 'approve', by: 'ops', reason: 'ok' });
+    });
+    const runs = Array.from({ length: 30 }, (_, i) => kernel.pipelines.start({ capsule: { id: `c${i}` } }));
+    const results = await Promise.all(runs.map((run) => run.done));
+    expect(results.map((r) => r.status)).toEqual(Array(30).fill('completed'));
+    expect(results.every((r) => r.decision?.by === 'ops')).toBe(true);
+  });
+
+  it('starts a run from a subscriber without the run inheriting its hops: a chain of 15 runs, each started on the last one’s completion', async () => {
+    kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false });
+    await kernel.overlays.load({ manifest: { name: 'instant', version: '1.0.0', phases: ['analysis'] }, exports: { run: () => ({ ok: true }) } }, TRUSTED);
+    const hops: number[] = [];
+    let finished: () => void = () => undefined;
+    const allDone = new Promise<void>((resolve) => (finished = resolve));
+    kernel.bus.subscribe({ types: ['pipeline.completed'] }, (event) => {
+      hops.push(event.hops);
+      if (hops.length < 15) kernel.pipelines.start({ capsule: { id: `c${hops.length}` } });
+      else finished();
+    });
+    kernel.pipelines.start({ capsule: { id: 'c0' } });
+    await allDone;
+    expect(hops).toEqual(Array(15).fill(0));
+  });
+
+  it('lets timers fire while a backlog of queued runs works through', async () => {
+    kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false, pipelines: { maxActiveRuns: 4, maxQueuedRuns: 10_000 } });
+    await kernel.overlays.load({ manifest: { name: 'instant', version: '1.0.0', phases: ['analysis'] }, exports: { run: () => ({ ok: true }) } }, TRUSTED);
+    let ticks = 0;
+    const interval = setInterval(() => ticks++, 1);
+    await new Promise((r) => setTimeout(r, 5));
+    const before = ticks;
+    const runs = Array.from({ length: 2_000 }, (_, i) => kernel.pipelines.start({ capsule: { id: `c${i}` } }));
+    let ticksWhenDone = -1;
+    await runs[runs.length - 1]!.done.then(() => (ticksWhenDone = ticks));
+    clearInterval(interval);
+    await Promise.all(runs.map((run) => run.done));
+    expect(ticksWhenDone).toBeGreaterThan(before);
+  }, 120_000);
 });

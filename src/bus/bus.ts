@@ -1,10 +1,9 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { nanoid } from 'nanoid';
 import { ForgeError, isForgeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Store } from '../store/store.ts';
-import { createEvent, HopLimitError, InvalidEventInputError, isEventPattern, isEventType, matches, PRIORITIES, priorityRank, type BusEvent, type Priority, type PublishInput } from './event.ts';
+import { createEvent, handledEvent, handling, HopLimitError, InvalidEventInputError, isEventPattern, isEventType, matches, PRIORITIES, priorityRank, type BusEvent, type Priority, type PublishInput } from './event.ts';
 
 export { HopLimitError };
 import { LatencyWindow } from './latency.ts';
@@ -98,7 +97,12 @@ interface Subscriber {
   mailbox: Delivery[][];
   busy: boolean;
   active: boolean;
+  /** Deliveries in a row without a turn of the event loop. */
+  streak: number;
 }
+
+/** Deliveries to one subscriber in a row before it lets the event loop turn (timers, I/O). */
+const DELIVERIES_PER_TURN = 64;
 
 /**
  * What the kernel and its users rely on of a bus. The in-process `EventBus` implements it; a NATS JetStream
@@ -127,7 +131,6 @@ export function checkSubscription(spec: SubscribeSpec, handler: unknown): void {
   if (spec.minPriority !== undefined && !PRIORITIES.includes(spec.minPriority)) throw new SubscriptionError('INVALID_SUBSCRIPTION', `minPriority must be one of ${PRIORITIES.join(', ')}.`);
 }
 
-const current = new AsyncLocalStorage<BusEvent>();
 
 /**
  * The in-process event bus: a bounded queue with backpressure, per-subscriber mailboxes ordered by priority
@@ -142,7 +145,7 @@ export class EventBus implements Bus {
   readonly #deadLetters = new Map<string, DeadLetter>();
   readonly #schemas = new Map<string, ValidateFunction>();
   readonly #ajv = new Ajv({ allErrors: false });
-  readonly #waitingForSlot: (() => void)[] = [];
+  readonly #waitingForSlot = new Set<() => void>();
   readonly #timers = new Set<NodeJS.Timeout>();
   readonly #latency = new LatencyWindow(1_024);
   #inFlight = 0;
@@ -172,7 +175,7 @@ export class EventBus implements Bus {
       throw new SubscriptionError('SUBSCRIBER_LIMIT', `The bus has ${this.#options.maxSubscribers} subscribers, its limit: unsubscribe unused ones or raise maxSubscribers.`);
     }
     const id = `sub_${nanoid(10)}`;
-    const subscriber: Subscriber = { id, name: spec.name ?? id, spec, handler, minRank: priorityRank(spec.minPriority ?? 'low'), mailbox: PRIORITIES.map(() => []), busy: false, active: true };
+    const subscriber: Subscriber = { id, name: spec.name ?? id, spec, handler, minRank: priorityRank(spec.minPriority ?? 'low'), mailbox: PRIORITIES.map(() => []), busy: false, active: true, streak: 0 };
     this.#subscribers.set(id, subscriber);
     return () => {
       if (!subscriber.active) return;
@@ -201,7 +204,7 @@ export class EventBus implements Bus {
   async publish<P>(input: PublishInput<P>): Promise<BusEvent<P>> {
     if (this.#stopping) throw new BusStoppedError();
     const event = createEvent(input, {
-      parent: current.getStore(),
+      parent: handledEvent(),
       maxHops: this.#options.maxHops,
       newId: () => `evt_${nanoid(12)}`,
       validate: (type, payload) => {
@@ -239,11 +242,17 @@ export class EventBus implements Bus {
     return typed && (spec.filter === undefined || spec.filter(event));
   }
 
+  /**
+   * A slot in the queue: at once when there is room, else after waiting (FIFO) up to the publish timeout. Waiting
+   * publishers are a Set (a timed-out one leaves in O(1)), and at most as many as the queue holds: past that, a
+   * publish is refused at once, so refusing stays cheap however many publishers pile up.
+   */
   #acquireSlot(): Promise<void> {
     if (this.#inFlight < this.#options.capacity) {
       this.#inFlight++;
       return Promise.resolve();
     }
+    if (this.#waitingForSlot.size >= this.#options.capacity) return Promise.reject(new QueueFullError(this.#options.capacity, 0));
     const waitedMs = this.#options.publishTimeoutMs;
     return new Promise<void>((resolve, reject) => {
       const grant = (): void => {
@@ -252,17 +261,19 @@ export class EventBus implements Bus {
         resolve();
       };
       const timer = setTimeout(() => {
-        const at = this.#waitingForSlot.indexOf(grant);
-        if (at >= 0) this.#waitingForSlot.splice(at, 1);
+        this.#waitingForSlot.delete(grant);
         reject(new QueueFullError(this.#options.capacity, waitedMs));
       }, waitedMs);
-      this.#waitingForSlot.push(grant);
+      this.#waitingForSlot.add(grant);
     });
   }
 
   #releaseSlot(): void {
     this.#inFlight--;
-    this.#waitingForSlot.shift()?.();
+    const next = this.#waitingForSlot.values().next();
+    if (next.done === true) return;
+    this.#waitingForSlot.delete(next.value);
+    next.value();
   }
 
   #settle(slot: Slot, outcome: 'delivered' | 'dead' | 'dropped'): void {
@@ -282,7 +293,7 @@ export class EventBus implements Bus {
     const chosen = delivery;
     let timer: NodeJS.Timeout | undefined;
     const run = Promise.race([
-      current.run(chosen.event, () => Promise.resolve().then(() => subscriber.handler(chosen.event))),
+      handling(chosen.event, () => Promise.resolve().then(() => subscriber.handler(chosen.event))),
       new Promise((_, reject) => (timer = setTimeout(() => reject(new HandlerTimeoutError(subscriber.name, timeoutMs)), timeoutMs))),
     ]);
     run.then(
@@ -309,9 +320,23 @@ export class EventBus implements Bus {
     );
   }
 
+  /**
+   * Goes on to the subscriber's next delivery: at once, except every {@link DELIVERIES_PER_TURN}th in a row, which
+   * waits for the next turn of the event loop, so a backlog of handlers that never wait on I/O cannot keep timers
+   * (handler timeouts, retries, the kernel's deadlines) from firing.
+   */
   #next(subscriber: Subscriber): void {
     subscriber.busy = false;
-    this.#pump(subscriber);
+    if (++subscriber.streak < DELIVERIES_PER_TURN) {
+      this.#pump(subscriber);
+      return;
+    }
+    subscriber.streak = 0;
+    subscriber.busy = true;
+    setImmediate(() => {
+      subscriber.busy = false;
+      this.#pump(subscriber);
+    });
   }
 
   /** Re-queues a failed delivery after a backoff (a timer: the hot path never waits for it). */

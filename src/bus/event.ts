@@ -1,4 +1,30 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { ForgeError } from '../errors.ts';
+
+/**
+ * The event a subscriber is handling, in its async context, shared by both transports: a publish from a handler is
+ * one hop deeper than the event handled, with its correlation and as its cause.
+ */
+const handled = new AsyncLocalStorage<BusEvent>();
+
+/** Runs a subscriber's handler for `event` (publishes inside it are the event's consequences). */
+export function handling<T>(event: BusEvent, handler: () => T): T {
+  return handled.run(event, handler);
+}
+
+/** The event whose handler the caller runs in, if any. */
+export function handledEvent(): BusEvent | undefined {
+  return handled.getStore();
+}
+
+/**
+ * Runs `work` outside any event's handling: what it publishes, now or later in its async continuations, starts from
+ * hop 0 (the kernel's own work, e.g. a pipeline run started or resumed from a subscriber, is not that subscriber's
+ * consequence and must not inherit its hops).
+ */
+export function detached<T>(work: () => T): T {
+  return handled.exit(work);
+}
 
 /** Priorities, compared as ranks (the Python kernel compared the strings, so `high` never reached defaults). */
 export const PRIORITIES = ['low', 'normal', 'high', 'critical'] as const;

@@ -1,13 +1,12 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { hostname } from 'node:os';
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, jetstream, JetStreamApiError, jetstreamManager, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from '@nats-io/jetstream';
 import { connect, headers as natsHeaders, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { nanoid } from 'nanoid';
 import { ForgeError, isForgeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Store } from '../store/store.ts';
 import { BusStoppedError, checkSubscription, HandlerTimeoutError, type Bus, type DeadLetter, type Handler, type SubscribeSpec } from './bus.ts';
-import { createEvent, deepFreeze, matches, PRIORITIES, priorityRank, type BusEvent, type PublishInput } from './event.ts';
+import { createEvent, deepFreeze, handledEvent, handling, matches, PRIORITIES, priorityRank, type BusEvent, type PublishInput } from './event.ts';
 import { LatencyWindow } from './latency.ts';
 
 /** Header naming the one subscriber group a re-published dead letter is for. */
@@ -54,7 +53,50 @@ interface Subscription {
   active: boolean;
 }
 
-const current = new AsyncLocalStorage<BusEvent>();
+
+/**
+ * Finds or creates the event stream. A stream of that name must carry this bus's subjects, and no other stream may
+ * already hold them (JetStream refuses overlapping subjects, error 10065): both are NATS_STREAM_CONFLICT naming the
+ * streams and the way out, instead of the server's bare message or publishes that no stream takes.
+ */
+async function ensureStream(jsm: JetStreamManager, options: ResolvedOptions): Promise<void> {
+  const subject = `${options.subjectPrefix}.>`;
+  const conflict = (what: string, cause?: unknown): ForgeError =>
+    new ForgeError('NATS_STREAM_CONFLICT', `bus: ${what}. Give this kernel's bus its own { stream, subjectPrefix } pair, or the pair the existing stream uses.`, { cause });
+  let existing: string[] | undefined;
+  try {
+    existing = (await jsm.streams.info(options.stream)).config.subjects ?? [];
+  } catch (error) {
+    if (!(error instanceof JetStreamApiError) || error.code !== STREAM_NOT_FOUND) throw error;
+  }
+  if (existing !== undefined) {
+    if (!existing.some((held) => subjectCovers(held, subject))) throw conflict(`stream "${options.stream}" exists for subjects ${JSON.stringify(existing)}, not "${subject}"`);
+    return;
+  }
+  try {
+    await jsm.streams.add({ name: options.stream, subjects: [subject], num_replicas: options.replicas, duplicate_window: nanos(options.duplicateWindowMs) });
+  } catch (error) {
+    if (!(error instanceof JetStreamApiError) || error.code !== SUBJECTS_OVERLAP) throw error;
+    const holders: string[] = [];
+    for await (const name of jsm.streams.names(subject)) holders.push(name);
+    throw conflict(`subjects "${subject}" are already held by stream ${holders.map((h) => `"${h}"`).join(', ') || '(another stream)'}, so stream "${options.stream}" cannot be created`, error);
+  }
+}
+
+/** Whether NATS subject filter `held` (tokens, `*`, a final `>`) takes every subject that `wanted` takes. */
+function subjectCovers(held: string, wanted: string): boolean {
+  const h = held.split('.');
+  const w = wanted.split('.');
+  for (let i = 0; i < h.length; i++) {
+    if (h[i] === '>') return i < w.length;
+    if (i >= w.length || (h[i] !== '*' && h[i] !== w[i]) || (h[i] === '*' && w[i] === '>')) return false;
+  }
+  return h.length === w.length;
+}
+
+/** JetStream API error codes (nats-server's errors.json): stream not found; subjects overlap with another stream. */
+const STREAM_NOT_FOUND = 10059;
+const SUBJECTS_OVERLAP = 10065;
 
 /** A durable consumer name from a group name (letters, digits, `_` and `-` only). */
 function consumerName(...parts: string[]): string {
@@ -118,14 +160,14 @@ export class NatsBus implements Bus {
     } catch (error) {
       throw new ForgeError('NATS_UNAVAILABLE', `Cannot connect to NATS at ${String(options.servers)}: ${(error as Error).message}. Is it running (npm run services:start)?`, { cause: error });
     }
-    const jsm = await jetstreamManager(nc);
-    const subjects = [`${resolved.subjectPrefix}.>`];
     try {
-      await jsm.streams.info(resolved.stream);
-    } catch {
-      await jsm.streams.add({ name: resolved.stream, subjects, num_replicas: resolved.replicas, duplicate_window: nanos(resolved.duplicateWindowMs) });
+      const jsm = await jetstreamManager(nc);
+      await ensureStream(jsm, resolved);
+      return new NatsBus(nc, jsm, resolved);
+    } catch (error) {
+      await nc.close().catch(() => undefined);
+      throw error;
     }
-    return new NatsBus(nc, jsm, resolved);
   }
 
   /** The cluster this bus belongs to: the kernels sharing its event stream. Names the cluster's key-value buckets. */
@@ -225,7 +267,7 @@ export class NatsBus implements Bus {
 
   async publish<P>(input: PublishInput<P>): Promise<BusEvent<P>> {
     if (this.#stopping) throw new BusStoppedError();
-    const event = createEvent(input, { parent: current.getStore(), maxHops: this.#options.maxHops, newId: () => `evt_${nanoid(12)}` });
+    const event = createEvent(input, { parent: handledEvent(), maxHops: this.#options.maxHops, newId: () => `evt_${nanoid(12)}` });
     await this.#js.publish(this.#subject(event), JSON.stringify(event), { msgID: event.id });
     this.#counts.published++;
     return event;
@@ -288,7 +330,7 @@ export class NatsBus implements Bus {
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
-        current.run(event, () => Promise.resolve().then(() => subscription.handler(event))),
+        handling(event, () => Promise.resolve().then(() => subscription.handler(event))),
         new Promise((_, reject) => (timer = setTimeout(() => reject(new HandlerTimeoutError(subscription.group, timeoutMs)), timeoutMs))),
       ]);
       m.ack();

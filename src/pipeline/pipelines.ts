@@ -145,7 +145,10 @@ export class Pipelines {
   readonly #env: RunEnvironment;
   readonly #live = new Map<string, PipelineRun>();
   readonly #driving = new Set<PipelineRun>();
-  readonly #queue: PipelineRun[] = [];
+  /** Runs waiting for a slot, oldest first (a Set: taking the first and dropping any one are both O(1)). */
+  readonly #queue = new Set<PipelineRun>();
+  /** Whether a queued run's start is already scheduled for the next turn of the event loop. */
+  #admitting = false;
   readonly #history: PipelineRun[] = [];
   readonly #results = new Map<PipelineRun, RunResult>();
   readonly #phaseStats = new Map<Phase, { window: LatencyWindow; completed: number; failed: number; skipped: number }>();
@@ -231,7 +234,7 @@ export class Pipelines {
     if (this.#stopping) throw new PipelinesStoppedError();
     const checked = checkRunOptions(options);
     const data = runData(input);
-    if (this.#driving.size >= this.#limits.active && this.#queue.length >= this.#limits.queued) throw new PipelineBusyError(this.#driving.size, this.#queue.length);
+    if (this.#driving.size >= this.#limits.active && this.#queue.size >= this.#limits.queued) throw new PipelineBusyError(this.#driving.size, this.#queue.size);
     const config = this.#configFor(checked);
     const runId = `run_${nanoid(12)}`;
     const actor = createActor(pipelineMachine, { input: { runId, correlationId: checked.correlationId ?? runId, cluster: this.#deps.clusterName ?? null, config, startedAt: this.#clock.now(), data }, clock: this.#clock });
@@ -308,8 +311,7 @@ export class Pipelines {
     if (run === undefined) return;
     this.#remote.delete(result.id);
     // A copy waiting here for a slot, or holding a lease, gives both up: it will never drive.
-    const queued = this.#queue.indexOf(run);
-    if (queued >= 0) this.#queue.splice(queued, 1);
+    this.#queue.delete(run);
     if (this.#deps.leases?.holds(run.id) === true) void this.#deps.leases.release(run.id);
     if (this.#live.get(run.id) === run) this.#live.delete(run.id);
     this.#deps.catalog?.remove(run.id);
@@ -358,7 +360,7 @@ export class Pipelines {
     return {
       ...this.#counts,
       active: this.#driving.size,
-      queued: this.#queue.length,
+      queued: this.#queue.size,
       waiting: live.filter((r) => r.status === 'paused' || r.status === 'awaitingDecision').length,
       phases,
     };
@@ -486,18 +488,36 @@ export class Pipelines {
   }
 
   #admit(run: PipelineRun): void {
-    if (this.#driving.size < this.#limits.active) {
+    if (this.#driving.size < this.#limits.active && this.#queue.size === 0) {
       this.#driving.add(run);
       run.begin();
     } else {
-      this.#queue.push(run);
+      this.#queue.add(run);
+      this.#admitQueued();
     }
   }
 
   #release(run: PipelineRun): void {
-    if (!this.#driving.delete(run)) return;
-    const next = this.#queue.shift();
-    if (next !== undefined) this.#admit(next);
+    if (this.#driving.delete(run)) this.#admitQueued();
+  }
+
+  /**
+   * Starts queued runs into free slots on the next turn of the event loop, not in the finishing run's continuation:
+   * a backlog of runs that finish without waiting on I/O would otherwise chain microtasks for as long as it lasts,
+   * and no timer (phase timeouts, bus deadlines, lease renewals) could fire meanwhile.
+   */
+  #admitQueued(): void {
+    if (this.#admitting || this.#queue.size === 0 || this.#driving.size >= this.#limits.active) return;
+    this.#admitting = true;
+    setImmediate(() => {
+      this.#admitting = false;
+      for (const next of this.#queue) {
+        if (this.#driving.size >= this.#limits.active) break;
+        this.#queue.delete(next);
+        this.#driving.add(next);
+        next.begin();
+      }
+    });
   }
 
   /** Lists the run's actor for the inspector. */
@@ -519,8 +539,7 @@ export class Pipelines {
   async #finished(run: PipelineRun, result: RunResult): Promise<void> {
     this.#live.delete(run.id);
     this.#deps.catalog?.remove(run.id);
-    const queued = this.#queue.indexOf(run);
-    if (queued >= 0) this.#queue.splice(queued, 1);
+    this.#queue.delete(run);
     this.#history.push(run);
     this.#results.set(run, result);
     if (this.#history.length > this.#limits.history) this.#results.delete(this.#history.shift()!);

@@ -1,7 +1,7 @@
 import type { Actor, Snapshot } from 'xstate';
 import type { pipelineMachine} from '../../actors/pipeline.ts';
 import { type Decision, type OverlayOutcome, type PhaseOutcome, type PipelineEvent, type PipelineStatus, type RunData } from '../../actors/pipeline.ts';
-import { deepFreeze } from '../bus/event.ts';
+import { deepFreeze, detached } from '../bus/event.ts';
 import { ForgeError, isForgeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Phase } from '../manifest.ts';
@@ -269,7 +269,9 @@ export class PipelineRun {
   #drive(): void {
     if (this.#driving) return;
     this.#driving = true;
-    this.#driven = this.#driveLoop();
+    // Whoever started or resumed the run (often a bus subscriber, e.g. one answering pipeline.paused), the run is the
+    // kernel's own work: its events start at hop 0 instead of inheriting that handler's hops.
+    this.#driven = detached(() => this.#driveLoop());
   }
 
   async #driveLoop(): Promise<void> {

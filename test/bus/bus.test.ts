@@ -154,6 +154,52 @@ describe('EventBus', () => {
     expect(await fourth).toBe('QUEUE_FULL');
   });
 
+  it('refuses a publish at once, in O(1), once as many publishers wait as the queue holds, however many pile up', async () => {
+    const bus = new EventBus({ capacity: 10, publishTimeoutMs: 1_000, handlerTimeoutMs: 60_000 });
+    bus.subscribe({ types: ['job.queued'] }, () => new Promise<void>(() => undefined));
+    for (let i = 0; i < 10; i++) await bus.publish({ type: 'job.queued' });
+    const outcomes: string[] = [];
+    const publishes = Array.from({ length: 50_000 }, () => bus.publish({ type: 'job.queued' }).then(
+      () => 'ok',
+      (error: { code: string; details: { waitedMs: number } }) => `${error.code}:${error.details.waitedMs}`,
+    ).then((outcome) => void outcomes.push(outcome)));
+    // No time passes: every publisher past the ten waiting ones is refused already.
+    await tick(0);
+    expect(outcomes).toHaveLength(50_000 - 10);
+    expect(new Set(outcomes)).toEqual(new Set(['QUEUE_FULL:0']));
+    // The ten waiting ones are refused at their timeout, on time.
+    await tick(1_000);
+    await Promise.all(publishes);
+    expect(outcomes.slice(-10)).toEqual(Array(10).fill('QUEUE_FULL:1000'));
+  });
+
+  it('lets timers fire while it works through a backlog of handlers that never wait', async () => {
+    vi.useRealTimers();
+    const total = 20_000;
+    const bus = new EventBus({ capacity: total });
+    let ticks = 0;
+    let ticksWhenDone = -1;
+    let done: () => void = () => undefined;
+    const finished = new Promise<void>((resolve) => (done = resolve));
+    let delivered = 0;
+    bus.subscribe({ types: ['job.queued'] }, () => {
+      if (++delivered === total) {
+        ticksWhenDone = ticks;
+        done();
+      }
+    });
+    const interval = setInterval(() => ticks++, 1);
+    // Give the interval its first chance, then queue the whole backlog in one go.
+    await new Promise((r) => setTimeout(r, 5));
+    const before = ticks;
+    for (let i = 0; i < total; i++) void bus.publish({ type: 'job.queued' });
+    await finished;
+    clearInterval(interval);
+    // Had the deliveries run back to back in microtasks, no timer could have fired until the last one.
+    expect(ticksWhenDone).toBeGreaterThan(before);
+    await bus.stop();
+  });
+
   it('checks a registered JSON Schema at publish', async () => {
     const bus = new EventBus();
     bus.registerSchema('capsule.created', { type: 'object', required: ['id'], properties: { id: { type: 'string' } } });

@@ -124,6 +124,35 @@ describe('the bus over NATS JetStream (real server)', () => {
     await expect(NatsBus.connect({ servers: 'nats://127.0.0.1:1' })).rejects.toMatchObject({ code: 'NATS_UNAVAILABLE' });
     await expect(NatsBus.connect({} as never)).rejects.toMatchObject({ code: 'INVALID_CONFIG' });
   });
+  it('refuses a stream whose subjects another stream holds, or a stream of that name for other subjects, naming both (NATS_STREAM_CONFLICT)', async () => {
+    const tag = randomUUID().slice(0, 8);
+    streams.push(`FORGE_TEST_A${tag}`, `FORGE_TEST_B${tag}`, `FORGE_TEST_C${tag}`);
+    const first = await NatsBus.connect({ servers: services.NATS_URL, stream: `FORGE_TEST_A${tag}`, subjectPrefix: `t${tag}` });
+    buses.push(first);
+    // Same subjects under another stream name: JetStream's "subjects overlap" (10065), reported with the holder.
+    const overlap = NatsBus.connect({ servers: services.NATS_URL, stream: `FORGE_TEST_B${tag}`, subjectPrefix: `t${tag}` });
+    await expect(overlap).rejects.toMatchObject({ code: 'NATS_STREAM_CONFLICT' });
+    await expect(overlap).rejects.toThrow(`FORGE_TEST_A${tag}`);
+    // The existing stream's name with other subjects: its publishes would land in no stream.
+    const other = NatsBus.connect({ servers: services.NATS_URL, stream: `FORGE_TEST_A${tag}`, subjectPrefix: `u${tag}` });
+    await expect(other).rejects.toMatchObject({ code: 'NATS_STREAM_CONFLICT' });
+    await expect(other).rejects.toThrow(`t${tag}.>`);
+    // A stream made by hand for a wider filter takes this bus's subjects: accepted.
+    const conn = await connect({ servers: services.NATS_URL });
+    try {
+      const { jetstreamManager } = await import('@nats-io/jetstream');
+      await (await jetstreamManager(conn)).streams.add({ name: `FORGE_TEST_C${tag}`, subjects: [`w${tag}.>`] });
+    } finally {
+      await conn.close();
+    }
+    const wide = await NatsBus.connect({ servers: services.NATS_URL, stream: `FORGE_TEST_C${tag}`, subjectPrefix: `w${tag}.ev` });
+    buses.push(wide);
+    const seen: BusEvent[] = [];
+    wide.subscribe({ name: 'wide', types: ['x.y'] }, (e) => void seen.push(e));
+    await wide.ready();
+    await wide.publish({ type: 'x.y', payload: {} });
+    await until(() => seen.length === 1);
+  });
   it('lets exactly maxHops of many racing hops through, and refuses cycles, under compare-and-set', async () => {
     const conn = await connect({ servers: services.NATS_URL });
     try {
