@@ -12,6 +12,8 @@ export interface OverlayOutcome {
   fuelUsed: number;
   durationMs: number;
   attempts: number;
+  /** The events its successful call published (type and payload), in order; absent when it published none. */
+  published?: { type: string; payload: unknown }[];
 }
 
 /** How one phase fared: run, skipped (with why), or failed (with every overlay that failed, by name). */

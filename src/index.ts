@@ -22,7 +22,7 @@ export {
 } from './wasm/errors.ts';
 export { loadWasmOverlay, type CallOptions, type CallResult, type LoadWasmOptions, type OverlayEngine, type PublishedEvent, type SecurityMode } from './wasm/engine.ts';
 export { DEFAULT_MAX_STACK_BYTES, FUEL_COSTS } from './wasm/fuel-meter.ts';
-export type { HostCallContext, HostFunction, HostFunctionSignature, OverlayEvent, OverlayLogLine } from './wasm/host-functions.ts';
+export type { CallCaller, HostCallContext, HostFunction, HostFunctionSignature, OverlayEvent, OverlayLogLine } from './wasm/host-functions.ts';
 export { GraphUnavailableError } from './wasm/graph-unavailable.ts';
 export { MeteredModuleCache } from './wasm/metered-cache.ts';
 export { loadNativeOverlay, type NativeContext, type NativeOverlay, type TrustedRegistration } from './wasm/trusted-engine.ts';

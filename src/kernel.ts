@@ -342,6 +342,8 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     adapter,
     logger,
     cluster,
+    // Call statistics per overlay and per phase, for the inspector's statistics panel.
+    stats: () => ({ overlays: Object.entries(overlays.stats()).map(([id, s]) => ({ id, ...s })), phases: pipelines.stats().phases }),
     controls: {
       decide: (runId, decision, by, reason) => pipelines.resume(runId, { decision, by, ...(reason === undefined ? {} : { reason }) }),
       resume: (runId) => pipelines.resume(runId),

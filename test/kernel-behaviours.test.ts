@@ -99,6 +99,50 @@ describe('the kernel, as its users rely on it', () => {
     expect(kernel.overlays.stats()[kernel.overlays.get('listener')!.id]).toMatchObject({ skippedEvents: 3, calls: 0 });
   });
 
+  it('tells an overlay whose call it serves: trust, correlation, run and capsule, and the capabilities in force', async () => {
+    await start();
+    const seen: unknown[] = [];
+    await kernel.overlays.load(native('curious', { run: (_input, ctx) => (seen.push({ caller: ctx.caller, capabilities: ctx.capabilities }), { ok: true }) }, { capabilities: ['LOGGING'], trustRequired: 40 }), TRUSTED);
+    const run = kernel.pipelines.start({ capsule: { id: 'cap-7' } }, { trust: 60, correlationId: 'corr-run' });
+    const result = await run.done;
+    expect(result.status).toBe('completed');
+    expect(seen).toEqual([{ caller: { trust: 60, correlationId: 'corr-run', runId: run.id, capsuleId: 'cap-7' }, capabilities: ['LOGGING'] }]);
+    await kernel.overlays.call('curious', 'run', {}, { trust: 50 });
+    expect(seen[1]).toEqual({ caller: { trust: 50, correlationId: null, runId: null, capsuleId: null }, capabilities: ['LOGGING'] });
+  });
+
+  it.each([
+    [{ trust: '100' }, 'trust'],
+    [{ trust: Number.NaN }, 'trust'],
+    [{ trust: 101 }, 'trust'],
+    [{ correlationId: 7 }, 'correlationId'],
+    [{ runId: '' }, 'runId'],
+    [{ capsuleId: {} }, 'capsuleId'],
+  ])('refuses a call with malformed options %j (INVALID_INPUT, breaker untouched)', async (options, option) => {
+    await start();
+    await kernel.overlays.load(native('plain', { run: () => ({ ok: true }) }), TRUSTED);
+    await expect(kernel.overlays.call('plain', 'run', {}, options as never)).rejects.toMatchObject({ code: 'INVALID_INPUT', details: { option } });
+    expect(kernel.overlays.get('plain')?.breaker).toBe('closed');
+    expect(kernel.overlays.history.list().map((h) => h.outcome)).toEqual(['rejected']);
+  });
+
+  it("lists in a run's result the events its overlays published, with phase and overlay, and none from a failed attempt", async () => {
+    await start();
+    let attempt = 0;
+    await kernel.overlays.load(native('announcer', { run: (_input, ctx) => (ctx.publish('capsule.scored', { score: 3 }), ctx.publish('capsule.tagged', { tag: 'x' }), { ok: true }) }, { capabilities: ['EVENT_PUBLISH'] }), TRUSTED);
+    await kernel.overlays.load(
+      native('flaky', { run: (_input, ctx) => (ctx.publish('capsule.flaky', { attempt: ++attempt }), attempt === 1 ? { ok: false, error: { message: 'again' } } : { ok: true }) }, { phases: ['validation'], capabilities: ['EVENT_PUBLISH'] }),
+      TRUSTED,
+    );
+    const result = await kernel.pipelines.start({ capsule: { id: 'cap-e' } }, { phases: { validation: { retries: 1, backoffMs: 1 } } }).done;
+    expect(result.status).toBe('completed');
+    expect(result.events).toEqual([
+      { phase: 'analysis', overlay: 'announcer', type: 'capsule.scored', payload: { score: 3 } },
+      { phase: 'analysis', overlay: 'announcer', type: 'capsule.tagged', payload: { tag: 'x' } },
+      { phase: 'validation', overlay: 'flaky', type: 'capsule.flaky', payload: { attempt: 2 } },
+    ]);
+  });
+
   it('keeps call statistics per overlay: counts, success rate, p50/p95/max duration and fuel', async () => {
     await start();
     await kernel.overlays.load(native('mixed', { run: (input) => ((input as { fail?: boolean }).fail === true ? { ok: false, error: { message: 'no' } } : { ok: true }) }), TRUSTED);

@@ -51,7 +51,7 @@ export function formatSummary(s: DemoSummary): string {
     '',
     `Runs          ${s.runs.completed} completed, ${s.runs.failed} failed, ${s.runs.cancelled} cancelled`,
     `Decisions     ${s.decisions.paused} paused at consensus: ${s.decisions.approved} approved, ${s.decisions.rejected} rejected (by the ${s.decisions.decidedBy})`,
-    `Cascades      ${s.cascades.started} chains, ${s.cascades.completed} completed, ${s.cascades.expired} expired, ${s.cascades.hops} hops; longest ${s.cascades.longest.join(' → ')}`,
+    `Cascades      ${s.cascades.started} chains, ${s.cascades.completed} completed, ${s.cascades.stopped} stopped${Object.keys(s.cascades.stoppedBy).length > 0 ? ` (${Object.entries(s.cascades.stoppedBy).map(([why, n]) => `${n} by ${why}`).join(', ')})` : ''}, ${s.cascades.expired} expired, ${s.cascades.hops} hops; longest ${s.cascades.longest.join(' → ')}`,
     `Dead letters  ${s.deadLetters.total} (${s.deadLetters.retried} retried and delivered, ${s.deadLetters.remaining} left)`,
     `Breaker       ${s.breaker.overlay}: closed${s.breaker.transitions.map((t) => ` → ${t.type === 'close' ? 'closed' : t.type} (${t.atMs} ms)`).join('')}`,
     '',

@@ -40,7 +40,8 @@ export interface DemoSummary {
   phases: Record<Phase, { runs: number; successRate: number; p50Ms: number; p95Ms: number }>;
   /** Fuel per overlay over every run (instructions). */
   fuel: Record<string, number>;
-  cascades: { started: number; completed: number; expired: number; hops: number; longest: string[] };
+  /** Chains end completed, stopped (a cycle or a spent hop budget, the reason in `stoppedBy`) or expired. */
+  cascades: { started: number; completed: number; stopped: number; stoppedBy: Record<string, number>; expired: number; hops: number; longest: string[] };
   deadLetters: { total: number; retried: number; remaining: number };
   breaker: { overlay: string; transitions: { type: string; atMs: number }[]; tripped: boolean; recovered: boolean };
 }
@@ -166,6 +167,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<{ summary: Dem
     cascades: {
       started: chains.length,
       completed: allChains.filter((c) => c.status === 'completed').length,
+      stopped: allChains.filter((c) => c.status === 'stopped').length,
+      stoppedBy: allChains.reduce<Record<string, number>>((by, c) => (c.status === 'stopped' ? { ...by, [c.endReason ?? 'unknown']: (by[c.endReason ?? 'unknown'] ?? 0) + 1 } : by), {}),
       expired: allChains.filter((c) => c.status === 'expired').length,
       hops: allChains.reduce((sum, c) => sum + c.hops, 0),
       longest,

@@ -47,6 +47,12 @@ export const INSPECTOR_PAGE = `<!doctype html>
   #chart .node text { fill: var(--text); font-size: 12px; }
   #chart .edge path { fill: none; stroke: #5b6b7b; stroke-width: 1.2; }
   #chart .edge text { fill: var(--dim); font-size: 10px; }
+  #stats { margin: 10px 0; }
+  #stats table { border-collapse: collapse; font-size: 12px; }
+  #stats th, #stats td { padding: 2px 10px 2px 0; text-align: right; }
+  #stats th:first-child, #stats td:first-child { text-align: left; }
+  #stats th { color: var(--dim); font-weight: 500; }
+  #stats .low { color: var(--bad); }
   #details { white-space: pre-wrap; font: 12px/1.4 ui-monospace, monospace; color: var(--dim); max-height: 180px; overflow: auto; }
   footer { grid-column: 1 / 3; border-top: 1px solid var(--line); display: grid; grid-template-rows: auto 1fr; min-height: 0; }
   #filters { display: flex; gap: 8px; padding: 6px 14px; background: var(--panel); align-items: center; }
@@ -64,6 +70,7 @@ export const INSPECTOR_PAGE = `<!doctype html>
   <div id="controls"></div>
   <div id="control-result" role="status"></div>
   <div id="chart"></div>
+  <section id="stats" aria-label="statistics"></section>
   <div id="details"></div>
 </main>
 <footer>
@@ -109,12 +116,31 @@ export const INSPECTOR_PAGE = `<!doctype html>
   };
   const summary = (a) => {
     const d = a.details || {};
-    if (a.kind === 'overlay') return 'breaker ' + d.breaker + ' · fuel ' + (d.fuelUsed || 0) + ' · calls ' + (d.calls || 0);
+    if (a.kind === 'overlay') {
+      const s = d.stats || { calls: 0, successRate: 1, fuelUsed: 0, durationMs: { p95: 0 } };
+      return 'breaker ' + d.breaker + ' · ' + s.calls + ' calls · ' + pct(s.successRate) + ' ok · p95 ' + ms(s.durationMs.p95) + ' · fuel ' + s.fuelUsed;
+    }
     if (a.kind === 'breaker') return d.consecutiveFaults + ' consecutive faults · ' + d.openings + ' openings';
     if (a.kind === 'pipeline') return 'phase ' + a.state + ' · ' + (d.phases || []).length + ' phases done';
     if (a.kind === 'cascade') return d.hops + '/' + d.maxHops + ' hops · ' + (d.visited || []).join(' → ');
     return '';
   };
+
+  const pct = (rate) => Math.round(rate * 1000) / 10 + '%';
+  const ms = (value) => (value < 10 ? Math.round(value * 100) / 100 : Math.round(value)) + ' ms';
+
+  /** The statistics panel: per overlay (calls, success, p50/p95/max, fuel) and per phase of the pipeline. */
+  async function renderStats() {
+    let stats;
+    try { stats = await api('/api/stats'); } catch (error) { return; }
+    const table = (head, rows) => el('table', {}, el('tr', {}, ...head.map((h) => el('th', {}, h))), ...rows.map((cells) => el('tr', {}, ...cells.map((c) => (c instanceof Node ? c : el('td', {}, String(c)))))));
+    const rate = (r) => el('td', { class: r < 0.95 ? 'low' : '' }, pct(r));
+    const overlays = stats.overlays.map((o) => [o.name + '@' + o.version, o.calls, rate(o.successRate), o.faults, o.rejected, o.skippedEvents, ms(o.durationMs.p50), ms(o.durationMs.p95), ms(o.durationMs.max), o.fuelUsed]);
+    const phases = Object.entries(stats.phases).filter(([, p]) => p.runs > 0).map(([name, p]) => [name, p.runs, rate(p.successRate), p.failed, p.skipped, ms(p.p50Ms), ms(p.p95Ms)]);
+    $('stats').replaceChildren(
+      el('strong', {}, 'Overlays'), table(['overlay', 'calls', 'success', 'faults', 'refused', 'skipped events', 'p50', 'p95', 'max', 'fuel'], overlays),
+      ...(phases.length ? [el('strong', {}, 'Phases'), table(['phase', 'runs', 'success', 'failed', 'skipped', 'p50', 'p95'], phases)] : []));
+  }
 
   function renderActors() {
     const nav = $('actors');
@@ -259,6 +285,8 @@ export const INSPECTOR_PAGE = `<!doctype html>
   }
   refreshCluster();
   setInterval(refreshCluster, 3000);
+  renderStats();
+  setInterval(renderStats, 2000);
   const soon = () => { if (!pending) pending = setTimeout(refresh, 120); };
 
   function connect() {

@@ -102,9 +102,11 @@ export class Inspector {
   readonly #streams = new Set<ServerResponse>();
 
   readonly #cluster: () => Promise<unknown[]>;
+  readonly #stats: () => unknown;
 
-  constructor(deps: { catalog: ActorCatalog; adapter: InspectionAdapter; controls: InspectorControls; logger: Logger; cluster?: () => Promise<unknown[]> }) {
+  constructor(deps: { catalog: ActorCatalog; adapter: InspectionAdapter; controls: InspectorControls; logger: Logger; cluster?: () => Promise<unknown[]>; stats?: () => unknown }) {
     this.#cluster = deps.cluster ?? (() => Promise.resolve([]));
+    this.#stats = deps.stats ?? (() => ({ overlays: [], phases: {} }));
     this.#catalog = deps.catalog;
     this.#adapter = deps.adapter;
     this.#controls = deps.controls;
@@ -224,6 +226,7 @@ export class Inspector {
       return this.#json(res, 200, { live: this.#catalog.live().map(describeEntry), ended: this.#catalog.ended().map(describeEntry) });
     }
     if (req.method === 'GET' && url.pathname === '/api/cluster') return this.#json(res, 200, { members: await this.#cluster() });
+    if (req.method === 'GET' && url.pathname === '/api/stats') return this.#json(res, 200, this.#stats());
     const chart = /^\/api\/statecharts\/([a-z]+)$/.exec(url.pathname);
     if (req.method === 'GET' && chart !== null) {
       const kind = chart[1] as ActorKind;

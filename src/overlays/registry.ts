@@ -11,6 +11,7 @@ import { ForgeError, isForgeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { parseManifest, parseManifestText, type OverlayManifest, type Phase } from '../manifest.ts';
 import type { Capability } from '../wasm/abi.ts';
+import { InvalidCallInputError } from '../wasm/errors.ts';
 import { loadWasmOverlay, type CallResult, type OverlayEngine, type PublishedEvent } from '../wasm/engine.ts';
 import type { HostFunction } from '../wasm/host-functions.ts';
 import { sha256Hex } from '../wasm/loader.ts';
@@ -130,6 +131,20 @@ export interface CallOptions {
   deadlineMs?: number;
   signal?: AbortSignal;
   correlationId?: string;
+  /** The pipeline run and capsule the call serves (a run sets them): the overlay's context and host functions see them. */
+  runId?: string;
+  capsuleId?: string;
+}
+
+/** What is wrong with a call's options (trust a number in 0–100, the ids non-empty strings), or undefined. */
+function malformedCallOption(options: CallOptions): string | undefined {
+  if (typeof options !== 'object' || options === null) return 'options must be an object';
+  if (options.trust !== undefined && (typeof options.trust !== 'number' || !Number.isFinite(options.trust) || options.trust < 0 || options.trust > 100)) return 'trust must be a number from 0 to 100';
+  for (const key of ['correlationId', 'runId', 'capsuleId'] as const) {
+    const value: unknown = options[key];
+    if (value !== undefined && (typeof value !== 'string' || value === '')) return `${key} must be a non-empty string`;
+  }
+  return undefined;
 }
 
 export interface HealthReport {
@@ -488,6 +503,8 @@ export class OverlayRegistry extends EventEmitter {
       throw error;
     };
     if (entry === undefined) return refuse(new OverlayNotFoundError(idOrName));
+    const malformed = malformedCallOption(options);
+    if (malformed !== undefined) return refuse(new InvalidCallInputError('INVALID_INPUT', `Call option ${malformed}.`, { option: malformed.split(' ')[0] }));
     const state = entry.actor.getSnapshot().value;
     if (state !== 'active') return refuse(new OverlayInactiveError(entry.manifest.name, state));
     const trust = options.trust ?? 0;
@@ -507,6 +524,7 @@ export class OverlayRegistry extends EventEmitter {
           ...(options.fuel === undefined ? {} : { fuel: options.fuel }),
           ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
           ...(options.signal === undefined ? {} : { signal: options.signal }),
+          caller: { trust, correlationId: options.correlationId ?? null, runId: options.runId ?? null, capsuleId: options.capsuleId ?? null },
         }),
       );
       const refused = isErrorResult(result.output);

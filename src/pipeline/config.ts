@@ -68,6 +68,8 @@ export interface RunResult {
   decision: { approve: boolean; by: string; reason?: string; at: number } | null;
   /** Fuel burned per overlay over the run (instructions). */
   fuel: Record<string, number>;
+  /** Every event the run's overlays published (from their successful calls), in phase order, with who published it. */
+  events: { phase: Phase; overlay: string; type: string; payload: unknown }[];
   startedAt: number;
   durationMs: number;
   /** In a cluster: the kernel process that drove the run to its end. */
@@ -194,6 +196,13 @@ export function fuelByOverlay(outcomes: readonly PhaseOutcome[]): Record<string,
   const fuel: Record<string, number> = {};
   for (const outcome of outcomes) for (const overlay of outcome.overlays) fuel[overlay.name] = (fuel[overlay.name] ?? 0) + overlay.fuelUsed;
   return fuel;
+}
+
+/** The events a run's overlays published, phase by phase. */
+export function eventsPublished(outcomes: readonly PhaseOutcome[]): RunResult['events'] {
+  const events: RunResult['events'] = [];
+  for (const outcome of outcomes) for (const overlay of outcome.overlays) for (const event of overlay.published ?? []) events.push({ phase: outcome.phase, overlay: overlay.name, type: event.type, payload: event.payload });
+  return events;
 }
 
 export { checkTrust, checkDecisionTimeout };

@@ -6,7 +6,7 @@ import { ForgeError, isForgeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Phase } from '../manifest.ts';
 import type { DeadlineScheduler } from './deadlines.ts';
-import { fuelByOverlay, type PhaseContext, type PhaseFunctions, type PipelineHooks, type RunResult } from './config.ts';
+import { eventsPublished, fuelByOverlay, type PhaseContext, type PhaseFunctions, type PipelineHooks, type RunResult } from './config.ts';
 
 /** Format version of persisted run snapshots: bump it when the pipeline machine changes shape. */
 export const RUN_SNAPSHOT_VERSION = 1;
@@ -41,7 +41,12 @@ export class InvalidDecisionError extends ForgeError {
 }
 
 /** What a run calls an overlay with (the kernel's registry, through each overlay's actor and breaker). */
-export type CallOverlay = (name: string, input: unknown, options: { signal: AbortSignal; correlationId: string; trust: number }) => Promise<{ output: unknown; fuelUsed: number }>;
+/** Calls an overlay's `run` for a run: the options say whose call it is (the overlay's context and host functions see them). */
+export type CallOverlay = (
+  name: string,
+  input: unknown,
+  options: { signal: AbortSignal; correlationId: string; trust: number; runId: string; capsuleId?: string },
+) => Promise<{ output: unknown; fuelUsed: number; events?: readonly { type: string; payload: unknown }[] }>;
 
 /** What a run needs from its manager: effects, shared settings, and where to report. */
 export interface RunEnvironment {
@@ -350,6 +355,7 @@ export class PipelineRun {
       error: context.error,
       decision: context.decision,
       fuel: fuelByOverlay(context.outcomes),
+      events: eventsPublished(context.outcomes),
       startedAt: context.startedAt,
       durationMs: this.#env.clock.now() - context.startedAt,
       ...(this.#env.processId === undefined ? {} : { drivenBy: this.#env.processId }),
@@ -483,12 +489,14 @@ export class PipelineRun {
       attempts++;
       let problem: { code: string; message: string };
       try {
-        const result = await this.#env.callOverlay(name, input, { signal, correlationId: this.correlationId, trust });
+        const capsule = isRecord(input) && isRecord(input.capsule) && typeof input.capsule.id === 'string' ? input.capsule.id : undefined;
+        const result = await this.#env.callOverlay(name, input, { signal, correlationId: this.correlationId, trust, runId: this.id, ...(capsule === undefined ? {} : { capsuleId: capsule }) });
         fuelUsed += result.fuelUsed;
         const output = result.output;
         if (isRecord(output) && output.ok === true) {
           const data = output.data === undefined ? {} : output.data;
-          if (isRecord(data)) return { outcome: { name, status: 'ok', fuelUsed, durationMs: performance.now() - started, attempts }, data };
+          const published = result.events === undefined || result.events.length === 0 ? undefined : result.events.map((e) => ({ type: e.type, payload: e.payload }));
+          if (isRecord(data)) return { outcome: { name, status: 'ok', fuelUsed, durationMs: performance.now() - started, attempts, ...(published === undefined ? {} : { published }) }, data };
           problem = { code: 'INVALID_OUTPUT', message: 'the overlay returned ok with data that is not an object' };
         } else if (isRecord(output) && output.ok === false) {
           const error = isRecord(output.error) ? output.error : {};

@@ -5,7 +5,7 @@ import { fuelBudget, parseManifest, type OverlayManifest } from '../manifest.ts'
 import { ABI, type Capability } from './abi.ts';
 import { InvalidCallInputError, TrustError } from './errors.ts';
 import type { Executor } from './executor.ts';
-import { CallEffects, type HostFunction, type OverlayEvent, type OverlayLogLine } from './host-functions.ts';
+import { CallEffects, type CallCaller, type HostFunction, type OverlayEvent, type OverlayLogLine } from './host-functions.ts';
 import { compileOverlay, type CompiledOverlay } from './loader.ts';
 import { GRAPH_UNAVAILABLE_FUNCTIONS } from './graph-unavailable.ts';
 import { MeteredModuleCache } from './metered-cache.ts';
@@ -22,6 +22,8 @@ export interface CallOptions {
   deadlineMs?: number;
   /** Aborting it cancels the call (strict: the worker is killed; relaxed: the call is abandoned). */
   signal?: AbortSignal;
+  /** Whose call it is, as the overlay's context (native) and the host functions see it; absent fields are null, trust 0. */
+  caller?: Partial<CallCaller>;
 }
 
 /** The outcome of a successful call. */
@@ -150,12 +152,19 @@ function positiveInteger(value: unknown, name: string): number {
   return value;
 }
 
+/** A call's caller with every field present (trust 0 and nulls unless the caller said). */
+function callerOf(caller: Partial<CallCaller> | undefined): CallCaller {
+  return Object.freeze({ trust: caller?.trust ?? 0, correlationId: caller?.correlationId ?? null, runId: caller?.runId ?? null, capsuleId: caller?.capsuleId ?? null });
+}
+
 /** The engine-independent part of every call: input, budget, deadline, effects, logs and events. */
 export class LoadedOverlay implements OverlayEngine {
   readonly id: string;
   readonly mode: SecurityMode;
   readonly manifest: OverlayManifest;
   readonly exports: readonly string[];
+  /** The capabilities in force: declared in the manifest and granted by the service. */
+  readonly granted: readonly Capability[];
   readonly #executor: Executor;
   readonly #logger: Logger;
   readonly #onEvents: LoadWasmOptions['onEvents'];
@@ -166,7 +175,7 @@ export class LoadedOverlay implements OverlayEngine {
   constructor(options: {
     id: string;
     mode: SecurityMode;
-    compiled: Pick<CompiledOverlay, 'manifest' | 'exports'> & Partial<Pick<CompiledOverlay, 'usesAsyncHost'>>;
+    compiled: Pick<CompiledOverlay, 'manifest' | 'exports' | 'granted'> & Partial<Pick<CompiledOverlay, 'usesAsyncHost'>>;
     executor: Executor;
     logger: Logger;
     onEvents: LoadWasmOptions['onEvents'];
@@ -175,6 +184,7 @@ export class LoadedOverlay implements OverlayEngine {
     this.mode = options.mode;
     this.manifest = options.compiled.manifest;
     this.exports = options.compiled.exports;
+    this.granted = Object.freeze([...options.compiled.granted]);
     this.#executor = options.executor;
     this.#logger = options.logger;
     this.#onEvents = options.onEvents;
@@ -200,7 +210,7 @@ export class LoadedOverlay implements OverlayEngine {
         deadlineMs,
         signal: options.signal,
         effects,
-        context: { overlayId: this.id, overlayName: this.manifest.name, exportName, signal, database: this.manifest.database, graph: this.manifest.graph },
+        context: { overlayId: this.id, overlayName: this.manifest.name, exportName, caller: callerOf(options.caller), capabilities: this.granted, signal, database: this.manifest.database, graph: this.manifest.graph },
       });
       const raw = pending instanceof Promise ? await pending : pending;
       const durationMs = performance.now() - started;

@@ -16,11 +16,22 @@ export interface HostFunctionSignature {
   result: HostValueType | 'void';
 }
 
+/** Whose call it is: the caller's trust and correlation, and the pipeline run and capsule it serves (null outside a run). */
+export interface CallCaller {
+  trust: number;
+  correlationId: string | null;
+  runId: string | null;
+  capsuleId: string | null;
+}
+
 /** What a host function knows about the call it serves. */
 export interface HostCallContext {
   overlayId: string;
   overlayName: string;
   exportName: string;
+  caller: CallCaller;
+  /** The capabilities in force for the overlay (declared in its manifest and granted by the service). */
+  capabilities: readonly Capability[];
   /** The calling overlay's limits for graph queries, and what it may write (from its manifest). */
   database: OverlayManifest['database'];
   graph: OverlayManifest['graph'];

@@ -6,7 +6,8 @@ import { isForgeError } from '../errors.ts';
 import { CallCancelledError, DeadlineExceededError, ExportNotFoundError, InstanceTerminatedError, InvalidOutputError, OverlayTrapError, TrustError } from './errors.ts';
 import { LoadedOverlay, type LoadWasmOptions, type OverlayEngine } from './engine.ts';
 import { raceDeadline, type ExecuteRequest, type Executor } from './executor.ts';
-import type { CallEffects } from './host-functions.ts';
+import type { Capability } from './abi.ts';
+import type { CallCaller, CallEffects, HostCallContext } from './host-functions.ts';
 import type { RawCallResult } from './instance.ts';
 
 /** What a native overlay's export receives besides its input. */
@@ -15,6 +16,10 @@ export interface NativeContext {
   /** Buffered like a wasm overlay's `event_publish`: delivered only if the call succeeds. */
   publish(type: string, payload: unknown): void;
   signal: AbortSignal;
+  /** Whose call it is: trust, correlation id, and the run and capsule it serves (null outside a pipeline run). */
+  caller: CallCaller;
+  /** The capabilities its manifest declares (a trusted overlay is granted what it declares). */
+  capabilities: readonly Capability[];
 }
 
 /** A TypeScript overlay run in-process without a sandbox: only for code the service itself ships. */
@@ -52,7 +57,7 @@ class NativeExecutor implements Executor {
       // Same isolation as a wasm call: the overlay gets its own copy of the input, never the caller's object.
       let output: unknown;
       try {
-        output = await fn(JSON.parse(request.inputJson), context(request.effects, request.context.signal));
+        output = await fn(JSON.parse(request.inputJson), context(request.effects, request.context));
       } catch (error) {
         // What the overlay throws is its own fault, as a wasm trap is (the kernel's typed errors pass as they are).
         throw isForgeError(error) ? error : new OverlayTrapError(request.exportName, `it threw ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`, { cause: error });
@@ -76,13 +81,15 @@ class NativeExecutor implements Executor {
   }
 }
 
-function context(effects: CallEffects, signal: AbortSignal): NativeContext {
+function context(effects: CallEffects, call: HostCallContext): NativeContext {
   return {
+    caller: call.caller,
+    capabilities: call.capabilities,
     log: (level, message) => effects.log(LEVELS.indexOf(level), message),
     publish: (type, payload) => {
       effects.publish(type, JSON.stringify(payload) ?? 'null');
     },
-    signal,
+    signal: call.signal,
   };
 }
 
@@ -102,5 +109,5 @@ export function loadNativeOverlay(overlay: NativeOverlay, registration: TrustedR
   const id = `ov_${nanoid(12)}`;
   const logger = (registration.logger ?? createLogger()).child({ overlayId: id, overlay: manifest.name });
   const exports = Object.keys(overlay.exports).filter((name) => typeof overlay.exports[name] === 'function');
-  return new LoadedOverlay({ id, mode: 'trusted', compiled: { manifest, exports }, executor: new NativeExecutor(overlay), logger, onEvents: registration.onEvents });
+  return new LoadedOverlay({ id, mode: 'trusted', compiled: { manifest, exports, granted: manifest.capabilities }, executor: new NativeExecutor(overlay), logger, onEvents: registration.onEvents });
 }

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { buildOverlays, findSourceManifest } from '../../src/build/build.ts';
 import { SDK_IMPORT } from '../../src/build/asc.ts';
 import { loadWasmOverlay } from '../../src/wasm/engine.ts';
+import { textViews } from '../support/package.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const BIN = join(ROOT, 'bin', 'forge-kernel.js');
@@ -78,7 +79,7 @@ describe('forge-kernel build', () => {
       expect(manifestText).not.toContain(tmpdir());
       expect(manifestText).not.toContain(ROOT);
       // AssemblyScript keeps file names (abort messages) as UTF-16 strings in the data.
-      const utf16 = Buffer.from(bytes).toString('utf16le') + Buffer.from(bytes.subarray(1)).toString('utf16le');
+      const utf16 = textViews(bytes).join('\n');
       expect(utf16).not.toContain(dir);
       expect(utf16).not.toContain(ROOT);
     }

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createKernel, type Kernel } from '../../src/kernel.ts';
 import type { NativeOverlay } from '../../src/wasm/trusted-engine.ts';
 import { captureLogger } from '../support/engine.ts';
+import { until } from '../support/wait.ts';
 
 /** A native overlay that records what reached it and re-publishes the insight (so a chain would loop without its guards). */
 function relay(name: string, seen: string[]): NativeOverlay {
@@ -18,9 +19,7 @@ function relay(name: string, seen: string[]): NativeOverlay {
   };
 }
 
-const settle = async (kernel: Kernel): Promise<void> => {
-  for (let i = 0; i < 200 && kernel.bus.metrics().queueDepth > 0; i++) await new Promise((r) => setTimeout(r, 5));
-};
+const settle = (kernel: Kernel): Promise<void> => until(() => kernel.bus.metrics().queueDepth === 0, 'the bus to drain', { everyMs: 5 });
 
 describe('cascades through the kernel (bus + overlay actors + chains)', () => {
   let kernel: Kernel;
@@ -80,7 +79,7 @@ describe('cascades through the kernel (bus + overlay actors + chains)', () => {
       { internal: true, trusted: true, breaker: { consecutiveFailures: 10 } },
     );
     const chain = await kernel.cascades.start('kernel', 'insight.detected', { note: 'root' });
-    for (let i = 0; i < 200 && kernel.bus.deadLetters().length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    await until(() => kernel.bus.deadLetters().length > 0, 'the refused insight to be dead-lettered', { everyMs: 5 });
     expect(attempts).toBe(3);
     expect(kernel.cascades.get(chain.id)).toMatchObject({ hops: 1, status: 'active', actions: 0, errors: 3 });
     expect(kernel.bus.deadLetters()).toMatchObject([{ attempts: 3, error: { code: 'OVERLAY_ERROR', message: 'Overlay "refuser" could not handle insight.detected: not today.' } }]);

@@ -3,6 +3,7 @@ import { createInterface } from 'node:readline';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.ts';
 import { buildExamples, EXAMPLES_OUT } from '../support/examples.ts';
+import { until } from '../support/wait.ts';
 
 const BIN = new URL('../../bin/forge-kernel.js', import.meta.url).pathname;
 
@@ -18,13 +19,16 @@ describe('forge-kernel inspect', () => {
       const line = await new Promise<string>((resolve) => createInterface({ input: child.stdout }).once('line', resolve));
       const { url } = JSON.parse(line) as { url: string };
       let pipelines = 0;
-      for (let i = 0; i < 100 && pipelines === 0; i++) {
-        const { live, ended } = (await (await fetch(`${url}api/actors`)).json()) as { live: { kind: string }[]; ended: { kind: string }[] };
-        pipelines = [...live, ...ended].filter((a) => a.kind === 'pipeline').length;
-        expect(live.filter((a) => a.kind === 'overlay').length).toBeGreaterThanOrEqual(8);
-        if (pipelines === 0) await new Promise((r) => setTimeout(r, 100));
-      }
-      expect(pipelines).toBeGreaterThan(0);
+      await until(
+        async () => {
+          const { live, ended } = (await (await fetch(`${url}api/actors`)).json()) as { live: { kind: string }[]; ended: { kind: string }[] };
+          pipelines = [...live, ...ended].filter((a) => a.kind === 'pipeline').length;
+          expect(live.filter((a) => a.kind === 'overlay').length).toBeGreaterThanOrEqual(8);
+          return pipelines > 0;
+        },
+        'the demo to start a pipeline run',
+        { everyMs: 100 },
+      );
     } finally {
       child.kill('SIGTERM');
     }

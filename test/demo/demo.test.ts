@@ -24,6 +24,9 @@ describe('the demo (npm start)', () => {
     expect(s.decisions.approved + s.decisions.rejected).toBe(s.decisions.paused);
     expect(s.cascades.started).toBeGreaterThanOrEqual(1);
     expect(s.cascades.hops).toBeGreaterThanOrEqual(1);
+    // Every chain ends on its own, completed or stopped by its guard with the reason: none waits for its TTL.
+    expect(s.cascades.completed + s.cascades.stopped).toBe(s.cascades.started);
+    expect(Object.keys(s.cascades.stoppedBy).every((why) => why === 'cycle' || why === 'hop-limit')).toBe(true);
     expect(s.cascades.longest.length).toBeGreaterThanOrEqual(3);
     expect(s.breaker).toMatchObject({ overlay: 'faulty-enricher', tripped: true, recovered: true });
     expect(s.breaker.transitions.map((t) => t.type)).toEqual(['open', 'halfOpen', 'close']);

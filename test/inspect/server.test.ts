@@ -56,6 +56,17 @@ describe('kernel.inspector', () => {
     expect(members).toMatchObject([{ self: true, transport: 'memory' }]);
   });
 
+  it('serves call statistics per overlay and per phase at /api/stats', async () => {
+    const k = await start();
+    const { url } = await k.inspector.listen({ port: 0 });
+    await k.overlays.load({ manifest: { name: 'scorer', version: '1.2.0', phases: ['analysis'] }, exports: { run: (input) => ((input as { fail?: boolean }).fail === true ? { ok: false, error: { message: 'no' } } : { ok: true }) } }, { internal: true, trusted: true });
+    await k.pipelines.start({ capsule: { id: 'c1' } }).done;
+    await k.overlays.call('scorer', 'run', { fail: true });
+    const stats = (await (await fetch(`${url}api/stats`)).json()) as { overlays: Record<string, unknown>[]; phases: Record<string, { runs: number; completed: number }> };
+    expect(stats.overlays).toMatchObject([{ name: 'scorer', version: '1.2.0', calls: 2, ok: 1, faults: 1, successRate: 0.5, durationMs: { p50: expect.any(Number) as number } }]);
+    expect(stats.phases.analysis).toMatchObject({ runs: 1, completed: 1 });
+  });
+
   it('streams records as Server-Sent Events, resuming after the last one a client saw', async () => {
     const k = await start();
     const { url } = await k.inspector.listen({ port: 0 });

@@ -18,8 +18,12 @@ describe('the demo on Neo4j (real server)', () => {
       const completed = kernel.pipelines.history().filter((r) => r.status === 'completed');
       const audit = await kernel.store.listAudit({ runId: completed[0]!.id });
       expect(audit).toHaveLength(1);
-      const chains = await kernel.store.loadChains({ status: 'completed' });
-      expect(chains.filter((c) => c.source === 'demo' && c.hops > 0).length).toBeGreaterThanOrEqual(1);
+      // Chains end completed, or stopped by their cycle guard with the reason; none is left active or expired.
+      const chains = (await kernel.store.loadChains()).filter((c) => c.source === 'demo');
+      expect(chains.filter((c) => c.hops > 0).length).toBeGreaterThanOrEqual(1);
+      expect(chains.filter((c) => c.status === 'active' || c.status === 'expired')).toEqual([]);
+      expect(chains.filter((c) => c.status === 'stopped').every((c) => c.endReason === 'cycle' || c.endReason === 'hop-limit')).toBe(true);
+      expect(summary.cascades.completed + summary.cascades.stopped).toBe(summary.cascades.started);
     } finally {
       await kernel.stop();
     }

@@ -83,6 +83,10 @@ describe('the web inspector in a real headless Chromium', () => {
     const overlayId = kernel.overlays.get('fragile')!.id;
     for (let i = 0; i < 2; i++) await kernel.overlays.call('fragile', 'run', {});
     await expect.poll(() => stateOf(`${overlayId}:breaker`).textContent()).toBe('open');
+    // The statistics panel shows the failing overlay's calls and its success rate, marked low.
+    const row = page.locator('#stats tr', { hasText: 'fragile@1.0.0' });
+    await expect.poll(() => row.locator('td').allTextContents()).toEqual(expect.arrayContaining(['fragile@1.0.0', '2', '0%']));
+    await expect.poll(() => row.locator('td.low').count()).toBe(1);
     await page.locator(`#actors [data-actor-id="${overlayId}:breaker"]`).click();
     await expect.poll(() => page.locator('#chart [data-state-id="breaker.open"]').getAttribute('class')).toContain('active');
     mkdirSync(REPORTS, { recursive: true });

@@ -7,6 +7,7 @@ import { startNatsCluster, type NatsCluster } from '../../scripts/services/nats-
 import { createKernel, type Kernel } from '../../src/kernel.ts';
 import { captureLogger } from '../support/engine.ts';
 import { freePort } from '../support/net.ts';
+import { until } from '../support/wait.ts';
 
 const MEMBER = join(import.meta.dirname, 'fixtures', 'cluster-process.ts');
 
@@ -38,8 +39,7 @@ describe('kernel processes on a 3-node NATS JetStream cluster (real servers, rea
         if (parsed.got !== undefined) got.push(parsed as { got: string; by: string });
       });
     }
-    for (let i = 0; i < 600 && ready < 2; i++) await new Promise((r) => setTimeout(r, 100));
-    expect(ready).toBe(2);
+    await until(() => ready === 2, 'both member processes to be ready', { everyMs: 100 });
     kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false, bus: { transport: 'nats', servers: cluster.servers, stream: env.STREAM, subjectPrefix: env.PREFIX, replicas: 3, processId: 'publisher' } });
 
     const acknowledged: string[] = [];
@@ -59,7 +59,7 @@ describe('kernel processes on a 3-node NATS JetStream cluster (real servers, rea
     }
     expect(acknowledged.length).toBe(100);
     const delivered = (): Set<string> => new Set(got.map((g) => g.got));
-    for (let i = 0; i < 600 && !acknowledged.every((id) => delivered().has(id)); i++) await new Promise((r) => setTimeout(r, 100));
+    await until(() => acknowledged.every((id) => delivered().has(id)), 'every acknowledged event to be delivered', { everyMs: 100 }).catch(() => undefined);
     expect(acknowledged.filter((id) => !delivered().has(id))).toEqual([]);
     // The group is load-balanced: whichever member got an event, no other member of the group handled it too
     // (a redelivery after the node loss may repeat an event to the same group: at least once, never lost).

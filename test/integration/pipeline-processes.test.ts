@@ -11,6 +11,7 @@ import type { PipelineOptions } from '../../src/pipeline/pipelines.ts';
 import { captureLogger } from '../support/engine.ts';
 import { buildExamples, EXAMPLES_OUT, GOOD_CAPSULE, PERSONAL_CAPSULE } from '../support/examples.ts';
 import { deleteStreams } from '../support/nats.ts';
+import { until } from '../support/wait.ts';
 
 const SCRIPT = join(import.meta.dirname, 'fixtures', 'pipeline-process.ts');
 
@@ -83,8 +84,7 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
     kernel.bus.subscribe({ name: `paused-${randomUUID()}`, types: ['pipeline.paused'] }, (event) => void heard.add((event.payload as { runId: string }).runId));
     return {
       until: async (runId) => {
-        for (let i = 0; i < 400 && !heard.has(runId); i++) await new Promise((r) => setTimeout(r, 50));
-        if (!heard.has(runId)) throw new Error(`no pipeline.paused for ${runId}`);
+        await until(() => heard.has(runId), `pipeline.paused for ${runId}`, { everyMs: 50 });
       },
     };
   };
@@ -251,7 +251,7 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
       expect(await run.done).toMatchObject({ status: 'interrupted' });
       expect(await worker.store.loadRunSnapshot(run.id)).toEqual(before);
       propagation.open();
-      for (let i = 0; i < 200 && (await worker.store.loadRunSnapshot(run.id)) !== undefined; i++) await new Promise((r) => setTimeout(r, 50));
+      await until(async () => (await worker.store.loadRunSnapshot(run.id)) === undefined, 'the settled run to drop its snapshot', { everyMs: 50 });
       const audit = await worker.store.listAudit({ runId: run.id });
       expect(audit).toHaveLength(1);
       expect(worker.pipelines.history().find((r) => r.id === run.id)).toMatchObject({ status: 'completed', phases: expect.arrayContaining([expect.objectContaining({ phase: 'settlement', status: 'completed' })]) as unknown });

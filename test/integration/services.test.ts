@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { isListening } from '../../scripts/services/common.ts';
 import { startServices, stopServices } from '../../scripts/services/index.ts';
 import { freePort } from '../support/net.ts';
+import { until } from '../support/wait.ts';
 
 const SCRIPT = new URL('../../scripts/services.ts', import.meta.url).pathname;
 
@@ -87,7 +88,7 @@ describe('services:start / services:stop', () => {
       foreign.kill('SIGKILL');
       rmSync(storeDir, { recursive: true, force: true });
     });
-    for (let i = 0; i < 100 && !(await isListening(port)); i++) await new Promise((r) => setTimeout(r, 50));
+    await until(() => isListening(port), `the foreign server to listen on ${port}`, { everyMs: 50 });
 
     const result = await startServices({ names: ['nats'], env });
     expect(result.started).toEqual([]);

@@ -7,6 +7,7 @@ import { PHASES, type Phase } from '../../src/manifest.ts';
 import { Pipelines, type RunResult } from '../../src/pipeline/pipelines.ts';
 import { MemoryStore } from '../../src/store/memory-store.ts';
 import { captureLogger } from '../support/engine.ts';
+import { until as waitUntil } from '../support/wait.ts';
 
 /** The memory store standing in for a store that outlives processes (checkpoints on, leases honoured). */
 class SharedStore extends MemoryStore {
@@ -72,12 +73,9 @@ function overlayCalls() {
   return { calls, callFor, hold: (key: string) => holds.add(key), release: (key: string) => (holds.delete(key), held.get(key)?.()) };
 }
 
-const until = async (condition: () => boolean | Promise<boolean>): Promise<void> => {
-  for (let i = 0; i < 500 && !(await condition()); i++) await new Promise((r) => setImmediate(r));
-  if (!(await condition())) throw new Error('condition not reached');
-};
+const until = (condition: () => boolean | Promise<boolean>): Promise<void> => waitUntil(condition, 'the copies to agree', { everyMs: 0 });
 
-const resultOf = (id: string): RunResult => ({ id, status: 'completed', correlationId: id, phases: [], data: {}, warnings: [], error: null, decision: null, fuel: {}, startedAt: 0, durationMs: 1, drivenBy: 'P9' });
+const resultOf = (id: string): RunResult => ({ id, status: 'completed', correlationId: id, phases: [], data: {}, warnings: [], error: null, decision: null, fuel: {}, events: [], startedAt: 0, durationMs: 1, drivenBy: 'P9' });
 
 describe('copies of a run across the processes of a cluster', () => {
   const managers: Pipelines[] = [];

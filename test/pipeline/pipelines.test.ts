@@ -8,6 +8,7 @@ import { MemoryStore } from '../../src/store/memory-store.ts';
 import type { NativeContext, NativeOverlay } from '../../src/wasm/trusted-engine.ts';
 import { captureLogger } from '../support/engine.ts';
 import { codeOf } from '../support/errors.ts';
+import { until as waitUntil } from '../support/wait.ts';
 
 type Run = (input: Record<string, unknown>, context: NativeContext) => unknown;
 
@@ -24,10 +25,7 @@ const echo = (phase: Phase): NativeOverlay => overlay(`${phase}-echo`, phase, ()
 const flush = async (rounds = 20): Promise<void> => {
   for (let i = 0; i < rounds; i++) await new Promise((r) => setImmediate(r));
 };
-const until = async (condition: () => boolean): Promise<void> => {
-  for (let i = 0; i < 500 && !condition(); i++) await new Promise((r) => setImmediate(r));
-  if (!condition()) throw new Error('condition not reached');
-};
+const until = (condition: () => boolean): Promise<void> => waitUntil(condition, 'the runs to get there', { everyMs: 0 });
 
 describe('kernel.pipelines', () => {
   let kernel: Kernel | undefined;

@@ -39,6 +39,16 @@ async function mustRun(file: string, args: readonly string[], options: { cwd: st
 const NOT_SOURCE = new Set(['node_modules', '.git', '.forge', 'dist', 'build', 'bench/results']);
 
 /**
+ * The text in `bytes` as UTF-8 and as UTF-16 read from either byte (AssemblyScript keeps its strings as UTF-16).
+ * Each UTF-16 view is decoded from an aligned copy of even length: Node 24.21 corrupts its heap decoding a view that
+ * starts at an odd offset and has an odd length ("double free or corruption", the process aborts).
+ */
+export function textViews(bytes: Uint8Array): string[] {
+  const utf16 = (from: number) => Buffer.from(bytes.subarray(from, from + ((bytes.length - from) & ~1))).toString('utf16le');
+  return [Buffer.from(bytes).toString('utf8'), utf16(0), utf16(1)];
+}
+
+/**
  * `npm pack` of the working tree, as a release would make it, without touching the checkout's own dist/ (other
  * tests use it): the working tree is copied to a staging folder that shares node_modules, and packed there, which
  * runs its prepare script (a clean dist/ and the prebuilt examples). Returns the tarball's path; `cleanup` removes

@@ -151,16 +151,18 @@ describe.each(modes)('WASM engine, %s mode', (mode) => {
         grant: ALL,
         hostFunctions: [
           dbRead(async (context, args) => {
-            seen.push({ overlay: context.overlayName, export: context.exportName, args });
+            seen.push({ overlay: context.overlayName, export: context.exportName, args, caller: context.caller, capabilities: context.capabilities });
             await new Promise((r) => setTimeout(r, 5));
             return JSON.stringify({ rows: [{ id: args[1] }] });
           }),
         ],
       });
       try {
-        expect((await host.call('run', 'c-9')).output).toEqual({ rows: [{ id: '"c-9"' }] });
+        expect((await host.call('run', 'c-9', { caller: { trust: 70, runId: 'run_1', capsuleId: 'c-9', correlationId: 'corr-1' } })).output).toEqual({ rows: [{ id: '"c-9"' }] });
         expect((await host.call('twice', 1)).output).toEqual([{ rows: [{ id: '1' }] }, { rows: [{ id: '1' }] }]);
-        expect(seen[0]).toEqual({ overlay: 'fixture', export: 'run', args: ['MATCH (c:Capsule) RETURN c.id', '"c-9"'] });
+        // The host function knows whose call it serves, and what the overlay may do; a call without a caller says so.
+        expect(seen[0]).toEqual({ overlay: 'fixture', export: 'run', args: ['MATCH (c:Capsule) RETURN c.id', '"c-9"'], caller: { trust: 70, runId: 'run_1', capsuleId: 'c-9', correlationId: 'corr-1' }, capabilities: hostCalls.manifest.capabilities });
+        expect(seen[1]).toMatchObject({ caller: { trust: 0, runId: null, capsuleId: null, correlationId: null } });
       } finally {
         await host.close();
       }
