@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { budget } from './test/support/wait.ts';
 
 /**
  * Three projects: `unit` (in-memory, no services), `package` (the packed tarball installed into an empty project) and
@@ -15,7 +16,10 @@ export default defineConfig({
           name: 'unit',
           include: ['test/**/*.test.ts'],
           exclude: ['test/integration/**', 'test/package/**'],
-          testTimeout: 10_000,
+          // Ceilings, not targets: a test that waits polls with its own deadline (test/support/wait.ts); all of them
+          // scale with FORGE_TEST_SLOWDOWN, which `npm run test:stress` sets while it loads the machine.
+          testTimeout: budget(30_000),
+          hookTimeout: budget(120_000),
         },
       },
       {
@@ -23,8 +27,8 @@ export default defineConfig({
           // The package as a consumer gets it: packed, installed into an empty project, used from there (no servers).
           name: 'package',
           include: ['test/package/**/*.test.ts'],
-          testTimeout: 600_000,
-          hookTimeout: 600_000,
+          testTimeout: budget(600_000),
+          hookTimeout: budget(600_000),
         },
       },
       {
@@ -32,8 +36,8 @@ export default defineConfig({
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
           globalSetup: ['test/integration/global-setup.ts'],
-          testTimeout: 60_000,
-          hookTimeout: 120_000,
+          testTimeout: budget(120_000),
+          hookTimeout: budget(300_000),
           // The servers are shared: one file at a time keeps tests that restart or load them from colliding.
           fileParallelism: false,
         },

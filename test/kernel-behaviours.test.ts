@@ -4,6 +4,7 @@ import type { BusEvent } from '../src/bus/event.ts';
 import { createKernel, type Kernel } from '../src/kernel.ts';
 import type { NativeOverlay } from '../src/wasm/trusted-engine.ts';
 import { captureLogger } from './support/engine.ts';
+import { budget } from './support/wait.ts';
 
 const TRUSTED = { internal: true, trusted: true } as const;
 const native = (name: string, exports: NativeOverlay['exports'], manifest: Record<string, unknown> = {}): NativeOverlay => ({ manifest: { name, version: '1.0.0', phases: ['analysis'], ...manifest }, exports });
@@ -196,5 +197,5 @@ describe('the kernel, as its users rely on it', () => {
     clearInterval(interval);
     await Promise.all(runs.map((run) => run.done));
     expect(ticksWhenDone).toBeGreaterThan(before);
-  }, 120_000);
+  }, budget(120_000));
 });

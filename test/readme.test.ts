@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { readmeBlock } from './support/readme.ts';
+import { budget } from './support/wait.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
@@ -20,5 +21,5 @@ describe('README', () => {
     expect(stdout).toMatch(/^completed ops@example\.com \{/);
     expect(stdout).toContain("op: 'store'");
     expect(stdout).toContain("'lineage-tracker':");
-  }, 150_000);
+  }, budget(150_000));
 });

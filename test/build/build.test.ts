@@ -9,11 +9,12 @@ import { buildOverlays, findSourceManifest } from '../../src/build/build.ts';
 import { SDK_IMPORT } from '../../src/build/asc.ts';
 import { loadWasmOverlay } from '../../src/wasm/engine.ts';
 import { textViews } from '../support/package.ts';
+import { budget } from '../support/wait.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const BIN = join(ROOT, 'bin', 'forge-kernel.js');
 /** Compiling AssemblyScript takes seconds, more on a busy machine: a generous ceiling, not a measurement. */
-const COMPILE_BUDGET_MS = 180_000;
+const COMPILE_BUDGET_MS = budget(180_000);
 
 /** An overlay source importing the SDK the way users do. */
 function source(manifest: Record<string, unknown> | string, body = 'export function run(text: string): string { return ok(input(text)); }'): string {

@@ -4,11 +4,12 @@ import { tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { budget } from '../support/wait.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const BIN = join(ROOT, 'bin', 'forge-kernel.js');
 /** Installing and compiling take seconds, more on a busy machine: a generous ceiling, not a measurement. */
-const BUDGET_MS = 240_000;
+const BUDGET_MS = budget(240_000);
 /** npm runs the scaffold's test with the first `node` on PATH: the Node this suite runs on (≥ 22). */
 const env = { ...process.env, PATH: `${dirname(process.execPath)}${delimiter}${process.env.PATH ?? ''}` };
 const run = (file: string, args: string[], cwd: string) =>

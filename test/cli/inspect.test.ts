@@ -3,14 +3,14 @@ import { createInterface } from 'node:readline';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.ts';
 import { buildExamples, EXAMPLES_OUT } from '../support/examples.ts';
-import { until } from '../support/wait.ts';
+import { until, budget } from '../support/wait.ts';
 
 const BIN = new URL('../../bin/forge-kernel.js', import.meta.url).pathname;
 
 describe('forge-kernel inspect', () => {
   beforeAll(async () => {
     await buildExamples();
-  }, 120_000);
+  }, budget(120_000));
 
   it('serves the inspector with the overlays and a demo workload until it is stopped', async () => {
     const child = spawn(process.execPath, [BIN, 'inspect', '--port', '0', '--json', '--demo', '--overlays', EXAMPLES_OUT], { stdio: ['ignore', 'pipe', 'ignore'] });
@@ -33,7 +33,7 @@ describe('forge-kernel inspect', () => {
       child.kill('SIGTERM');
     }
     expect(await exited).toBe(0);
-  }, 60_000);
+  }, budget(60_000));
 
   it.each([[['inspect', '--port', 'x']], [['inspect', '--store', 'mongo']], [['inspect', '--bogus']]])('refuses %j with a usage error', async (args) => {
     let stdout = '';
@@ -47,5 +47,5 @@ describe('forge-kernel inspect', () => {
     const code = await main(['inspect', '--host', '0.0.0.0', '--port', '0', '--overlays', EXAMPLES_OUT, '--json'], { stdout: (t) => (stdout += t), stderr: () => undefined });
     expect(code).toBe(1);
     expect(JSON.parse(stdout)).toMatchObject({ ok: false, error: { code: 'INSPECTOR_TOKEN_REQUIRED' } });
-  }, 30_000);
+  }, budget(30_000));
 });

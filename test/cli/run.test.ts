@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.ts';
 import { buildExamples, EXAMPLES_OUT, GOOD_CAPSULE, LEAKY_CAPSULE, PERSONAL_CAPSULE } from '../support/examples.ts';
+import { budget } from '../support/wait.ts';
 
 const BIN = new URL('../../bin/forge-kernel.js', import.meta.url).pathname;
 
@@ -26,7 +27,7 @@ describe('forge-kernel run', () => {
   };
   beforeAll(async () => {
     await buildExamples();
-  }, 120_000);
+  }, budget(120_000));
 
   it('runs a capsule through the seven phases and prints status, phases, fuel per overlay and duration as JSON', async () => {
     const run = await cli(['run', file('good.json', { capsule: GOOD_CAPSULE }), '--overlays', EXAMPLES_OUT, '--json']);
@@ -96,5 +97,5 @@ describe('forge-kernel run', () => {
     const cache = resolve(import.meta.dirname, '..', '..', '.forge', 'cache', 'cli-run');
     const { stdout } = await promisify(execFile)(process.execPath, [BIN, 'run', file('good2.json', { capsule: GOOD_CAPSULE }), '--json'], { env: { ...process.env, FORGE_CACHE_DIR: cache }, timeout: 120_000 });
     expect(JSON.parse(stdout)).toMatchObject({ ok: true, status: 'completed' });
-  }, 150_000);
+  }, budget(150_000));
 });

@@ -4,11 +4,12 @@ import { runDemo } from '../../src/demo/demo.ts';
 import { demoCapsule } from '../../src/demo/workload.ts';
 import { PHASES } from '../../src/manifest.ts';
 import { buildExamples, EXAMPLES_OUT } from '../support/examples.ts';
+import { budget } from '../support/wait.ts';
 
 describe('the demo (npm start)', () => {
   beforeAll(async () => {
     await buildExamples();
-  }, 120_000);
+  }, budget(120_000));
 
   it('streams capsules, pauses and resolves decisions, spreads a cascade, trips and recovers a breaker, and sums it up as JSON', async () => {
     let stdout = '';
@@ -34,7 +35,7 @@ describe('the demo (npm start)', () => {
     for (const phase of PHASES) expect(s.phases[phase].runs).toBeGreaterThan(0);
     expect(s.phases.ingestion.successRate).toBeCloseTo(59 / 60);
     expect(Object.keys(s.fuel).sort()).toEqual(['analysis-classifier', 'capsule-processor', 'cascade-propagator', 'governance-voter', 'ingestion-normalizer', 'lineage-tracker', 'security-validator']);
-  }, 120_000);
+  }, budget(120_000));
 
   it('prints a readable summary with a progress line per tenth when not on a terminal', async () => {
     let stdout = '';
@@ -47,7 +48,7 @@ describe('the demo (npm start)', () => {
     expect(stdout).toMatch(/^Forge Kernel demo: 30 capsules through 7 phases in [\d.]+ s/);
     expect(stdout).toContain('Breaker       faulty-enricher: closed → open');
     expect(stderr).toContain('30/30 runs settled');
-  }, 120_000);
+  }, budget(120_000));
 
   it('walks every path of the workload: clean, escalated, secret, malformed', () => {
     const paths = new Set(Array.from({ length: 100 }, (_, n) => demoCapsule(n).path));

@@ -1,12 +1,13 @@
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { runDemo } from '../../src/demo/demo.ts';
 import { buildExamples, EXAMPLES_OUT } from '../support/examples.ts';
+import { budget } from '../support/wait.ts';
 
 describe('the demo on Neo4j (real server)', () => {
   const services = inject('services');
   beforeAll(async () => {
     await buildExamples();
-  }, 120_000);
+  }, budget(120_000));
 
   it('runs the same demo with runs, checkpoints, decisions, chains and the audit trail in Neo4j', async () => {
     const { summary, kernel } = await runDemo({ capsules: 30, overlaysDir: EXAMPLES_OUT, store: { kind: 'neo4j', uri: services.NEO4J_URI, user: services.NEO4J_USER, password: services.NEO4J_PASSWORD } });
@@ -27,5 +28,5 @@ describe('the demo on Neo4j (real server)', () => {
     } finally {
       await kernel.stop();
     }
-  }, 180_000);
+  }, budget(180_000));
 });

@@ -10,6 +10,7 @@ import { Neo4jStore } from '../../src/store/neo4j-store.ts';
 import { loadWasmOverlay, type OverlayEngine } from '../../src/wasm/engine.ts';
 import { captureLogger, testCache } from '../support/engine.ts';
 import { buildFixture } from '../support/overlays.ts';
+import { budget } from '../support/wait.ts';
 
 /** How a call ends: its output, or the code of its error (`untyped …` for anything else). */
 const outcome = (promise: Promise<{ output: unknown }>) =>
@@ -53,7 +54,7 @@ describe.each(['relaxed', 'strict'] as const)('graph access from overlays on the
     };
     probe = await load('graph-probe', { labels: [label], relationships: ['CITES'] });
     other = await load('graph-other', { labels: [otherLabel, label], relationships: ['CITES'] });
-  }, 120_000);
+  }, budget(120_000));
 
   afterAll(async () => {
     await Promise.all([probe.close(), other.close()]);
@@ -197,7 +198,7 @@ describe.each(['relaxed', 'strict'] as const)('graph access from overlays on the
     const huge = await read(probe, "RETURN reduce(s = '0123456789', i IN range(1, 22) | s + s) AS big");
     expect(huge).toMatchObject({ ok: false, code: 'REPLY_TOO_LARGE' });
     expect(await read(probe, 'RETURN 1 AS one')).toMatchObject({ ok: true, output: { rows: [{ one: 1 }] } });
-  }, 120_000);
+  }, budget(120_000));
 
   it('stops the query of an abandoned call: it is gone from SHOW TRANSACTIONS within a second of the deadline', async () => {
     const marker = `abandoned_${randomUUID().replaceAll('-', '')}`;
@@ -217,5 +218,5 @@ describe.each(['relaxed', 'strict'] as const)('graph access from overlays on the
       if (!gone) await new Promise((resolve) => setTimeout(resolve, 25));
     }
     expect(gone).toBe(true);
-  }, 120_000);
+  }, budget(120_000));
 });

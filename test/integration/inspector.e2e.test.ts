@@ -10,6 +10,7 @@ import { createKernel, type Kernel } from '../../src/kernel.ts';
 import type { NativeOverlay } from '../../src/wasm/trusted-engine.ts';
 import { captureLogger } from '../support/engine.ts';
 import { buildExamples, PERSONAL_CAPSULE } from '../support/examples.ts';
+import { budget } from '../support/wait.ts';
 
 const REPORTS = resolve(import.meta.dirname, '..', '..', '.forge', 'reports');
 const TOKEN = 'e2e-token-0123456789abcdef';
@@ -46,7 +47,7 @@ describe('the web inspector in a real headless Chromium', () => {
     page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     await page.goto(url);
     await page.waitForSelector('#connection.live');
-  }, 600_000);
+  }, budget(600_000));
 
   afterAll(async () => {
     await browser?.close();

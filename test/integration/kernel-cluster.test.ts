@@ -8,6 +8,7 @@ import { ChainGuard } from '../../src/cluster/chain-guard.ts';
 import { createKernel, type Kernel } from '../../src/kernel.ts';
 import { captureLogger } from '../support/engine.ts';
 import { deleteStreams } from '../support/nats.ts';
+import { budget } from '../support/wait.ts';
 
 const SCRIPT = join(import.meta.dirname, 'fixtures', 'cluster-process.ts');
 
@@ -67,9 +68,9 @@ describe('kernels as separate processes on NATS JetStream (real server, real pro
     await until(async () => (await kernel!.cluster()).length === 2, 15_000);
     const after: string[] = [];
     for (let i = 0; i < 5; i++) after.push((await kernel.bus.publish({ type: 'capsule.created', payload: { i } })).id);
-    await until(() => after.every((id) => got().some((g) => g.got === id)), 30_000);
+    await until(() => after.every((id) => got().some((g) => g.got === id)), budget(30_000));
     expect(got().filter((g) => after.includes(g.got)).every((g) => g.by === 'kernel-a')).toBe(true);
-  }, 120_000);
+  }, budget(120_000));
   it('holds a cascade chain\'s hop limit and cycle guard across processes (compare-and-set in the cluster)', async () => {
     member('kernel-c', 'relay-a');
     member('kernel-d', 'relay-b,relay-c');
@@ -90,5 +91,5 @@ describe('kernels as separate processes on NATS JetStream (real server, real pro
     } finally {
       await conn.close();
     }
-  }, 120_000);
+  }, budget(120_000));
 });

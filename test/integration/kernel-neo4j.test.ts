@@ -4,6 +4,7 @@ import { createKernel, type Kernel } from '../../src/kernel.ts';
 import type { Neo4jStore } from '../../src/store/neo4j-store.ts';
 import { captureLogger } from '../support/engine.ts';
 import { buildExamples, GOOD_CAPSULE } from '../support/examples.ts';
+import { budget } from '../support/wait.ts';
 
 describe('a kernel on the Neo4j store (real server)', () => {
   const services = inject('services');
@@ -11,7 +12,7 @@ describe('a kernel on the Neo4j store (real server)', () => {
   let examples: Awaited<ReturnType<typeof buildExamples>>;
   beforeAll(async () => {
     examples = await buildExamples();
-  }, 120_000);
+  }, budget(120_000));
   afterEach(async () => {
     await kernel?.stop();
   });

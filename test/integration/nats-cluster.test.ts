@@ -7,7 +7,7 @@ import { startNatsCluster, type NatsCluster } from '../../scripts/services/nats-
 import { createKernel, type Kernel } from '../../src/kernel.ts';
 import { captureLogger } from '../support/engine.ts';
 import { freePort } from '../support/net.ts';
-import { until } from '../support/wait.ts';
+import { until, budget } from '../support/wait.ts';
 
 const MEMBER = join(import.meta.dirname, 'fixtures', 'cluster-process.ts');
 
@@ -64,5 +64,5 @@ describe('kernel processes on a 3-node NATS JetStream cluster (real servers, rea
     // The group is load-balanced: whichever member got an event, no other member of the group handled it too
     // (a redelivery after the node loss may repeat an event to the same group: at least once, never lost).
     expect(got.every((g) => ['member-a', 'member-b'].includes(g.by))).toBe(true);
-  }, 240_000);
+  }, budget(240_000));
 });

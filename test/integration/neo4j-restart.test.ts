@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { startServices, stopServices } from '../../scripts/services/index.ts';
 import { Neo4jStore } from '../../src/store/neo4j-store.ts';
 import { freePort } from '../support/net.ts';
+import { budget } from '../support/wait.ts';
 
 describe('Neo4j store across a server stop and restart (its own real server)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'forge-neo4j-restart-'));
@@ -43,5 +44,5 @@ describe('Neo4j store across a server stop and restart (its own real server)', (
     store.appendHop({ chainId: 'chain-1', index: 6, from: 'a', to: 'o6', eventType: 'insight.detected', at: 6 });
     await expect(store.close(2_000)).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE', message: expect.stringContaining('1 buffered write') as unknown });
     store = undefined;
-  }, 300_000);
+  }, budget(300_000));
 });

@@ -11,7 +11,7 @@ import type { PipelineOptions } from '../../src/pipeline/pipelines.ts';
 import { captureLogger } from '../support/engine.ts';
 import { buildExamples, EXAMPLES_OUT, GOOD_CAPSULE, PERSONAL_CAPSULE } from '../support/examples.ts';
 import { deleteStreams } from '../support/nats.ts';
-import { until } from '../support/wait.ts';
+import { until, budget } from '../support/wait.ts';
 
 const SCRIPT = join(import.meta.dirname, 'fixtures', 'pipeline-process.ts');
 
@@ -69,7 +69,7 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
   };
   beforeAll(async () => {
     await buildExamples();
-  }, 120_000);
+  }, budget(120_000));
   /** A fresh cluster of the test's own: a tag for its process ids, and its own stream and subject prefix on NATS. */
   const newCluster = (name: string, prefix: string) => {
     const tag = randomUUID().slice(0, 8);
@@ -126,7 +126,7 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
     } finally {
       await kernel.stop();
     }
-  }, 120_000);
+  }, budget(120_000));
 
   it('a process killed with SIGKILL mid-run has its run restarted from the last completed phase by the next', async () => {
     const crashing = kernelProcess(env, 'hang', capsuleFile({ ...GOOD_CAPSULE, id: `cap-${randomUUID()}` }), 'propagation');
@@ -141,7 +141,7 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
     expect(result.status).toBe('completed');
     expect(ran).toEqual(['propagation', 'settlement']);
     expect(result.phases.map((p) => [p.phase, p.status])).toEqual(['ingestion', 'analysis', 'validation', 'consensus', 'execution', 'propagation', 'settlement'].map((p) => [p, 'completed']));
-  }, 120_000);
+  }, budget(120_000));
   it('in a cluster on NATS, another kernel process takes over a run whose process was killed, from its last checkpoint', async () => {
     const { tag, cluster } = newCluster('RUNS', 'r');
     // The doomed process is alone at first, so it takes its own run from the queue and hangs in it.
@@ -163,7 +163,7 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
       await survivor.exited;
       await deleteStreams(services.NATS_URL, [cluster.STREAM]);
     }
-  }, 120_000);
+  }, budget(120_000));
   it('in a cluster on NATS, runs started on one process are taken from the queue and driven by the others', async () => {
     const { tag, cluster } = newCluster('QUEUE', 'q');
     const workers = [kernelProcess({ ...env, ...cluster, PROCESS_ID: `worker-1-${tag}` }, 'serve'), kernelProcess({ ...env, ...cluster, PROCESS_ID: `worker-2-${tag}` }, 'serve')];
@@ -197,7 +197,7 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
       await Promise.all(workers.map((w) => w.exited));
       await deleteStreams(services.NATS_URL, [cluster.STREAM]);
     }
-  }, 120_000);
+  }, budget(120_000));
 
   it('in a cluster, the copy a worker keeps of a run it paused goes once another process resumes and finishes the run', async () => {
     const { tag, cluster } = newCluster('STALE', 's');
@@ -232,7 +232,7 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
       await origin.stop();
       await deleteStreams(services.NATS_URL, [cluster.STREAM]);
     }
-  }, 120_000);
+  }, budget(120_000));
 
   it('in a cluster, the process that started a run stops while a worker drives it: the worker\'s checkpoint stands', async () => {
     const { tag, cluster } = newCluster('ABANDON', 'a');
@@ -261,5 +261,5 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
       await origin.stop();
       await deleteStreams(services.NATS_URL, [cluster.STREAM]);
     }
-  }, 120_000);
+  }, budget(120_000));
 });

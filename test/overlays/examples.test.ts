@@ -6,6 +6,7 @@ import { loadWasmOverlay, type OverlayEngine } from '../../src/wasm/engine.ts';
 import type { HostFunction } from '../../src/wasm/host-functions.ts';
 import { captureLogger, testCache } from '../support/engine.ts';
 import { buildExamples, EXAMPLE_NAMES, GOOD_CAPSULE, LEAKY_CAPSULE, type ExampleName } from '../support/examples.ts';
+import { budget } from '../support/wait.ts';
 
 const BIN = new URL('../../bin/forge-kernel.js', import.meta.url).pathname;
 const writes: unknown[][] = [];
@@ -37,7 +38,7 @@ describe('example overlays', () => {
         hostFunctions: [dbWrite],
       });
     }
-  }, 120_000);
+  }, budget(120_000));
   afterAll(async () => {
     await Promise.all(Object.values(overlays).map((o) => o.close()));
   });
@@ -217,7 +218,7 @@ describe('example overlays', () => {
       ),
     );
     for (const { stdout } of runs) expect(JSON.parse(stdout)).toMatchObject({ ok: true, output: { ok: true } });
-  }, 120_000);
+  }, budget(120_000));
 });
 
 /** Fuel of each example's `run` on the reference input; a change here means the overlay or the meter changed. */

@@ -8,6 +8,7 @@ import { captureLogger } from '../support/engine.ts';
 import { buildExamples, GOOD_CAPSULE } from '../support/examples.ts';
 import { buildFixture } from '../support/overlays.ts';
 import { codeOf } from '../support/errors.ts';
+import { budget } from '../support/wait.ts';
 
 const native = (name: string, version: string, exports: NativeOverlay['exports'], manifest: Record<string, unknown> = {}): NativeOverlay => ({
   manifest: { name, version, phases: ['analysis'], ...manifest },
@@ -20,7 +21,7 @@ describe('kernel.overlays (registry)', () => {
   let examples: Awaited<ReturnType<typeof buildExamples>>;
   beforeAll(async () => {
     examples = await buildExamples();
-  }, 120_000);
+  }, budget(120_000));
   afterEach(async () => {
     await kernel.stop();
   });

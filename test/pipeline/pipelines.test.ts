@@ -8,7 +8,7 @@ import { MemoryStore } from '../../src/store/memory-store.ts';
 import type { NativeContext, NativeOverlay } from '../../src/wasm/trusted-engine.ts';
 import { captureLogger } from '../support/engine.ts';
 import { codeOf } from '../support/errors.ts';
-import { until as waitUntil } from '../support/wait.ts';
+import { until as waitUntil, budget } from '../support/wait.ts';
 
 type Run = (input: Record<string, unknown>, context: NativeContext) => unknown;
 
@@ -166,7 +166,7 @@ describe('kernel.pipelines', () => {
       }
     }
     for (const name of ['slow-a', 'slow-b']) expect(k.overlays.history.list(name).filter((h) => h.outcome === 'fault')).toEqual([]);
-  }, 60_000);
+  }, budget(60_000));
 
   it('fails the run when a required phase fails, naming the overlay; an optional phase only warns', async () => {
     const broken = overlay('broken-voter', 'consensus', () => ({ ok: false, error: { message: 'no quorum' } }));
