@@ -251,9 +251,10 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
       expect(await run.done).toMatchObject({ status: 'interrupted' });
       expect(await worker.store.loadRunSnapshot(run.id)).toEqual(before);
       propagation.open();
-      await until(async () => (await worker.store.loadRunSnapshot(run.id)) === undefined, 'the settled run to drop its snapshot', { everyMs: 50 });
-      const audit = await worker.store.listAudit({ runId: run.id });
-      expect(audit).toHaveLength(1);
+      // The worker drops the run's snapshot as it ends, then writes its audit entry (durable before done resolves).
+      await until(async () => (await worker.store.listAudit({ runId: run.id })).length > 0, 'the worker to settle the run', { everyMs: 50 });
+      expect(await worker.store.loadRunSnapshot(run.id)).toBeUndefined();
+      expect(await worker.store.listAudit({ runId: run.id })).toHaveLength(1);
       expect(worker.pipelines.history().find((r) => r.id === run.id)).toMatchObject({ status: 'completed', phases: expect.arrayContaining([expect.objectContaining({ phase: 'settlement', status: 'completed' })]) as unknown });
     } finally {
       propagation.open();
