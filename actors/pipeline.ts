@@ -12,8 +12,8 @@ export interface OverlayOutcome {
   fuelUsed: number;
   durationMs: number;
   attempts: number;
-  /** The events its successful call published (type and payload), in order; absent when it published none. */
-  published?: { type: string; payload: unknown }[];
+  /** The types of the events its calls published, with the attempt that published each (at most 100); absent when none. */
+  published?: { type: string; attempt: number }[];
 }
 
 /** How one phase fared: run, skipped (with why), or failed (with every overlay that failed, by name). */
@@ -106,6 +106,8 @@ export type PipelineEvent =
   | { type: 'PAUSE' }
   | { type: 'RESUME' }
   | { type: 'CANCEL'; reason: string }
+  /** The driver cannot go on (its store failed a checkpoint): the run fails with that fault's code, not as cancelled. */
+  | { type: 'HALT'; code: string; message: string }
   /** After a restore: timers are not restored (xstate#5331), so re-arm the decision deadline from `now`. */
   | { type: 'REARM'; now: number };
 
@@ -178,6 +180,7 @@ export const pipelineMachine = setup({
     pauseAt: assign((_, params: { phase: Phase }) => ({ resumeAt: params.phase })),
     clearPause: assign({ resumeAt: null }),
     recordCancel: assign(({ event }) => (event.type === 'CANCEL' ? { error: { code: 'CANCELLED', message: event.reason } } : {})),
+    recordHalt: assign(({ event }) => (event.type === 'HALT' ? { error: { code: event.code, message: event.message } } : {})),
   },
 }).createMachine({
   id: 'pipeline',
@@ -199,6 +202,7 @@ export const pipelineMachine = setup({
   }),
   on: {
     CANCEL: { target: '.cancelled', actions: 'recordCancel' },
+    HALT: { target: '.failed', actions: 'recordHalt' },
   },
   states: {
     ingestion: phaseState('ingestion'),

@@ -32,3 +32,16 @@ export class InvalidInputError extends ForgeError {
     super('INVALID_INPUT', message, { details });
   }
 }
+
+/** Longest message from an overlay that results, logs and terminals carry (characters). */
+export const MAX_OVERLAY_MESSAGE = 1_000;
+
+/**
+ * An overlay's own message made safe to show: control characters (terminal escapes among them) replaced, and cut
+ * to {@link MAX_OVERLAY_MESSAGE} characters. It travels in run results, events, CLI output and the inspector.
+ */
+export function readableMessage(message: string): string {
+  // eslint-disable-next-line no-control-regex
+  const clean = message.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '\uFFFD');
+  return clean.length <= MAX_OVERLAY_MESSAGE ? clean : `${clean.slice(0, MAX_OVERLAY_MESSAGE)}… (${clean.length - MAX_OVERLAY_MESSAGE} more characters)`;
+}

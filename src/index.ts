@@ -1,4 +1,4 @@
-export { ForgeError, InvalidInputError, isForgeError } from './errors.ts';
+export { ForgeError, InvalidInputError, isForgeError, MAX_OVERLAY_MESSAGE, readableMessage } from './errors.ts';
 export { createLogger, type LogFormat, type LogLevel, type Logger, type LoggerConfig } from './logger.ts';
 export { VERSION } from './package-root.ts';
 export { InvalidManifestError, parseManifest, parseManifestText, PHASES, type ManifestLocation, type ManifestText, type OverlayManifest, type Phase } from './manifest.ts';
@@ -17,6 +17,7 @@ export {
   MemoryLimitError,
   OutOfFuelError,
   OverlayTrapError,
+  ReservedEventTypeError,
   StackOverflowError,
   TrustError,
 } from './wasm/errors.ts';
@@ -26,7 +27,10 @@ export type { CallCaller, HostCallContext, HostFunction, HostFunctionSignature, 
 export { GraphUnavailableError } from './wasm/graph-unavailable.ts';
 export { MeteredModuleCache } from './wasm/metered-cache.ts';
 export { loadNativeOverlay, type NativeContext, type NativeOverlay, type TrustedRegistration } from './wasm/trusted-engine.ts';
-export { createKernel, type Kernel, type KernelOptions } from './kernel.ts';
+export { createKernel, type Cascades, type Kernel, type KernelOptions } from './kernel.ts';
+export { BusStoppedError, HandlerTimeoutError, QueueFullError, SubscriptionError, type Bus, type BusOptions, type DeadLetter, type Handler, type SubscribeSpec } from './bus/bus.ts';
+export { HopLimitError, InvalidEventInputError, PRIORITIES, type BusEvent, type Priority, type PublishInput } from './bus/event.ts';
+export { CascadeError, type CascadeView } from './cascade/cascades.ts';
 export {
   CircuitOpenError,
   DependencyError,

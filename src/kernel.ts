@@ -1,4 +1,4 @@
-import { ForgeError, InvalidInputError } from './errors.ts';
+import { ForgeError, InvalidInputError, readableMessage } from './errors.ts';
 import { createLogger, type Logger, type LoggerConfig } from './logger.ts';
 import { CypherGuard } from './store/cypher-guard.ts';
 import { graphHostFunctions, type GraphHostOptions } from './store/graph-host.ts';
@@ -38,9 +38,10 @@ export interface KernelOptions {
   hostFunctions?: readonly HostFunction[];
   /**
    * Ceilings no manifest can pass: `maxMemoryPages` (64 KiB pages, tables included; default 4,096 = 256 MiB) caps
-   * what an overlay's `memoryPages` may ask for.
+   * what an overlay's `memoryPages` may ask for; `maxFuel` (instructions, default none) caps any call's fuel budget
+   * (a manifest asking for more is refused at load with FUEL_LIMIT).
    */
-  limits?: { maxMemoryPages?: number };
+  limits?: { maxMemoryPages?: number; maxFuel?: number };
   /**
    * Overlays' graph access (with the Neo4j store): procedures a read may call (default none), and ceilings over every
    * manifest's `database` limits: transaction timeout (ms, default 30,000), reply bytes (default 4 MiB), rows.
@@ -61,6 +62,12 @@ export interface KernelOptions {
   pipelines?: PipelineOptions;
   /** Inspection from the start (default off: `inspector.listen()` turns it on while it serves). */
   inspect?: boolean;
+}
+
+/** The service's fuel ceiling, checked: a positive whole number of instructions. */
+function fuelCeiling(fuel: unknown): number {
+  if (typeof fuel !== 'number' || !Number.isSafeInteger(fuel) || fuel < 1) throw new InvalidInputError(`limits.maxFuel must be a positive whole number of instructions, got ${JSON.stringify(fuel)}.`);
+  return fuel;
 }
 
 /** The service's memory ceiling, checked: a whole number of pages a wasm32 memory can have. */
@@ -192,6 +199,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     hostFunctions: [...graph, ...(options.hostFunctions ?? [])],
     catalog,
     ...(options.limits?.maxMemoryPages === undefined ? {} : { maxMemoryPages: memoryCeiling(options.limits.maxMemoryPages) }),
+    ...(options.limits?.maxFuel === undefined ? {} : { maxFuel: fuelCeiling(options.limits.maxFuel) }),
     ...(options.historyLimit === undefined ? {} : { historyLimit: options.historyLimit }),
     onEvents: (events, from) => {
       options.onEvents?.(events);
@@ -206,13 +214,17 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
 
   // Every active overlay receives the events its manifest subscribes to, through its actor and breaker.
   const subscriptions = new Map<string, () => void>();
-  /** The overlays each event has already taken its chain to: a retried delivery is the same hop, not a cycle. */
-  const hopped = new WeakMap<BusEvent, Set<string>>();
+  /**
+   * The overlays each event (by id) has already taken its chain to: a retried or redelivered delivery (over NATS a
+   * new object with the same id) is the same hop, not a cycle. Bounded: the oldest ids go first.
+   */
+  const hopped = new Map<string, Set<string>>();
+  const HOPPED_LIMIT = 10_000;
   const deliverTo = (overlay: OverlayHandle) => async (event: BusEvent): Promise<void> => {
     // A deactivated or quarantined overlay receives nothing, and its events are neither retried nor dead letters.
     if (!overlays.accepts(overlay.id)) return;
     const cascadeId = typeof event.payload === 'object' && event.payload !== null ? (event.payload as { cascadeId?: unknown }).cascadeId : undefined;
-    if (typeof cascadeId === 'string' && hopped.get(event)?.has(overlay.id) !== true) {
+    if (typeof cascadeId === 'string' && hopped.get(event.id)?.has(overlay.id) !== true) {
       try {
         if (chainGuard !== undefined) {
           // Across processes the chain's limits are global: the hop is taken in the cluster's bucket first, then
@@ -224,7 +236,8 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
         } else {
           await manager.propagate(cascadeId, overlay.name);
         }
-        hopped.set(event, (hopped.get(event) ?? new Set()).add(overlay.id));
+        hopped.set(event.id, (hopped.get(event.id) ?? new Set()).add(overlay.id));
+        if (hopped.size > HOPPED_LIMIT) hopped.delete(hopped.keys().next().value!);
       } catch (error) {
         // A cycle, a spent hop budget or a closed chain ends the cascade here: the event is handled, not failed.
         if (error instanceof CascadeError) {
@@ -247,13 +260,27 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     // An overlay that answers { ok: false } did not handle the event: the bus retries it, then dead-letters it.
     if (typeof output === 'object' && output !== null && (output as { ok?: unknown }).ok === false) {
       const message = (output as { error?: { message?: unknown } }).error?.message;
-      throw new ForgeError('OVERLAY_ERROR', `Overlay "${overlay.name}" could not handle ${event.type}: ${typeof message === 'string' ? message : 'it answered ok: false'}.`, { details: { overlay: overlay.name, event: event.id } });
+      throw new ForgeError('OVERLAY_ERROR', `Overlay "${overlay.name}" could not handle ${event.type}: ${typeof message === 'string' ? readableMessage(message) : 'it answered ok: false'}.`, { details: { overlay: overlay.name, event: event.id } });
     }
   };
-  overlays.on('loaded', (overlay: OverlayHandle) => {
-    if (overlay.subscribes.length === 0) return;
-    subscriptions.set(overlay.id, bus.subscribe({ name: overlay.name, patterns: overlay.subscribes, target: overlay.name }, deliverTo(overlay)));
-  });
+  const subscribe = (overlay: OverlayHandle): void => {
+    if (overlay.subscribes.length === 0 || subscriptions.has(overlay.id)) return;
+    subscriptions.set(overlay.id, bus.subscribe({ name: overlay.name, patterns: overlay.subscribes, target: overlay.name, accepts: () => overlays.accepts(overlay.id) }, deliverTo(overlay)));
+  };
+  overlays.on('loaded', subscribe);
+  if (bus instanceof NatsBus) {
+    // Across processes a copy that is not active stops taking its group's events, so the active copies elsewhere get
+    // them all (in one process the bus skips them instead, and counts them).
+    overlays.on('state', ({ overlayId, state }: { overlayId: string; state: string }) => {
+      const overlay = overlays.get(overlayId);
+      if (overlay === undefined) return;
+      if (state === 'active') subscribe(overlay);
+      else if (state !== 'terminated') {
+        subscriptions.get(overlayId)?.();
+        subscriptions.delete(overlayId);
+      }
+    });
+  }
   overlays.on('unloaded', ({ overlayId }: { overlayId: string }) => {
     subscriptions.get(overlayId)?.();
     subscriptions.delete(overlayId);

@@ -4,7 +4,7 @@ import type { BusEvent } from '../src/bus/event.ts';
 import { createKernel, type Kernel } from '../src/kernel.ts';
 import type { NativeOverlay } from '../src/wasm/trusted-engine.ts';
 import { captureLogger } from './support/engine.ts';
-import { budget } from './support/wait.ts';
+import { budget, until } from './support/wait.ts';
 
 const TRUSTED = { internal: true, trusted: true } as const;
 const native = (name: string, exports: NativeOverlay['exports'], manifest: Record<string, unknown> = {}): NativeOverlay => ({ manifest: { name, version: '1.0.0', phases: ['analysis'], ...manifest }, exports });
@@ -41,6 +41,30 @@ describe('the kernel, as its users rely on it', () => {
     for (let i = 0; i < 5; i++) await expect(kernel.overlays.call('thrower', 'run', {})).rejects.toMatchObject({ code: 'OVERLAY_TRAP', message: expect.stringContaining('Error: boom') as string });
     expect(kernel.overlays.get('thrower')?.breaker).toBe('open');
     expect(kernel.overlays.history.list().map((h) => h.outcome)).toEqual(Array(5).fill('fault'));
+  });
+
+  it('counts a kernel error a native overlay lets escape (a failed call to another overlay) as its own fault, not the caller’s mistake', async () => {
+    await start();
+    await kernel.overlays.load(native('relay', { run: async () => (await kernel.overlays.call('gone-away', 'run', {})).output }), { ...TRUSTED, breaker: { consecutiveFailures: 3 } });
+    for (let i = 0; i < 3; i++) await expect(kernel.overlays.call('relay', 'run', {})).rejects.toMatchObject({ code: 'OVERLAY_TRAP', details: { thrownCode: 'OVERLAY_NOT_FOUND' } });
+    expect(kernel.overlays.get('relay')?.breaker).toBe('open');
+  });
+
+  it('refuses a load whose initialize answers { ok: false }, as one that throws', async () => {
+    await start();
+    await expect(kernel.overlays.load(native('unready', { run: () => ({ ok: true }), initialize: () => ({ ok: false, error: { message: 'no database' } }) }), TRUSTED)).rejects.toMatchObject({
+      code: 'INITIALIZATION_FAILED',
+      message: expect.stringContaining('no database') as string,
+    });
+    expect(kernel.overlays.list()).toEqual([]);
+  });
+
+  it('runs shutdown once when an unload and the kernel’s stop race', async () => {
+    await start();
+    let shutdowns = 0;
+    await kernel.overlays.load(native('tidy', { run: () => ({ ok: true }), shutdown: async () => (shutdowns++, await new Promise((r) => setTimeout(r, 20)), { ok: true }) }), TRUSTED);
+    await Promise.all([kernel.overlays.unload('tidy'), kernel.stop()]);
+    expect(shutdowns).toBe(1);
   });
 
   it("counts a call of a native overlay's missing export as the caller's mistake: EXPORT_NOT_FOUND, breaker untouched", async () => {
@@ -119,6 +143,10 @@ describe('the kernel, as its users rely on it', () => {
     [{ correlationId: 7 }, 'correlationId'],
     [{ runId: '' }, 'runId'],
     [{ capsuleId: {} }, 'capsuleId'],
+    [{ signal: {} }, 'signal'],
+    [{ signal: 'abort' }, 'signal'],
+    [null, 'options'],
+    [[], 'options'],
   ])('refuses a call with malformed options %j (INVALID_INPUT, breaker untouched)', async (options, option) => {
     await start();
     await kernel.overlays.load(native('plain', { run: () => ({ ok: true }) }), TRUSTED);
@@ -127,8 +155,10 @@ describe('the kernel, as its users rely on it', () => {
     expect(kernel.overlays.history.list().map((h) => h.outcome)).toEqual(['rejected']);
   });
 
-  it("lists in a run's result the events its overlays published, with phase and overlay, and none from a failed attempt", async () => {
+  it("lists in a run's result the events its overlays published, with phase, overlay and attempt (a failed attempt's too: they were delivered)", async () => {
     await start();
+    const delivered: string[] = [];
+    kernel.bus.subscribe({ patterns: ['capsule.*'] }, (event) => void delivered.push(event.type));
     let attempt = 0;
     await kernel.overlays.load(native('announcer', { run: (_input, ctx) => (ctx.publish('capsule.scored', { score: 3 }), ctx.publish('capsule.tagged', { tag: 'x' }), { ok: true }) }, { capabilities: ['EVENT_PUBLISH'] }), TRUSTED);
     await kernel.overlays.load(
@@ -138,10 +168,14 @@ describe('the kernel, as its users rely on it', () => {
     const result = await kernel.pipelines.start({ capsule: { id: 'cap-e' } }, { phases: { validation: { retries: 1, backoffMs: 1 } } }).done;
     expect(result.status).toBe('completed');
     expect(result.events).toEqual([
-      { phase: 'analysis', overlay: 'announcer', type: 'capsule.scored', payload: { score: 3 } },
-      { phase: 'analysis', overlay: 'announcer', type: 'capsule.tagged', payload: { tag: 'x' } },
-      { phase: 'validation', overlay: 'flaky', type: 'capsule.flaky', payload: { attempt: 2 } },
+      { phase: 'analysis', overlay: 'announcer', type: 'capsule.scored', attempt: 1 },
+      { phase: 'analysis', overlay: 'announcer', type: 'capsule.tagged', attempt: 1 },
+      { phase: 'validation', overlay: 'flaky', type: 'capsule.flaky', attempt: 1 },
+      { phase: 'validation', overlay: 'flaky', type: 'capsule.flaky', attempt: 2 },
     ]);
+    // What the result lists is what the bus delivered.
+    await until(() => delivered.length === 4, 'the four events on the bus');
+    expect(delivered).toEqual(['capsule.scored', 'capsule.tagged', 'capsule.flaky', 'capsule.flaky']);
   });
 
   it('keeps call statistics per overlay: counts, success rate, p50/p95/max duration and fuel', async () => {

@@ -11,7 +11,8 @@ import { LatencyWindow } from './latency.ts';
 /** The queue was full for longer than the publisher may wait. */
 export class QueueFullError extends ForgeError {
   constructor(capacity: number, waitedMs: number) {
-    super('QUEUE_FULL', `The event queue is full (${capacity} events awaiting delivery) and stayed full for ${waitedMs} ms: slow down, or add or fix the slow subscribers.`, { details: { capacity, waitedMs } });
+    const why = waitedMs === 0 ? `and as many publishers already wait for a slot, so this one was refused at once` : `and stayed full for ${waitedMs} ms`;
+    super('QUEUE_FULL', `The event queue is full (${capacity} events awaiting delivery) ${why}: slow down, or add or fix the slow subscribers.`, { details: { capacity, waitedMs } });
   }
 }
 
@@ -40,6 +41,12 @@ export interface SubscribeSpec {
   patterns?: readonly string[];
   minPriority?: Priority;
   filter?: (event: BusEvent) => boolean;
+  /**
+   * Whether the subscriber takes events now (an overlay that is not active does not). The in-process bus skips it
+   * (no delivery, no retry, no dead letter); across processes the event is handed back to the group, so another
+   * member that accepts takes it, and skipped once no member has after the attempt limit.
+   */
+  accepts?: () => boolean;
   /** The subscriber's address for targeted events. */
   target?: string;
   /** Per-delivery deadline (ms). */
@@ -239,7 +246,7 @@ export class EventBus implements Bus {
     if (priorityRank(event.priority) < subscriber.minRank) return false;
     if (event.targets !== undefined && (spec.target === undefined || !event.targets.includes(spec.target))) return false;
     const typed = (spec.types ?? []).includes(event.type) || (spec.patterns ?? []).some((p) => matches(p, event.type));
-    return typed && (spec.filter === undefined || spec.filter(event));
+    return typed && (spec.filter === undefined || spec.filter(event)) && (spec.accepts === undefined || spec.accepts());
   }
 
   /**

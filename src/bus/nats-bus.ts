@@ -326,6 +326,13 @@ export class NatsBus implements Bus {
       m.term('filter failed');
       return;
     }
+    if (spec.accepts !== undefined && !spec.accepts()) {
+      // Not taking events here (the overlay is deactivated in this process): hand it back so another member of the
+      // group takes it; once every attempt has come back, nobody takes it and it is skipped (not a dead letter).
+      if (m.info.deliveryCount < (spec.maxAttempts ?? this.#options.maxAttempts) && !this.#stopping) m.nak(this.#options.retryDelayMs);
+      else m.ack();
+      return;
+    }
     const timeoutMs = spec.timeoutMs ?? this.#options.handlerTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
     try {

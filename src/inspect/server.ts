@@ -240,8 +240,11 @@ export class Inspector {
     }
     if (req.method === 'POST' && url.pathname === '/api/control') {
       // A browser names the page that sent a state-changing request: only this inspector's own pages may.
+      // Beyond loopback (a token is required there) the page is reached by whatever name the network gives this host:
+      // a page of the same host and port as the request is this inspector's own.
       const origin = req.headers.origin;
-      if (origin !== undefined && !security.origins.has(origin.toLowerCase())) return this.#json(res, 403, { error: { code: 'FORBIDDEN_ORIGIN', message: `Controls are accepted only from this inspector's own page, not from ${origin}.` } });
+      const sameHost = security.token !== undefined && origin !== undefined && origin.toLowerCase() === `http://${(req.headers.host ?? '').toLowerCase()}`;
+      if (origin !== undefined && !sameHost && !security.origins.has(origin.toLowerCase())) return this.#json(res, 403, { error: { code: 'FORBIDDEN_ORIGIN', message: `Controls are accepted only from this inspector's own page, not from ${origin}.` } });
       return this.#control(req, res);
     }
     return this.#json(res, 404, { error: { code: 'NOT_FOUND', message: `No API ${req.method ?? ''} ${url.pathname}.` } });

@@ -134,11 +134,32 @@ export interface CallOptions {
   /** The pipeline run and capsule the call serves (a run sets them): the overlay's context and host functions see them. */
   runId?: string;
   capsuleId?: string;
+  /**
+   * Set by a pipeline phase: how long until its timer ends the phase (ms). When the overlay's own deadline would not
+   * clearly come first, the call's deadline is set past the phase's end, so the phase's timer alone decides.
+   */
+  phaseEndsInMs?: number;
 }
 
-/** What is wrong with a call's options (trust a number in 0–100, the ids non-empty strings), or undefined. */
+/** How much sooner than a phase's end an overlay's own deadline must fall to decide a call's timeout itself (ms). */
+const PHASE_MARGIN_MS = 250;
+/** How far past a phase's end a call that yields to the phase's timer may run, should that timer be late (ms). */
+const PHASE_GRACE_MS = 1_000;
+
+/** A phase's call: its deadline yields to the phase's timer unless the overlay's own clearly comes first. */
+function phaseDeadline(ownMs: number, phaseEndsInMs: number | undefined): { deadlineMs?: number } {
+  if (phaseEndsInMs === undefined || ownMs + PHASE_MARGIN_MS < phaseEndsInMs) return {};
+  return { deadlineMs: Math.max(1, Math.ceil(phaseEndsInMs)) + PHASE_GRACE_MS };
+}
+
+/**
+ * What is wrong with a call's options, or undefined: trust a number in 0–100, the ids non-empty strings, fuel and
+ * deadline positive integers (the engine says which), the signal an AbortSignal.
+ */
 function malformedCallOption(options: CallOptions): string | undefined {
-  if (typeof options !== 'object' || options === null) return 'options must be an object';
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) return 'options must be an object';
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) return 'signal must be an AbortSignal';
+  if (options.phaseEndsInMs !== undefined && (typeof options.phaseEndsInMs !== 'number' || Number.isNaN(options.phaseEndsInMs))) return 'phaseEndsInMs must be a number';
   if (options.trust !== undefined && (typeof options.trust !== 'number' || !Number.isFinite(options.trust) || options.trust < 0 || options.trust > 100)) return 'trust must be a number from 0 to 100';
   for (const key of ['correlationId', 'runId', 'capsuleId'] as const) {
     const value: unknown = options[key];
@@ -167,6 +188,8 @@ interface Entry {
   drained?: () => void;
   /** Calls that ran, the overlay's faults among them, and the fuel they burned (plain counters: no send per call). */
   stats: CallStats;
+  /** The unload in progress, once one started. */
+  closing?: Promise<void>;
 }
 
 /** Where overlay events come from: the overlay, its export, and the correlation id of the call that published them. */
@@ -185,6 +208,8 @@ export interface RegistryOptions {
   hostFunctions?: readonly HostFunction[];
   /** The most memory (pages, tables included) an overlay's manifest may ask for. */
   maxMemoryPages?: number;
+  /** The most fuel an overlay's manifest may give a call (a budget above it is refused at load with FUEL_LIMIT). */
+  maxFuel?: number;
   /** Events overlays publish, after their call succeeded. */
   onEvents?: (events: readonly PublishedEvent[], source: EventSource) => void;
   historyLimit?: number;
@@ -245,6 +270,7 @@ export class OverlayRegistry extends EventEmitter {
         ...(this.#options.cache === undefined ? {} : { cache: this.#options.cache }),
         ...(this.#options.hostFunctions === undefined ? {} : { hostFunctions: this.#options.hostFunctions }),
         ...(this.#options.maxMemoryPages === undefined ? {} : { maxMemoryPages: this.#options.maxMemoryPages }),
+        ...(this.#options.maxFuel === undefined ? {} : { maxFuel: this.#options.maxFuel }),
         ...(this.#options.onEvents === undefined ? {} : { onEvents: this.#onEvents }),
       });
     } else {
@@ -268,7 +294,14 @@ export class OverlayRegistry extends EventEmitter {
           load: fromPromise(() => Promise.resolve()),
           initialize: fromPromise(async () => {
             try {
-              if (engine.exports.includes('initialize')) await engine.call('initialize', {});
+              if (engine.exports.includes('initialize')) {
+                // An initialize that answers { ok: false } failed as surely as one that traps.
+                const { output } = await engine.call('initialize', {});
+                if (isErrorResult(output)) {
+                  const message = (output as { error?: { message?: unknown } }).error?.message;
+                  throw new ForgeError('OVERLAY_ERROR', typeof message === 'string' ? message : 'initialize answered ok: false');
+                }
+              }
             } catch (error) {
               initializeError = error;
               throw error;
@@ -284,6 +317,13 @@ export class OverlayRegistry extends EventEmitter {
     this.#options.catalog?.add({ id: `${entry.id}:breaker`, kind: 'breaker', label: manifest.name, actor: breaker, details: () => breakerDetails(entry) });
     actor.on('quarantined', (event) => this.emit('quarantined', { overlayId: entry.id, name: manifest.name, reason: event.reason }));
     breaker.on('*', (event) => this.emit('breaker', { overlayId: entry.id, name: manifest.name, ...event }));
+    // `state`: the overlay entered a new lifecycle state (active, inactive, quarantined, …).
+    let lastState: string | undefined;
+    actor.subscribe((snapshot) => {
+      if (snapshot.value === lastState) return;
+      lastState = snapshot.value;
+      this.emit('state', { overlayId: entry.id, name: manifest.name, state: snapshot.value });
+    });
     actor.start();
     breaker.start();
     await waitFor(actor, (s) => s.value !== 'loading');
@@ -330,6 +370,13 @@ export class OverlayRegistry extends EventEmitter {
    * thrown, and never holds the unload or the kernel's stop up), then its actors and engine.
    */
   async #close(entry: Entry, options: { shutdown: boolean; announce: boolean } = { shutdown: true, announce: true }): Promise<void> {
+    // Once: an unload racing the kernel's stop must not run shutdown twice, nor unload twice.
+    if (entry.closing !== undefined) return entry.closing;
+    entry.closing = this.#closeOnce(entry, options);
+    return entry.closing;
+  }
+
+  async #closeOnce(entry: Entry, options: { shutdown: boolean; announce: boolean }): Promise<void> {
     if (options.shutdown && entry.engine.exports.includes('shutdown')) {
       await entry.engine.call('shutdown', {}, { deadlineMs: SHUTDOWN_DEADLINE_MS }).catch((error: unknown) => {
         this.#options.logger.warn({ err: error, overlayId: entry.id, overlay: entry.manifest.name }, 'the overlay\'s shutdown export failed; unloading it anyway');
@@ -491,7 +538,7 @@ export class OverlayRegistry extends EventEmitter {
         outcome,
         fuelUsed: 0,
         durationMs: performance.now() - started,
-        correlationId: options.correlationId ?? null,
+        correlationId: typeof options === 'object' && options !== null && typeof options.correlationId === 'string' ? options.correlationId : null,
         at: Date.now(),
         code: null,
         ...fields,
@@ -502,9 +549,9 @@ export class OverlayRegistry extends EventEmitter {
       record('rejected', { code: error.code });
       throw error;
     };
-    if (entry === undefined) return refuse(new OverlayNotFoundError(idOrName));
     const malformed = malformedCallOption(options);
     if (malformed !== undefined) return refuse(new InvalidCallInputError('INVALID_INPUT', `Call option ${malformed}.`, { option: malformed.split(' ')[0] }));
+    if (entry === undefined) return refuse(new OverlayNotFoundError(idOrName));
     const state = entry.actor.getSnapshot().value;
     if (state !== 'active') return refuse(new OverlayInactiveError(entry.manifest.name, state));
     const trust = options.trust ?? 0;
@@ -522,7 +569,7 @@ export class OverlayRegistry extends EventEmitter {
       const result = await this.#calls.run({ correlationId: options.correlationId }, () =>
         entry.engine.call(exportName, input, {
           ...(options.fuel === undefined ? {} : { fuel: options.fuel }),
-          ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
+          ...(options.deadlineMs === undefined ? phaseDeadline(entry.manifest.timeoutMs, options.phaseEndsInMs) : { deadlineMs: options.deadlineMs }),
           ...(options.signal === undefined ? {} : { signal: options.signal }),
           caller: { trust, correlationId: options.correlationId ?? null, runId: options.runId ?? null, capsuleId: options.capsuleId ?? null },
         }),

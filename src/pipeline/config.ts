@@ -68,8 +68,11 @@ export interface RunResult {
   decision: { approve: boolean; by: string; reason?: string; at: number } | null;
   /** Fuel burned per overlay over the run (instructions). */
   fuel: Record<string, number>;
-  /** Every event the run's overlays published (from their successful calls), in phase order, with who published it. */
-  events: { phase: Phase; overlay: string; type: string; payload: unknown }[];
+  /**
+   * The events the run's overlays published, in phase order: who published which type, in which attempt (a retried
+   * call's earlier attempts included: their events were delivered too). The payloads are on the bus, not here.
+   */
+  events: { phase: Phase; overlay: string; type: string; attempt: number }[];
   startedAt: number;
   durationMs: number;
   /** In a cluster: the kernel process that drove the run to its end. */
@@ -201,7 +204,7 @@ export function fuelByOverlay(outcomes: readonly PhaseOutcome[]): Record<string,
 /** The events a run's overlays published, phase by phase. */
 export function eventsPublished(outcomes: readonly PhaseOutcome[]): RunResult['events'] {
   const events: RunResult['events'] = [];
-  for (const outcome of outcomes) for (const overlay of outcome.overlays) for (const event of overlay.published ?? []) events.push({ phase: outcome.phase, overlay: overlay.name, type: event.type, payload: event.payload });
+  for (const outcome of outcomes) for (const overlay of outcome.overlays) for (const event of overlay.published ?? []) events.push({ phase: outcome.phase, overlay: overlay.name, type: event.type, attempt: event.attempt });
   return events;
 }
 

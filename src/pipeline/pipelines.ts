@@ -142,6 +142,8 @@ export class Pipelines {
   readonly #trust: number;
   readonly #decisionTimeoutMs: number | null;
   readonly #clock: PipelineClock;
+  /** The last snapshot time this process wrote (see #stamp). */
+  #lastStamp = 0;
   readonly #env: RunEnvironment;
   readonly #live = new Map<string, PipelineRun>();
   readonly #driving = new Set<PipelineRun>();
@@ -210,7 +212,15 @@ export class Pipelines {
       checkpoints: options.checkpoints ?? store.kind !== 'memory',
       graph: store.kind === 'neo4j',
       random: options.random ?? Math.random,
-      save: (runId, status, snapshot) => store.saveRunSnapshot({ runId, version: RUN_SNAPSHOT_VERSION, status, snapshot, updatedAt: Date.now() }),
+      save: async (runId, status, snapshot) => {
+        const updatedAt = this.#stamp();
+        await store.saveRunSnapshot({ runId, version: RUN_SNAPSHOT_VERSION, status, snapshot, updatedAt });
+        return { status, updatedAt };
+      },
+      replace: async (runId, expected, status, snapshot) => {
+        const updatedAt = this.#stamp();
+        return (await store.replaceRunSnapshot(expected, { runId, version: RUN_SNAPSHOT_VERSION, status, snapshot, updatedAt })) ? { status, updatedAt } : undefined;
+      },
       forget: (runId) => store.deleteRunSnapshot(runId),
       publish: (type, run, payload) => deps.publish(type, { runId: run.id, ...payload }, run.correlationId),
       released: async (run) => {
@@ -374,10 +384,42 @@ export class Pipelines {
     const local = this.#live.get(runId);
     // A run this process started for the cluster is driven elsewhere: resume it from the store (its handle here
     // still resolves when the run ends).
-    let run = local !== undefined && this.#remote.get(runId) !== local ? local : await this.#restoreOne(runId);
-    if (run === local && (local.status === 'paused' || local.status === 'awaitingDecision')) run = await this.#current(local);
-    await run.resume(decision);
+    if (local !== undefined && this.#remote.get(runId) !== local) {
+      const run = local.status === 'paused' || local.status === 'awaitingDecision' ? await this.#current(local) : local;
+      await run.resume(decision);
+      return run;
+    }
+    // Not here: only a run the store holds as paused or waiting is brought back, and only to be resumed. A run the
+    // store says is running (another process drives it, or will restore it) is refused without being revived.
+    const record = await this.#deps.store.loadRunSnapshot(runId);
+    if (record === undefined) throw new RunNotFoundError(runId);
+    if (record.status !== 'paused' && record.status !== 'awaitingDecision') {
+      throw new RunStateError('RUN_NOT_PAUSED', runId, record.status, `Run ${runId} is ${record.status} in the store: only a paused run, or one waiting for a decision, can be resumed.`);
+    }
+    const run = this.#revive(record);
+    if (run === undefined) throw new RunNotFoundError(runId);
+    try {
+      await run.resume(decision);
+    } catch (error) {
+      // Refused (a bad decision, or another process resumed it first): this copy was only for the resume.
+      if (this.#live.get(runId) === run && (run.status === 'paused' || run.status === 'awaitingDecision')) this.#drop(run);
+      throw error;
+    }
     return run;
+  }
+
+  /** Removes a revived copy that was refused, as if it had never been brought back. */
+  #drop(run: PipelineRun): void {
+    run.discard();
+    this.#live.delete(run.id);
+    this.#deps.catalog?.remove(run.id);
+    this.#release(run);
+  }
+
+  /** A snapshot time that only grows within this process (two saves in one millisecond still differ). */
+  #stamp(): number {
+    this.#lastStamp = Math.max(Date.now(), this.#lastStamp + 1);
+    return this.#lastStamp;
   }
 
   /**
@@ -461,14 +503,7 @@ export class Pipelines {
     return fresh;
   }
 
-  async #restoreOne(runId: string): Promise<PipelineRun> {
-    const record = await this.#deps.store.loadRunSnapshot(runId);
-    const run = record === undefined ? undefined : this.#revive(record);
-    if (run === undefined) throw new RunNotFoundError(runId);
-    return run;
-  }
-
-  #revive(record: { runId: string; version: number; snapshot: unknown }): PipelineRun | undefined {
+  #revive(record: { runId: string; version: number; status: string; updatedAt: number; snapshot: unknown }): PipelineRun | undefined {
     if (record.version !== RUN_SNAPSHOT_VERSION || !isRunSnapshot(record.snapshot, record.runId)) {
       this.#deps.logger.warn({ runId: record.runId, version: record.version }, 'a persisted run is not a pipeline snapshot of this version: left in the store');
       return undefined;
@@ -476,7 +511,7 @@ export class Pipelines {
     const snapshot = record.snapshot;
     // The input is not used when a snapshot is given; XState's types still ask for one.
     const actor = createActor(pipelineMachine, { snapshot, input: snapshot.context, clock: this.#clock });
-    const run = new PipelineRun(this.#env, actor);
+    const run = new PipelineRun(this.#env, actor, { status: record.status, updatedAt: record.updatedAt });
     this.#live.set(run.id, run);
     this.#list(run);
     const { value } = actor.getSnapshot();

@@ -2,7 +2,7 @@ import type { Actor, Snapshot } from 'xstate';
 import type { pipelineMachine} from '../../actors/pipeline.ts';
 import { type Decision, type OverlayOutcome, type PhaseOutcome, type PipelineEvent, type PipelineStatus, type RunData } from '../../actors/pipeline.ts';
 import { deepFreeze, detached } from '../bus/event.ts';
-import { ForgeError, isForgeError } from '../errors.ts';
+import { ForgeError, isForgeError, readableMessage } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Phase } from '../manifest.ts';
 import type { DeadlineScheduler } from './deadlines.ts';
@@ -45,8 +45,12 @@ export class InvalidDecisionError extends ForgeError {
 export type CallOverlay = (
   name: string,
   input: unknown,
-  options: { signal: AbortSignal; correlationId: string; trust: number; runId: string; capsuleId?: string },
-) => Promise<{ output: unknown; fuelUsed: number; events?: readonly { type: string; payload: unknown }[] }>;
+  /** `phaseEndsInMs`: how long until the phase's timer aborts the call (the timer, not the call, decides a timeout). */
+  options: { signal: AbortSignal; correlationId: string; trust: number; runId: string; capsuleId?: string; phaseEndsInMs: number },
+) => Promise<{ output: unknown; fuelUsed: number; events?: readonly { type: string }[] }>;
+
+/** Events listed per overlay outcome at most (their types; the events themselves are on the bus). */
+const MAX_PUBLISHED_LISTED = 100;
 
 /** What a run needs from its manager: effects, shared settings, and where to report. */
 export interface RunEnvironment {
@@ -61,7 +65,10 @@ export interface RunEnvironment {
   checkpoints: boolean;
   /** True when overlays of this kernel have a graph database (passed to them as `context.graph`). */
   graph: boolean;
-  save(runId: string, status: string, snapshot: Snapshot<unknown>): Promise<void>;
+  /** Saves the run's snapshot; resolves with what the store now holds for it (status and time: a version). */
+  save(runId: string, status: string, snapshot: Snapshot<unknown>): Promise<StoredVersion>;
+  /** Saves it only if the store still holds `expected` (compare and set); undefined when another writer got there first. */
+  replace(runId: string, expected: StoredVersion, status: string, snapshot: Snapshot<unknown>): Promise<StoredVersion | undefined>;
   forget(runId: string): Promise<void>;
   publish(type: string, run: PipelineRun, payload: Record<string, unknown>): void;
   /** The run holds no slot any more (paused, waiting for a decision, or ended); resolves once its lease is free. */
@@ -77,6 +84,11 @@ export interface RunEnvironment {
 }
 
 type PipelineActor = Actor<typeof pipelineMachine>;
+/** Which save of a run's snapshot the store holds: its status and the time it was written. */
+export interface StoredVersion {
+  status: string;
+  updatedAt: number;
+}
 /** The events that report a phase. */
 type PhaseEvent = Extract<PipelineEvent, { outcome: PhaseOutcome }>;
 
@@ -118,10 +130,13 @@ export class PipelineRun {
   #interrupted = false;
   #resuming = false;
   #result: RunResult | null = null;
+  /** The snapshot of this run the store holds as far as this copy knows (what a resume compares and sets). */
+  #stored: StoredVersion | undefined;
 
-  constructor(env: RunEnvironment, actor: PipelineActor) {
+  constructor(env: RunEnvironment, actor: PipelineActor, stored?: StoredVersion) {
     this.#env = env;
     this.#actor = actor;
+    this.#stored = stored;
     const { runId, correlationId } = actor.getSnapshot().context;
     this.id = runId;
     this.correlationId = correlationId;
@@ -211,13 +226,20 @@ export class PipelineRun {
         await this.#env.released(this);
         this.#assertLive();
       }
-      if (parsed !== undefined) {
-        this.#actor.send({ type: 'DECIDE', decision: parsed });
-        this.#env.publish('pipeline.resumed', this, { decision: parsed.approve ? 'approve' : 'reject', by: parsed.by });
-      } else {
-        this.#actor.send({ type: 'RESUME' });
-        this.#env.publish('pipeline.resumed', this, {});
+      this.#actor.send(parsed === undefined ? { type: 'RESUME' } : { type: 'DECIDE', decision: parsed });
+      // One writer per run: the resumed snapshot (with the decision) replaces the paused one only if no other process
+      // resumed it first, and it is durable before this resolves (a crash from here on continues the run decided).
+      const expected = this.#stored;
+      const stored = expected === undefined ? undefined : await this.#env.replace(this.id, expected, 'running', this.#actor.getPersistedSnapshot());
+      if (stored === undefined) {
+        // This copy is stale: another process resumed the run (or it ended). It stops here, changing nothing stored.
+        await this.#env.released(this);
+        this.#interrupted = true;
+        void this.#finish();
+        throw new RunStateError('RUN_CLAIMED', this.id, status, `Run ${this.id} was resumed by another kernel process, which drives it now.`);
       }
+      this.#stored = stored;
+      this.#env.publish('pipeline.resumed', this, parsed === undefined ? {} : { decision: parsed.approve ? 'approve' : 'reject', by: parsed.by });
       this.#env.resumed(this);
       this.#drive();
     } finally {
@@ -320,9 +342,11 @@ export class PipelineRun {
         }
       }
     } catch (error) {
-      // The driver's own failure (a store that cannot save a checkpoint): the run stops where it is, not silently.
+      // The driver's own failure (a store that cannot save a checkpoint): the run fails where it is, with that fault's
+      // code (STORE_UNAVAILABLE…), not silently and not as if someone had cancelled it.
       this.#log.error({ err: error }, 'pipeline run halted');
-      if (this.#actor.getSnapshot().status === 'active') this.#actor.send({ type: 'CANCEL', reason: `halted: ${(error as Error).message}` });
+      const code = isForgeError(error) ? error.code : 'RUN_HALTED';
+      if (this.#actor.getSnapshot().status === 'active') this.#actor.send({ type: 'HALT', code, message: `The run halted: ${(error as Error).message}` });
     } finally {
       this.#driving = false;
     }
@@ -335,8 +359,17 @@ export class PipelineRun {
 
   async #persist(status: string): Promise<void> {
     const saving = this.#env.save(this.id, status, this.#actor.getPersistedSnapshot());
-    this.#saving = saving.catch(() => undefined);
-    await saving;
+    this.#saving = saving.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#stored = await saving;
+  }
+
+  /** Drops this copy without a result or a trace (a copy revived only to be resumed, and refused): nothing holds it. */
+  discard(): void {
+    this.#interrupted = true;
+    this.#actor.stop();
   }
 
   async #finish(): Promise<void> {
@@ -416,6 +449,7 @@ export class PipelineRun {
     // One controller serves the run's phases until one aborts (an AbortController costs about a microsecond).
     const controller = (this.#controller ??= new AbortController());
     const cancelDeadline = this.#env.deadlines.add(settings.timeoutMs, () => controller.abort(new ForgeError('PHASE_TIMEOUT', `Phase ${phase} did not finish within ${settings.timeoutMs} ms.`)));
+    const phaseEndsAt = this.#env.clock.now() + settings.timeoutMs;
     const phaseContext = { runId: this.id, phase, correlationId: this.correlationId, graph: this.#env.graph };
     const outcomes: OverlayOutcome[] = [];
     let output: Record<string, unknown> = {};
@@ -424,7 +458,7 @@ export class PipelineRun {
         const input = { ...data, context: phaseContext };
         const { overlays } = settings;
         // One overlay needs no Promise.all (its promise and array are a measurable share of a small phase).
-        const results = overlays.length === 1 ? [await this.#callOverlay(overlays[0]!, input, settings, trust, controller.signal)] : await Promise.all(overlays.map((name) => this.#callOverlay(name, input, settings, trust, controller.signal)));
+        const results = overlays.length === 1 ? [await this.#callOverlay(overlays[0]!, input, settings, trust, controller.signal, phaseEndsAt)] : await Promise.all(overlays.map((name) => this.#callOverlay(name, input, settings, trust, controller.signal, phaseEndsAt)));
         for (const result of results) {
           outcomes.push(result.outcome);
           if (result.data !== undefined) output = { ...output, ...result.data };
@@ -432,7 +466,7 @@ export class PipelineRun {
       } else {
         for (const [index, name] of settings.overlays.entries()) {
           const input = { ...data, [phase]: output, context: phaseContext };
-          const result = await this.#callOverlay(name, input, settings, trust, controller.signal);
+          const result = await this.#callOverlay(name, input, settings, trust, controller.signal, phaseEndsAt);
           outcomes.push(result.outcome);
           if (result.data !== undefined) output = { ...output, ...result.data };
           // A required phase fails at its first failing overlay: the ones after it do not run (they would work on
@@ -443,7 +477,9 @@ export class PipelineRun {
           }
         }
       }
-      if (functions?.handler !== undefined && !controller.signal.aborted) {
+      // The phase's handler runs after its overlays, unless the phase already failed (aborted, or a required one).
+      const failed = settings.required && outcomes.some((o) => o.status !== 'ok');
+      if (functions?.handler !== undefined && !controller.signal.aborted && !failed) {
         const result = await this.#callHandler(phase, functions.handler, deepFreeze({ ...data, [phase]: output }), controller.signal);
         outcomes.push(result.outcome);
         if (result.data !== undefined) output = { ...output, ...result.data };
@@ -477,43 +513,46 @@ export class PipelineRun {
 
   /**
    * Calls one overlay with the phase's retries; a failure is an outcome, never an exception. The phase's timer is the
-   * one clock for the phase: it aborts the call (a timeout outcome, no fault of the overlay's). The call itself keeps
-   * only the overlay's own deadline; handing it the phase's remaining time too would race the timer to the same
-   * instant and sometimes blame the overlay for the phase's timeout.
+   * one clock for the phase: it aborts the call (a timeout outcome, no fault of the overlay's). The call is told when
+   * the phase ends (`phaseEndsInMs`), so an overlay deadline that would not clearly come first yields to the timer
+   * instead of racing it to the same instant and sometimes blaming the overlay for the phase's timeout.
    */
-  async #callOverlay(name: string, input: unknown, settings: { retries: number; backoffMs: number }, trust: number, signal: AbortSignal): Promise<{ outcome: OverlayOutcome; data?: Record<string, unknown> }> {
+  async #callOverlay(name: string, input: unknown, settings: { retries: number; backoffMs: number }, trust: number, signal: AbortSignal, phaseEndsAt: number): Promise<{ outcome: OverlayOutcome; data?: Record<string, unknown> }> {
     const started = performance.now();
     let fuelUsed = 0;
     let attempts = 0;
+    // What every attempt that returned published (the engine delivers the events of any call that returns).
+    const published: { type: string; attempt: number }[] = [];
+    const withPublished = (outcome: OverlayOutcome): OverlayOutcome => (published.length === 0 ? outcome : { ...outcome, published });
     for (;;) {
       attempts++;
       let problem: { code: string; message: string };
       try {
         const capsule = isRecord(input) && isRecord(input.capsule) && typeof input.capsule.id === 'string' ? input.capsule.id : undefined;
-        const result = await this.#env.callOverlay(name, input, { signal, correlationId: this.correlationId, trust, runId: this.id, ...(capsule === undefined ? {} : { capsuleId: capsule }) });
+        const result = await this.#env.callOverlay(name, input, { signal, correlationId: this.correlationId, trust, runId: this.id, phaseEndsInMs: phaseEndsAt - this.#env.clock.now(), ...(capsule === undefined ? {} : { capsuleId: capsule }) });
         fuelUsed += result.fuelUsed;
+        for (const event of result.events ?? []) if (published.length < MAX_PUBLISHED_LISTED) published.push({ type: event.type, attempt: attempts });
         const output = result.output;
         if (isRecord(output) && output.ok === true) {
           const data = output.data === undefined ? {} : output.data;
-          const published = result.events === undefined || result.events.length === 0 ? undefined : result.events.map((e) => ({ type: e.type, payload: e.payload }));
-          if (isRecord(data)) return { outcome: { name, status: 'ok', fuelUsed, durationMs: performance.now() - started, attempts, ...(published === undefined ? {} : { published }) }, data };
+          if (isRecord(data)) return { outcome: withPublished({ name, status: 'ok', fuelUsed, durationMs: performance.now() - started, attempts }), data };
           problem = { code: 'INVALID_OUTPUT', message: 'the overlay returned ok with data that is not an object' };
         } else if (isRecord(output) && output.ok === false) {
           const error = isRecord(output.error) ? output.error : {};
-          problem = { code: 'OVERLAY_ERROR', message: typeof error.message === 'string' ? error.message : 'the overlay returned ok: false' };
+          problem = { code: 'OVERLAY_ERROR', message: typeof error.message === 'string' ? readableMessage(error.message) : 'the overlay returned ok: false' };
         } else {
           problem = { code: 'INVALID_OUTPUT', message: 'the overlay did not return { ok, data }' };
         }
       } catch (error) {
         fuelUsed += (error as { fuelUsed?: number }).fuelUsed ?? 0;
-        problem = { code: isForgeError(error) ? error.code : 'UNEXPECTED', message: (error as Error).message };
+        problem = { code: isForgeError(error) ? error.code : 'UNEXPECTED', message: readableMessage(String((error as Error).message)) };
       }
-      if (signal.aborted) return { outcome: abortedOutcome(name, signal, fuelUsed, performance.now() - started, attempts) };
-      if (attempts > settings.retries) return { outcome: { name, status: 'failed', ...problem, fuelUsed, durationMs: performance.now() - started, attempts } };
+      if (signal.aborted) return { outcome: withPublished(abortedOutcome(name, signal, fuelUsed, performance.now() - started, attempts)) };
+      if (attempts > settings.retries) return { outcome: withPublished({ name, status: 'failed', ...problem, fuelUsed, durationMs: performance.now() - started, attempts }) };
       this.#log.info({ overlay: name, attempt: attempts, code: problem.code }, 'retrying an overlay');
       const delay = settings.backoffMs * 2 ** (attempts - 1) * (1 + RETRY_JITTER * (2 * this.#env.random() - 1));
       await this.#sleep(delay, signal);
-      if (signal.aborted) return { outcome: abortedOutcome(name, signal, fuelUsed, performance.now() - started, attempts) };
+      if (signal.aborted) return { outcome: withPublished(abortedOutcome(name, signal, fuelUsed, performance.now() - started, attempts)) };
     }
   }
 

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import neo4j, { isDate, isDateTime, isDuration, isLocalDateTime, isLocalTime, isNode, isPath, isPoint, isRelationship, isTime, type Driver } from 'neo4j-driver';
 import { ForgeError } from '../errors.ts';
+import { jsonNestsDeeperThan, MAX_JSON_NESTING } from '../json-nesting.ts';
 import { GRAPH_HOST_FUNCTIONS, type HostCallContext, type HostFunction } from '../wasm/host-functions.ts';
 import { CypherGuard, type QueryPlanSummary } from './cypher-guard.ts';
 import { compileMutations } from './graph-mutations.ts';
@@ -58,9 +59,12 @@ export function toNeo4jParams(value: unknown): unknown {
 }
 
 function parseParams(raw: unknown): Record<string, unknown> {
+  const text = String(raw === '' ? '{}' : raw);
+  // toNeo4jParams and the driver recurse into the value: refused before either sees it.
+  if (jsonNestsDeeperThan(text)) throw new GraphQueryError(`the parameters nest arrays and objects deeper than ${MAX_JSON_NESTING} levels`, undefined);
   let params: unknown;
   try {
-    params = JSON.parse(String(raw === '' ? '{}' : raw));
+    params = JSON.parse(text);
   } catch {
     throw new GraphQueryError('the parameters are not JSON', undefined);
   }

@@ -1,5 +1,6 @@
 import neo4j from 'neo4j-driver';
 import { ForgeError } from '../errors.ts';
+import { jsonNestsDeeperThan, MAX_JSON_NESTING } from '../json-nesting.ts';
 import { labelRefusal, OWNER_PROPERTY, propertyRefusal, relationshipRefusal } from './graph-names.ts';
 
 /**
@@ -107,6 +108,7 @@ function setAndRemove(variable: string, set: Record<string, unknown> | undefined
  * Throws {@link GraphMutationError} for anything malformed or outside the overlay's declared labels and types.
  */
 export function compileMutations(json: string, owner: string, writes: GraphWrites): CompiledMutation[] {
+  if (jsonNestsDeeperThan(json)) throw new GraphMutationError(null, `its argument nests arrays and objects deeper than ${MAX_JSON_NESTING} levels`);
   let raw: unknown;
   try {
     raw = JSON.parse(json);

@@ -86,6 +86,13 @@ export class MemoryStore implements Store {
     return Promise.resolve([...this.#runs.values()].filter((r) => filter.status === undefined || r.status === filter.status).map(copy));
   }
 
+  replaceRunSnapshot(expected: { status: string; updatedAt: number }, next: RunSnapshot): Promise<boolean> {
+    const found = this.#runs.get(next.runId);
+    if (found === undefined || found.status !== expected.status || found.updatedAt !== expected.updatedAt) return Promise.resolve(false);
+    this.#runs.set(next.runId, copy(next));
+    return Promise.resolve(true);
+  }
+
   deleteRunSnapshot(runId: string): Promise<void> {
     this.#runs.delete(runId);
     return Promise.resolve();

@@ -174,6 +174,25 @@ export class Neo4jStore implements Store {
     return rows.map((row) => this.#runFromRow(row.r as Record<string, unknown>));
   }
 
+  async replaceRunSnapshot(expected: { status: string; updatedAt: number }, next: RunSnapshot): Promise<boolean> {
+    // The write lock first (a write to the node), then the comparison: a second transaction waits for the lock and
+    // then reads what the first committed, so exactly one of them replaces the snapshot.
+    const query = `MATCH (r:PipelineRunSnapshot {runId: $runId}) SET r.lockedBy = $runId
+      WITH r WHERE r.status = $expectedStatus AND r.updatedAt = $expectedUpdatedAt
+      SET r.version = $version, r.status = $status, r.snapshot = $snapshot, r.updatedAt = $updatedAt
+      RETURN count(r) AS replaced`;
+    try {
+      const { records } = await this.driver.executeQuery(
+        query,
+        { ...next, snapshot: this.#seal.seal(JSON.stringify(next.snapshot), `PipelineRunSnapshot:${next.runId}`), expectedStatus: expected.status, expectedUpdatedAt: expected.updatedAt },
+        { ...(this.#database === undefined ? {} : { database: this.#database }), routing: neo4j.routing.WRITE },
+      );
+      return num(records[0]?.get('replaced')) === 1;
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
   deleteRunSnapshot(runId: string): Promise<void> {
     return this.#write('MATCH (r:PipelineRunSnapshot {runId: $runId}) DELETE r', { runId });
   }

@@ -18,6 +18,12 @@ export interface Store {
   loadRunSnapshot(runId: string): Promise<RunSnapshot | undefined>;
   listRunSnapshots(filter?: { status?: string }): Promise<RunSnapshot[]>;
   deleteRunSnapshot(runId: string): Promise<void>;
+  /**
+   * Replaces a run's snapshot only if the stored one still has `expected`'s status and `updatedAt` (compare and set,
+   * atomic across processes sharing the store): false when another writer got there first, or it is gone. What makes
+   * one resume win when two processes resume the same paused run.
+   */
+  replaceRunSnapshot(expected: { status: string; updatedAt: number }, next: RunSnapshot): Promise<boolean>;
 
   saveOverlay(registration: OverlayRegistration): Promise<void>;
   listOverlays(): Promise<OverlayRegistration[]>;

@@ -1,9 +1,9 @@
 import { nanoid } from 'nanoid';
-import { isForgeError } from '../errors.ts';
+import { InvalidInputError, isForgeError } from '../errors.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import { fuelBudget, parseManifest, type OverlayManifest } from '../manifest.ts';
 import { ABI, type Capability } from './abi.ts';
-import { InvalidCallInputError, TrustError } from './errors.ts';
+import { FuelLimitError, InvalidCallInputError, TrustError } from './errors.ts';
 import type { Executor } from './executor.ts';
 import { CallEffects, type CallCaller, type HostFunction, type OverlayEvent, type OverlayLogLine } from './host-functions.ts';
 import { compileOverlay, type CompiledOverlay } from './loader.ts';
@@ -68,12 +68,17 @@ export interface LoadWasmOptions {
   hostFunctions?: readonly HostFunction[];
   cache?: MeteredModuleCache;
   logger?: Logger;
-  /** Strict mode: workers per overlay (default 2). */
+  /** Workers per overlay in strict mode (default 2); instances per overlay in relaxed mode (default 4). */
   poolSize?: number;
   /** The deterministic stack limit (estimated bytes); default 256 KiB. */
   maxStackBytes?: number;
   /** The most memory (64 KiB pages, tables included) the manifest may ask for; default 4,096 (256 MiB). */
   maxMemoryPages?: number;
+  /**
+   * The most fuel one call may have: a manifest budget above it is refused at load (FUEL_LIMIT), an export the
+   * manifest gives no budget gets at most this, and so does the start function. Default: no ceiling.
+   */
+  maxFuel?: number;
   /** Called with the events of each successful call, in order, before the call resolves. */
   onEvents?: (events: readonly PublishedEvent[], source: { overlayId: string; overlayName: string; exportName: string }) => void;
 }
@@ -108,6 +113,7 @@ export async function loadWasmOverlay(bytes: Uint8Array, options: LoadWasmOption
     hostFunctions,
     ...(options.maxStackBytes === undefined ? {} : { maxStackBytes: options.maxStackBytes }),
     ...(options.maxMemoryPages === undefined ? {} : { maxMemoryPages: options.maxMemoryPages }),
+    ...(options.maxFuel === undefined ? {} : { maxFuel: fuelCeiling(options.maxFuel) }),
   });
   if (mode === 'relaxed' && compiled.usesAsyncHost && !hasJspi()) {
     logger.warn('relaxed mode needs JSPI (WebAssembly.Suspending) for async host functions; this Node lacks it, so the overlay runs in strict mode');
@@ -119,7 +125,9 @@ export async function loadWasmOverlay(bytes: Uint8Array, options: LoadWasmOption
     await strict.start();
     executor = strict;
   } else {
-    executor = new RelaxedExecutor(compiled);
+    const relaxed = new RelaxedExecutor(compiled, options.poolSize);
+    await relaxed.start();
+    executor = relaxed;
   }
   return new LoadedOverlay({ id, mode, compiled, executor, logger, onEvents: options.onEvents });
 }
@@ -143,6 +151,14 @@ export function encodeInput(input: unknown): string {
     });
   }
   return json;
+}
+
+/** The service's fuel ceiling, checked: a positive whole number. */
+function fuelCeiling(value: unknown): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
+    throw new InvalidInputError(`maxFuel must be a positive whole number of fuel units, got ${JSON.stringify(value)}.`);
+  }
+  return value;
 }
 
 function positiveInteger(value: unknown, name: string): number {
@@ -170,12 +186,14 @@ export class LoadedOverlay implements OverlayEngine {
   readonly #onEvents: LoadWasmOptions['onEvents'];
   /** Whether calls can be left with host work in flight (an async host function) that must be told to stop. */
   readonly #usesAsyncHost: boolean;
+  /** The service's fuel ceiling for one call. */
+  readonly #maxFuel: number;
   #closed = false;
 
   constructor(options: {
     id: string;
     mode: SecurityMode;
-    compiled: Pick<CompiledOverlay, 'manifest' | 'exports' | 'granted'> & Partial<Pick<CompiledOverlay, 'usesAsyncHost'>>;
+    compiled: Pick<CompiledOverlay, 'manifest' | 'exports' | 'granted'> & Partial<Pick<CompiledOverlay, 'usesAsyncHost' | 'maxFuel'>>;
     executor: Executor;
     logger: Logger;
     onEvents: LoadWasmOptions['onEvents'];
@@ -189,12 +207,15 @@ export class LoadedOverlay implements OverlayEngine {
     this.#logger = options.logger;
     this.#onEvents = options.onEvents;
     this.#usesAsyncHost = options.compiled.usesAsyncHost === true;
+    this.#maxFuel = options.compiled.maxFuel ?? Number.MAX_SAFE_INTEGER;
   }
 
   async call(exportName: string, input: unknown, options: CallOptions = {}): Promise<CallResult> {
     if (typeof exportName !== 'string' || exportName === '') throw new InvalidCallInputError('INVALID_INPUT', 'The export name must be a non-empty string.');
+    if (typeof options !== 'object' || options === null) throw new InvalidCallInputError('INVALID_INPUT', 'The call options must be an object.');
+    if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new InvalidCallInputError('INVALID_INPUT', 'The signal must be an AbortSignal.');
     const inputJson = encodeInput(input);
-    const budget = options.fuel === undefined ? fuelBudget(this.manifest, exportName) : positiveInteger(options.fuel, 'fuel');
+    const budget = this.#budget(exportName, options.fuel);
     const deadlineMs = options.deadlineMs === undefined ? this.manifest.timeoutMs : positiveInteger(options.deadlineMs, 'deadlineMs');
     const effects = new CallEffects();
     const started = performance.now();
@@ -225,6 +246,15 @@ export class LoadedOverlay implements OverlayEngine {
     } finally {
       ended?.abort();
     }
+  }
+
+  /** The call's fuel: the caller's, or the manifest's (at most the service's ceiling, which the caller may not pass). */
+  #budget(exportName: string, fuel: unknown): number {
+    const max = this.#maxFuel;
+    if (fuel === undefined) return Math.min(fuelBudget(this.manifest, exportName), max);
+    const asked = positiveInteger(fuel, 'fuel');
+    if (asked > max) throw new FuelLimitError(exportName, asked, max);
+    return asked;
   }
 
   async close(): Promise<void> {

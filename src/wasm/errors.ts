@@ -1,4 +1,5 @@
 import { ForgeError } from '../errors.ts';
+import { MAX_JSON_NESTING } from '../json-nesting.ts';
 
 type Options = { cause?: unknown; details?: Record<string, unknown> };
 
@@ -64,6 +65,27 @@ export class ReplyTooLargeError extends ForgeError {
   constructor(what: string, bytes: number, limit: number) {
     super('REPLY_TOO_LARGE', `${what} is ${bytes} bytes; at most ${limit} fit: return or ask for less (e.g. fewer rows, smaller events, fewer log lines).`, {
       details: { what, bytes, limit },
+    });
+  }
+}
+
+/**
+ * A message between the kernel and an overlay holds what JSON cannot carry (a BigInt, a cycle, nesting deeper than
+ * the stack takes): e.g. a host function's result, or a reply of a strict worker.
+ */
+export class UnserializableMessageError extends ForgeError {
+  constructor(what: string, reason: string) {
+    super('UNSERIALIZABLE_MESSAGE', `${what} cannot be sent as JSON (${reason}): pass plain JSON data (strings, numbers, booleans, null, arrays and objects), nested at most ${MAX_JSON_NESTING} deep.`, {
+      details: { what, reason },
+    });
+  }
+}
+
+/** The manifest (or a call) asks for more fuel than the embedding service allows any call. */
+export class FuelLimitError extends ForgeError {
+  constructor(exportName: string, budget: number, max: number, message?: string) {
+    super('FUEL_LIMIT', message ?? `A call of "${exportName}" asks for ${budget} fuel; this kernel allows a call at most ${max}: ask for less, or raise the kernel's maxFuel.`, {
+      details: { export: exportName, budget, max },
     });
   }
 }

@@ -21,12 +21,21 @@ export interface Executor {
 }
 
 /**
- * Settles with `work`, or rejects when the deadline passes or the signal aborts, whichever comes first; `onGiveUp`
- * runs once when the call is abandoned (to discard the instance or kill the worker).
+ * Settles with `work`, or rejects when the deadline passes, the caller's signal aborts or the engine is closed
+ * (`terminated`), whichever comes first; `onGiveUp` runs once when the call is abandoned (to discard the instance or
+ * kill the worker).
  */
 export function raceDeadline<T>(
   work: Promise<T>,
-  options: { deadlineMs: number; signal: AbortSignal | undefined; onDeadline: () => Error; onAbort: () => Error; onGiveUp: () => void | Promise<void> },
+  options: {
+    deadlineMs: number;
+    signal: AbortSignal | undefined;
+    onDeadline: () => Error;
+    onAbort: () => Error;
+    onGiveUp: () => void | Promise<void>;
+    terminated?: AbortSignal;
+    onTerminated?: () => Error;
+  },
 ): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     let settled = false;
@@ -35,6 +44,7 @@ export function raceDeadline<T>(
       settled = true;
       clearTimeout(timer);
       options.signal?.removeEventListener('abort', aborted);
+      options.terminated?.removeEventListener('abort', terminated);
       return true;
     };
     const giveUp = (error: Error): void => {
@@ -43,6 +53,7 @@ export function raceDeadline<T>(
     };
     const timer = setTimeout(() => giveUp(options.onDeadline()), options.deadlineMs);
     const aborted = (): void => giveUp(options.onAbort());
+    const terminated = (): void => giveUp(options.onTerminated?.() ?? options.onAbort());
     work.then(
       (value) => {
         if (finish()) resolve(value);
@@ -53,5 +64,7 @@ export function raceDeadline<T>(
     );
     if (options.signal?.aborted === true) aborted();
     else options.signal?.addEventListener('abort', aborted, { once: true });
+    if (options.terminated?.aborted === true) terminated();
+    else options.terminated?.addEventListener('abort', terminated, { once: true });
   });
 }

@@ -167,6 +167,85 @@ function childSpecs(b: Binaryen): Map<number, ChildSpec> {
 
 type Accessor = Record<string, (expr: ExpressionRef, ...args: number[]) => ExpressionRef>;
 
+/** binaryen.js's C API entries the meter uses where its JS API has none. */
+interface BinaryenNative {
+  _BinaryenElementSegmentIsPassive(segment: number): number;
+  getExceptionMessage?(error: unknown): [string, string];
+}
+
+/**
+ * The module's element segments. A passive one only serves `table.init`, which binaryen.js cannot take apart (it
+ * has no accessors for it, and reading a passive segment's offset aborts in its C++): refused by name.
+ */
+function elementSegments(b: Binaryen, module: Module): binaryenModule.ElementSegmentInfo[] {
+  const segments = module as unknown as { getNumElementSegments(): number; getElementSegmentByIndex(i: number): number };
+  const native = b as unknown as BinaryenNative;
+  const infos: binaryenModule.ElementSegmentInfo[] = [];
+  for (let i = 0; i < segments.getNumElementSegments(); i++) {
+    const segment = segments.getElementSegmentByIndex(i);
+    if (native._BinaryenElementSegmentIsPassive(segment) !== 0) {
+      throw new InvalidModuleError('The module has a passive element segment (used by table.init), which the fuel meter does not support: place functions in tables with active segments only (AssemblyScript does).', {
+        details: { feature: 'passive element segment' },
+      });
+    }
+    infos.push(b.getElementSegmentInfo(segment));
+  }
+  return infos;
+}
+
+/**
+ * Instructions binaryen reads but the meter cannot walk (binaryen.js has no accessors for their operands), by the
+ * name of their expression id's C entry, for a refusal that names them.
+ */
+const UNWALKABLE_INSTRUCTIONS: Readonly<Record<string, string>> = {
+  _BinaryenTableInitId: 'table.init',
+  _BinaryenElemDropId: 'elem.drop',
+  _BinaryenTableCopyId: 'table.copy',
+  _BinaryenTableFillId: 'table.fill',
+};
+
+/** What to call an instruction the meter refuses, from its binaryen expression id. */
+function instructionName(b: Binaryen, id: number): string {
+  const native = b as unknown as Record<string, unknown>;
+  for (const [entry, name] of Object.entries(UNWALKABLE_INSTRUCTIONS)) if (typeof native[entry] === 'function' && (native[entry] as () => number)() === id) return name;
+  const known = Object.keys(b).find((key) => key.endsWith('Id') && !key.startsWith('_') && (b as unknown as Record<string, unknown>)[key] === id);
+  return known === undefined ? `binaryen expression id ${id}` : known.slice(0, -2);
+}
+
+/**
+ * Relaxed SIMD operations by the binaryen expression id that carries them, from binaryen's own list of ops (every
+ * name starting `Relaxed`): their results may differ between machines (fused or not, NaN and out-of-range lanes are
+ * implementation-defined), which would break "the same fuel and output everywhere".
+ */
+function relaxedSimdOps(b: Binaryen): Map<number, ReadonlySet<number>> {
+  const unary: number = b.UnaryId;
+  const binary: number = b.BinaryId;
+  const ternary: number = b.SIMDTernaryId;
+  const byId = new Map<number, Set<number>>([
+    [unary, new Set()],
+    [binary, new Set()],
+    [ternary, new Set()],
+  ]);
+  for (const [name, value] of Object.entries(b as unknown as Record<string, unknown>)) {
+    if (!name.startsWith('Relaxed') || typeof value !== 'number') continue;
+    const id = /^Relaxed(Madd|Nmadd|Laneselect|DotI8x16I7x16AddS)/.test(name) ? ternary : /^RelaxedTrunc/.test(name) ? unary : binary;
+    byId.get(id)!.add(value);
+  }
+  return byId;
+}
+
+/** A readable reason for whatever binaryen threw: its C++ exceptions reach JS as bare objects ("[object Object]"). */
+function binaryenFailure(b: Binaryen, error: unknown): string {
+  if (error instanceof Error) return error.message;
+  try {
+    const described = (b as unknown as BinaryenNative).getExceptionMessage?.(error);
+    if (described !== undefined) return described.filter(Boolean).join(': ');
+  } catch {
+    // not one of binaryen's exceptions
+  }
+  return typeof error === 'object' && error !== null ? `${error.constructor.name} thrown by binaryen` : String(error);
+}
+
 /**
  * The functions that lie on a cycle of the call graph (Tarjan's strongly connected components). A `call_indirect`
  * may reach any function placed in a table, so it counts as an edge to each of them.
@@ -181,9 +260,7 @@ function callGraph(
   const names = own.map((fn) => b.getFunctionInfo(fn).name);
   const ownNames = new Set(names);
   const tableFunctions: string[] = [];
-  const segments = module as unknown as { getNumElementSegments(): number; getElementSegmentByIndex(i: number): number };
-  for (let i = 0; i < segments.getNumElementSegments(); i++) {
-    const info = b.getElementSegmentInfo(segments.getElementSegmentByIndex(i)) as { data: string[] };
+  for (const info of elementSegments(b, module)) {
     for (const name of info.data) if (ownNames.has(name)) tableFunctions.push(name);
   }
   const callId = b.CallId as number;
@@ -327,10 +404,14 @@ export function meterModule(binaryen: Binaryen, bytes: Uint8Array, options: Mete
     // binaryen.js takes the features as a second argument its typings do not declare.
     module = (binaryen.readBinary as unknown as (data: Uint8Array, features: number) => Module)(bytes, features);
   } catch (error) {
-    throw new InvalidModuleError(`The module could not be read for metering: ${(error as Error).message}`, { cause: error });
+    throw new InvalidModuleError(`The module could not be read for metering: ${binaryenFailure(binaryen, error)}`, { cause: error });
   }
   try {
     return instrument(binaryen, module, maxDepth);
+  } catch (error) {
+    // Ours are typed, and a RangeError is a stack overflow the meter's thread reports as MODULE_LIMIT.
+    if (error instanceof Error) throw error;
+    throw new InvalidModuleError(`The fuel meter could not process the module: ${binaryenFailure(binaryen, error)}. Rebuild it with "forge-kernel build".`, { cause: error });
   } finally {
     module.dispose();
   }
@@ -484,6 +565,9 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     dataDrop: b.DataDropId as number,
   };
   const markDirty = (): ExpressionRef => module.global.set(DIRTY, module.i32.const(1));
+  /** Instructions that change what a snapshot cannot restore (a grown table is marked where the grow succeeds). */
+  const UNRESTORABLE: ReadonlySet<number> = new Set([ID.tableSet, ID.dataDrop]);
+  const relaxed = relaxedSimdOps(b);
   const { edges, recursive } = callGraph(b, module, own, specs, cls);
 
   // The module's own functions are rebuilt with the counter threaded through them: two parameters more (the fuel
@@ -593,9 +677,24 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     };
     const walkExpression = (expr: ExpressionRef, region: { cost: number }): ExpressionRef => {
       const id: number = b.getExpressionId(expr);
+      const rewritten = rewrite(expr, id, region);
+      // What a snapshot cannot restore (a table entry, a dropped data segment) marks the instance dirty, and the host
+      // discards it after the call. Decided here, around the rewriting, so that none of its early returns (data.drop
+      // has no operands) can skip it.
+      return UNRESTORABLE.has(id) ? module.block(null, [rewritten, markDirty()], b.none) : rewritten;
+    };
+    const rewrite = (expr: ExpressionRef, id: number, region: { cost: number }): ExpressionRef => {
       const spec = specs.get(id);
       if (spec === undefined) {
-        throw new InvalidModuleError(`The module uses an instruction the fuel meter does not support (binaryen expression id ${id}, e.g. exceptions or GC).`);
+        throw new InvalidModuleError(`The module uses ${instructionName(b, id)}, an instruction the fuel meter does not support (e.g. exceptions, GC, table.init): build it without that feature.`, {
+          details: { instruction: instructionName(b, id) },
+        });
+      }
+      const relaxedOps = relaxed.get(id);
+      if (relaxedOps !== undefined && b.getExpressionType(expr) === b.v128 && relaxedOps.has((cls(spec.cls).getOp as unknown as (e: ExpressionRef) => number)(expr))) {
+        throw new InvalidModuleError('The module uses relaxed SIMD (e.g. f32x4.relaxed_madd, i32x4.relaxed_trunc_f32x4_s), whose results differ between machines: fuel and output must be the same everywhere, so the sandbox refuses it. Build without relaxed SIMD.', {
+          details: { feature: 'relaxed-simd' },
+        });
       }
       if (id !== ID.block && id !== ID.loop && id !== ID.nop) region.cost += FUEL_COSTS.instruction;
       const leaf = spec.fields.length === 0 && spec.list === undefined;
@@ -660,8 +759,6 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
       }
 
       if (id === ID.tableGrow) return meterTableGrow(expr, access);
-      // What a snapshot cannot restore: the host discards the instance after the call.
-      if (id === ID.tableSet || id === ID.dataDrop) return module.block(null, [expr, markDirty()], b.none);
       if (id === ID.memoryGrow) {
         // The grow helper charges the fuel global: the counter goes there and back around it.
         const size = scratch(i32);
@@ -854,23 +951,12 @@ function instrument(b: Binaryen, module: Module, maxDepth: number): MeteredModul
     thunks.set(name, thunked);
     return thunked;
   };
-  const segments = module as unknown as {
-    getNumElementSegments(): number;
-    getElementSegmentByIndex(i: number): number;
-    addPassiveElementSegment(name: string, funcNames: readonly string[]): number;
-  };
-  const rebuild: binaryenModule.ElementSegmentInfo[] = [];
-  for (let i = 0; i < segments.getNumElementSegments(); i++) {
-    const info = b.getElementSegmentInfo(segments.getElementSegmentByIndex(i));
-    // binaryen.js names only functions: an entry that is another expression (ref.null) comes back as ''.
-    if (info.data.some((name) => name === '')) throw new InvalidModuleError('The module has an element segment with entries other than functions (e.g. ref.null), which the fuel meter does not support.');
-    rebuild.push(info);
-  }
+  const rebuild = elementSegments(b, module);
+  // binaryen.js names only functions: an entry that is another expression (ref.null) comes back as ''.
+  if (rebuild.some((info) => info.data.some((name) => name === ''))) throw new InvalidModuleError('The module has an element segment with entries other than functions (e.g. ref.null), which the fuel meter does not support.');
   for (const segment of rebuild) {
     module.removeElementSegment(segment.name);
-    const data = segment.data.map(thunk);
-    if (segment.offset === 0) segments.addPassiveElementSegment(segment.name, data);
-    else module.addActiveElementSegment(segment.table, segment.name, data, segment.offset);
+    module.addActiveElementSegment(segment.table, segment.name, segment.data.map(thunk), segment.offset);
   }
 
   // No module.validate(): it prints every error of a bad module to the console (tens of thousands of lines). The

@@ -1,3 +1,4 @@
+import { jsonNestsDeeperThan, MAX_JSON_NESTING } from '../json-nesting.ts';
 import type { OverlayManifest } from '../manifest.ts';
 import type { Capability } from './abi.ts';
 import { InvalidEventError, ReservedEventTypeError } from './errors.ts';
@@ -152,6 +153,9 @@ export class CallEffects {
     if (RESERVED_EVENT_DOMAINS.includes(type.slice(0, type.indexOf('.')))) throw new ReservedEventTypeError(type);
     this.checkPublish(type, payloadJson.length);
     this.#payloadChars += payloadJson.length;
+    if (jsonNestsDeeperThan(payloadJson)) {
+      throw new InvalidEventError(`The payload of "${type}" nests arrays and objects deeper than ${MAX_JSON_NESTING} levels, which the kernel does not take: flatten it.`, { type, maxNesting: MAX_JSON_NESTING });
+    }
     let payload: unknown;
     try {
       payload = JSON.parse(payloadJson);

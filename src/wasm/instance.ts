@@ -1,4 +1,5 @@
 import { isForgeError } from '../errors.ts';
+import { jsonNestsDeeperThan, MAX_JSON_NESTING } from '../json-nesting.ts';
 import { ABI } from './abi.ts';
 import {
   ExportNotFoundError,
@@ -13,23 +14,49 @@ import {
   OverlayTrapError,
   ReplyTooLargeError,
   StackOverflowError,
+  UnserializableMessageError,
 } from './errors.ts';
 import { FUEL_COSTS, METER_EXPORTS, TRAP_REASON } from './fuel-meter.ts';
 import { CallEffects, EFFECT_LIMITS, type HostFunctionSignature } from './host-functions.ts';
+import { nonzeroSpans, StartSnapshot } from './start-snapshot.ts';
 
 /** Exports that belong to the runtime or the meter, never callable as overlay functions. */
 const RESERVED_EXPORT = /^(__|memory$|table$)/;
 const PAGE_BYTES = 65_536;
-/** Fuel for the module's start function (AssemblyScript's static initializers) at instantiation. */
+/** Fuel for the module's start function (AssemblyScript's static initializers) when the overlay is loaded. */
 export const START_FUEL_BUDGET = 10_000_000;
 /**
  * Past this much real memory an instance is not reset but replaced: resetting zeroes every byte of it before the
  * next call (a module can store past the size it sees), while a fresh instance gets fresh pages from the system
- * that are zero without being touched.
+ * that are zero without being touched, and only the snapshot's chunks are written.
  */
 const RESET_LIMIT_BYTES = 4 * 1024 * 1024;
+/**
+ * The most real memory (pages) an instance starts with beyond the pages its module sees: room for a call's first
+ * grows without growing for real, which would leave the instance to be replaced (≈ 0.3–0.5 ms of V8 instantiation
+ * here, against ≈ 35 µs for a whole call of an example overlay that grows by a page each call). Each page of it costs
+ * every reset of the instance a 64 KiB zero-fill (≈ 2 µs).
+ */
+const GROW_HEADROOM_PAGES = 16;
+/**
+ * What the stack limit charges (estimated bytes) each time the host calls back into the module (the allocator, while
+ * it passes a string in): the JavaScript frames between a host import and the call-back. Measured here on the
+ * kernel's thread: ≈ 1.6 KB of real stack per level of recursion through a host call-back, of which the meter counts
+ * ≈ 0.2 KB of wasm frames. Without it, recursion through the host would pass V8's real stack in process long before
+ * the deterministic limit (550 levels against 1,365 in a strict worker).
+ */
+export const HOST_CALLBACK_FRAME_BYTES = 2_048;
 /** The largest string a host function may hand back to the overlay (UTF-16 bytes). */
 const HOST_RESULT_BYTES = ABI.maxOutputBytes;
+
+/** A host function's result as JSON text for the overlay; a value JSON cannot carry is a typed error. */
+function resultJson(value: unknown, hostFunction: string): string {
+  try {
+    return JSON.stringify(value ?? null);
+  } catch (error) {
+    throw new UnserializableMessageError(`The result of ${hostFunction}`, (error as Error).message);
+  }
+}
 
 /** Fuel units for the host reading or writing `chars` UTF-16 code units of the overlay's memory. */
 function unitsForChars(chars: number): number {
@@ -63,6 +90,12 @@ export interface InstanceOptions {
   suspending: boolean;
 }
 
+/** Options of an overlay's first instance, the one that runs the start function at load. */
+export interface FirstInstanceOptions extends InstanceOptions {
+  /** Fuel for the start function (default {@link START_FUEL_BUDGET}). */
+  startBudget?: number;
+}
+
 /** The outcome of one successful call: the JSON the overlay returned (text and parsed) and the fuel it burned. */
 export interface RawCallResult {
   outputJson: string;
@@ -94,7 +127,10 @@ export class OverlayInstance {
   readonly #maxStackBytes: number;
   readonly #virtualPages: WebAssembly.Global;
   readonly #snapshotGlobals: WebAssembly.Global[] = [];
-  #snapshot: { memory: Uint8Array; pages: number; realBytes: number; globals: unknown[] } | undefined;
+  readonly #start: WasmFunction | undefined;
+  #snapshot: StartSnapshot | undefined;
+  /** Set while the start function is still to run in this instance's first call (the snapshot cannot replace it). */
+  #startPending = false;
   #phase: Phase = 'idle';
   /** True once a call may have changed state since the snapshot. */
   #used = false;
@@ -102,7 +138,66 @@ export class OverlayInstance {
   #abort: string | undefined;
   #view: Buffer | undefined;
 
-  constructor(options: InstanceOptions) {
+  /**
+   * The overlay's first instance: runs the start function under the load's budget and captures the state every call
+   * starts from (the snapshot the overlay's other instances are prepared from). Throws a typed error when the module
+   * cannot be instantiated or its start function fails.
+   */
+  static async first(options: FirstInstanceOptions): Promise<OverlayInstance> {
+    const instance = new OverlayInstance(options);
+    const memory = instance.#memory;
+    const fresh = await nonzeroSpans(memory.buffer);
+    if (instance.#start !== undefined) instance.#runStart(instance.#start, options.startBudget ?? START_FUEL_BUDGET);
+    instance.#growHeadroom();
+    const replayStart = instance.#dirty.value !== 0;
+    instance.#snapshot = await StartSnapshot.capture(memory, fresh, { pages: instance.#virtualPages.value as number, globals: instance.#snapshotGlobals.map((g) => g.value as unknown), replayStart });
+    // Its state after a start function that changed tables or dropped segments can be reached only by running the
+    // start function again: no call may use it.
+    if (replayStart) instance.broken = true;
+    return instance;
+  }
+
+  /**
+   * Another instance of the overlay, in the state `snapshot` holds: its memory is written from the snapshot's chunks
+   * (work that follows the data segments, not the memory's size) and the start function does not run again, unless
+   * the snapshot cannot stand for it: then it runs in the instance's first call, charged to that call's budget.
+   */
+  static from(options: InstanceOptions, snapshot: StartSnapshot): OverlayInstance {
+    const instance = new OverlayInstance(options);
+    instance.#snapshot = snapshot;
+    if (snapshot.replayStart) {
+      instance.#startPending = instance.#start !== undefined;
+      return instance;
+    }
+    try {
+      snapshot.prepare(instance.#memory);
+    } catch (error) {
+      // Growing to the snapshot's real size can fail where the system has no memory left.
+      throw new InstantiationError((error as Error).message, { cause: error });
+    }
+    instance.#applyGlobals(snapshot);
+    return instance;
+  }
+
+  /**
+   * Gives real memory room for a call's first grows, as the meter's own doubling would on the first grow: every
+   * instance starts with it (it is part of the snapshot), so a call growing within it leaves its instance reusable,
+   * and one growing past it leaves it to be replaced (see {@link #retireIfUnrestorable}).
+   */
+  #growHeadroom(): void {
+    const pages = this.#virtualPages.value as number;
+    const realPages = this.#memory.buffer.byteLength / PAGE_BYTES;
+    const target = Math.min(pages + Math.min(pages, GROW_HEADROOM_PAGES), this.#maxPages);
+    if (realPages < target) this.#memory.grow(target - realPages);
+  }
+
+  /** The state every call of this instance starts from (defined once the instance is complete). */
+  get snapshot(): StartSnapshot {
+    if (this.#snapshot === undefined) throw new TypeError('instance has no snapshot yet');
+    return this.#snapshot;
+  }
+
+  private constructor(options: InstanceOptions) {
     this.#maxPages = options.maxPages;
     this.#maxStackBytes = options.maxStackBytes;
     let instance: WebAssembly.Instance;
@@ -149,22 +244,7 @@ export class OverlayInstance {
     this.callable = callable;
 
     const start = this.#exports[METER_EXPORTS.start];
-    if (typeof start === 'function') this.#runStart(start as WasmFunction);
-    const pages = this.#virtualPages.value as number;
-    // Every real byte, not just the pages the module sees: a store past its virtual size does not trap.
-    const image = new Uint8Array(memory.buffer);
-    const words = new Uint32Array(memory.buffer);
-    let used = words.length;
-    while (used > 0 && words[used - 1] === 0) used--;
-    used *= 4;
-    this.#snapshot = {
-      // Only the written prefix is kept: the rest of the start-time memory is zero, and restoring zeroes it.
-      memory: image.slice(0, used),
-      pages,
-      realBytes: image.length,
-      globals: this.#snapshotGlobals.map((g) => g.value as unknown),
-    };
-    if (this.#dirty.value !== 0) this.broken = true;
+    this.#start = typeof start === 'function' ? (start as WasmFunction) : undefined;
   }
 
   /**
@@ -182,8 +262,11 @@ export class OverlayInstance {
     this.#reset(budget);
     let pointer: unknown;
     try {
+      if (this.#startPending) this.#replayStart();
       this.#phase = 'input';
       const input = this.#lowerString(inputJson);
+      // The export starts from an empty stack: the host's frames passing the input in are gone.
+      this.#depth.value = 0;
       this.#phase = 'export';
       pointer = entry(input);
     } catch (error) {
@@ -229,38 +312,60 @@ export class OverlayInstance {
   }
 
   /**
-   * Puts the instance back to its state right after instantiation: memory contents, every mutable global and the
-   * memory size the module sees. Each call thus starts from the same state, so its fuel depends only on the module
-   * and the input, and nothing of one caller's data is visible to the next.
+   * Puts the instance back to its state right after its start function: memory contents, every mutable global and
+   * the memory size the module sees. Each call thus starts from the same state, so its fuel depends only on the
+   * module and the input, and nothing of one caller's data is visible to the next.
    */
   #restore(): void {
     const snapshot = this.#snapshot;
     if (snapshot === undefined) return;
-    const memory = new Uint8Array(this.#memory.buffer);
-    memory.set(snapshot.memory);
-    memory.fill(0, snapshot.memory.length);
+    snapshot.restore(this.#memory);
+    this.#applyGlobals(snapshot);
+  }
+
+  #applyGlobals(snapshot: StartSnapshot): void {
     this.#virtualPages.value = snapshot.pages;
     for (let i = 0; i < this.#snapshotGlobals.length; i++) (this.#snapshotGlobals[i] as WebAssembly.Global).value = snapshot.globals[i];
   }
 
   /**
-   * After a call: an instance whose state a reset cannot bring back (a table changed, a data segment dropped) or
-   * whose real memory grew past what is cheap to zero is not used again; a fresh instance serves the next call.
+   * After a call: an instance whose state a reset cannot bring back (a table changed, a data segment dropped), whose
+   * real memory grew (the next caller could reach the grown pages without growing: loads and stores are checked by
+   * the engine against the real size, not the size the module sees) or is past what is cheap to zero is not used
+   * again; a fresh instance serves the next call.
    */
   #retireIfUnrestorable(): void {
-    if (this.#dirty.value !== 0 || this.#memory.buffer.byteLength > RESET_LIMIT_BYTES) this.broken = true;
+    const realBytes = this.#memory.buffer.byteLength;
+    if (this.#dirty.value !== 0 || realBytes > (this.#snapshot?.realBytes ?? 0) || realBytes > RESET_LIMIT_BYTES) this.broken = true;
   }
 
-  #runStart(start: WasmFunction): void {
-    this.#reset(START_FUEL_BUDGET);
+  /** Runs the start function at load, under its own budget. */
+  #runStart(start: WasmFunction, budget: number): void {
+    this.#reset(budget);
     try {
       this.#phase = 'start';
       start();
     } catch (error) {
       this.broken = true;
-      throw this.#classify(error, '(start)', START_FUEL_BUDGET);
+      throw this.#classify(error, '(start)', budget);
     } finally {
       this.#phase = 'idle';
+    }
+  }
+
+  /**
+   * Runs the start function inside a call, under the call's budget (its fuel counts toward the call's), where the
+   * snapshot cannot stand for it. Its log lines and events are dropped, as at load.
+   */
+  #replayStart(): void {
+    this.#startPending = false;
+    const effects = this.#effects;
+    this.#effects = new CallEffects();
+    try {
+      this.#phase = 'start';
+      (this.#start as WasmFunction)();
+    } finally {
+      this.#effects = effects;
     }
   }
 
@@ -340,7 +445,7 @@ export class OverlayInstance {
       const lower = (value: unknown): number | undefined => {
         if (signature.result === 'void') return undefined;
         if (signature.result === 'i32') return Number(value) | 0;
-        return this.#result(typeof value === 'string' ? value : JSON.stringify(value ?? null), name);
+        return this.#result(typeof value === 'string' ? value : resultJson(value, name), name);
       };
       const refuseOutsideCall = (): void => {
         if (signature.async && this.#phase !== 'export') throw new HostCallOutsideCallError(name, WHERE[this.#phase]);
@@ -396,11 +501,29 @@ export class OverlayInstance {
     return this.#view;
   }
 
-  /** Copies a JS string into a new AssemblyScript string (UTF-16) and returns its pointer. */
+  /**
+   * The bytes of memory the module has: the size it sees (`memory.size`), never more. Real memory can be larger (it
+   * grows by doubling), and the host must not read or write what the module could only reach without growing.
+   */
+  #memoryBytes(): number {
+    return Math.min(this.#memory.buffer.byteLength, (this.#virtualPages.value as number) * PAGE_BYTES);
+  }
+
+  /**
+   * Copies a JS string into a new AssemblyScript string (UTF-16) and returns its pointer. Calling the allocator is a
+   * call-back into the module: it continues the stack count of the module's code that called the host, plus the
+   * host's own frames, so recursion through host functions meets the same deterministic limit in both engines.
+   */
   #lowerString(text: string): number {
     const bytes = text.length << 1;
+    const depth = (this.#depth.value as number) + HOST_CALLBACK_FRAME_BYTES;
+    if (depth > this.#maxStackBytes) {
+      this.#trap.value = TRAP_REASON.callDepth;
+      throw new WebAssembly.RuntimeError('stack limit reached in a host call-back');
+    }
+    this.#depth.value = depth;
     const pointer = (this.#allocate(bytes, ABI.stringClassId) as number) >>> 0;
-    const memoryBytes = this.#memory.buffer.byteLength;
+    const memoryBytes = this.#memoryBytes();
     if (pointer < ABI.sizeOffset || pointer % 2 !== 0 || pointer + bytes > memoryBytes) throw new InvalidAllocationError(pointer, bytes, memoryBytes);
     this.#bytes().write(text, pointer, bytes, 'utf16le');
     return pointer;
@@ -409,10 +532,10 @@ export class OverlayInstance {
   /** The length (code units) of the AssemblyScript string at `pointer`, from its header; 0 for a bad pointer. */
   #stringChars(pointer: number): number {
     const address = pointer >>> 0;
-    const buffer = this.#memory.buffer;
-    if (address < ABI.sizeOffset || address % 2 !== 0 || address > buffer.byteLength) return 0;
-    const size = new DataView(buffer).getUint32(address - ABI.sizeOffset, true);
-    return address + size > buffer.byteLength ? 0 : size >>> 1;
+    const memoryBytes = this.#memoryBytes();
+    if (address < ABI.sizeOffset || address % 2 !== 0 || address > memoryBytes) return 0;
+    const size = new DataView(this.#memory.buffer).getUint32(address - ABI.sizeOffset, true);
+    return address + size > memoryBytes ? 0 : size >>> 1;
   }
 
   /** Reads an AssemblyScript string, at most `limit` code units of it; lenient ('' for a bad pointer). */
@@ -426,16 +549,17 @@ export class OverlayInstance {
   #liftOutput(exportName: string, pointer: unknown): [string, unknown] {
     if (typeof pointer !== 'number') throw new InvalidOutputError(exportName, 'it did not return a string');
     const address = pointer >>> 0;
-    const buffer = this.#memory.buffer;
+    const memoryBytes = this.#memoryBytes();
     if (address === 0) throw new InvalidOutputError(exportName, 'it returned null');
-    if (address < ABI.sizeOffset || address % 2 !== 0 || address > buffer.byteLength) {
+    if (address < ABI.sizeOffset || address % 2 !== 0 || address > memoryBytes) {
       throw new InvalidOutputError(exportName, `its result pointer ${address} is outside its memory`);
     }
-    const size = new DataView(buffer).getUint32(address - ABI.sizeOffset, true);
+    const size = new DataView(this.#memory.buffer).getUint32(address - ABI.sizeOffset, true);
     if (size > ABI.maxOutputBytes) throw new InvalidOutputError(exportName, `it is ${size} bytes; the limit is ${ABI.maxOutputBytes}`);
-    if (address + size > buffer.byteLength || size % 2 !== 0) throw new InvalidOutputError(exportName, 'its string header is corrupt');
+    if (address + size > memoryBytes || size % 2 !== 0) throw new InvalidOutputError(exportName, 'its string header is corrupt');
     const text = this.#bytes().toString('utf16le', address, address + size);
     if (!text.isWellFormed()) throw new InvalidOutputError(exportName, 'it is not well-formed Unicode text (a lone surrogate cannot be encoded as UTF-8)');
+    if (jsonNestsDeeperThan(text)) throw new InvalidOutputError(exportName, `it nests arrays and objects deeper than ${MAX_JSON_NESTING} levels`);
     try {
       return [text, JSON.parse(text)];
     } catch {

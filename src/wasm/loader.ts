@@ -2,9 +2,10 @@ import { createHash } from 'node:crypto';
 import type { OverlayManifest } from '../manifest.ts';
 import { ABI, type Capability } from './abi.ts';
 import { capResources, formatFunctionType, hasWasmHeader, scanModule, stripCustomSections, TABLE_ELEMENT_BYTES, type FunctionType, type ModuleShape } from './binary.ts';
-import { CapabilityError, HashMismatchError, InvalidModuleError, MemoryLimitError } from './errors.ts';
+import { CapabilityError, FuelLimitError, HashMismatchError, InvalidModuleError, MemoryLimitError } from './errors.ts';
 import { DEFAULT_MAX_STACK_BYTES } from './fuel-meter.ts';
 import { BUILTIN_HOST_FUNCTIONS, type HostFunction, type HostFunctionSignature } from './host-functions.ts';
+import { START_FUEL_BUDGET } from './instance.ts';
 import type { MeteredModuleCache } from './metered-cache.ts';
 
 /** A verified, metered, memory-capped overlay module, ready to instantiate in either engine. */
@@ -22,6 +23,10 @@ export interface CompiledOverlay {
   /** Exports with the overlay ABI, `(string) → string`. */
   exports: readonly string[];
   maxStackBytes: number;
+  /** The most fuel the service allows one call (undefined: no ceiling beyond the manifest's budgets). */
+  maxFuel: number | undefined;
+  /** Fuel for the start function at load: {@link START_FUEL_BUDGET}, within the service's ceiling. */
+  startBudget: number;
 }
 
 export interface CompileOptions {
@@ -34,6 +39,8 @@ export interface CompileOptions {
   maxStackBytes?: number;
   /** The most memory (64 KiB pages, tables included) any overlay may have; default {@link DEFAULT_MEMORY_CEILING_PAGES}. */
   maxMemoryPages?: number;
+  /** The most fuel any one call may have (the manifest's budgets, and the start function's); default no ceiling. */
+  maxFuel?: number;
 }
 
 /** The kernel's ceiling on an overlay's memory cap unless the service sets one: 4,096 pages = 256 MiB. */
@@ -169,6 +176,15 @@ export async function compileOverlay(bytes: Uint8Array, options: CompileOptions)
     throw new MemoryLimitError('(load)', ceiling, `The manifest asks for ${manifest.memoryPages} pages of memory; this kernel allows an overlay at most ${ceiling} (${ceiling / 16} MiB): lower "memoryPages", or raise the kernel's maxMemoryPages.`);
   }
 
+  const { maxFuel } = options;
+  if (maxFuel !== undefined) {
+    const over = Object.entries(manifest.fuel).find(([, budget]) => budget > maxFuel);
+    if (over !== undefined) {
+      const [exportName, budget] = over;
+      throw new FuelLimitError(exportName, budget, maxFuel, `The manifest gives "${exportName}" a fuel budget of ${budget}; this kernel allows a call at most ${maxFuel}: lower "fuel.${exportName}", or raise the kernel's maxFuel.`);
+    }
+  }
+
   const maxStackBytes = options.maxStackBytes ?? DEFAULT_MAX_STACK_BYTES;
   // Names come from the custom name section: without it, no function of the module can take a name the meter uses.
   const metered = capResources(await options.cache.get(stripCustomSections(bytes), sha256, maxStackBytes), { memoryPages: manifest.memoryPages, tableElementBytes: TABLE_ELEMENT_BYTES });
@@ -188,5 +204,7 @@ export async function compileOverlay(bytes: Uint8Array, options: CompileOptions)
     usesAsyncHost: hostImports.some((f) => f.async),
     exports,
     maxStackBytes,
+    maxFuel,
+    startBudget: Math.min(START_FUEL_BUDGET, maxFuel ?? START_FUEL_BUDGET),
   };
 }

@@ -10,7 +10,7 @@ import { meterOffThread } from './meter-thread.ts';
  * Bumped whenever the meter's output changes for the same input, so stale cached modules are never used
  * (the fuel costs are part of the key too).
  */
-const METER_VERSION = 5;
+const METER_VERSION = 6;
 
 /** Where metered modules are kept between processes unless configured: `FORGE_CACHE_DIR` or `~/.cache/forge-kernel`. */
 export function defaultCacheDir(): string {

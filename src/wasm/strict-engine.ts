@@ -49,6 +49,7 @@ class WorkerSlot {
       module: compiled.module,
       maxPages: compiled.manifest.memoryPages,
       maxStackBytes: compiled.maxStackBytes,
+      startBudget: compiled.startBudget,
       hostImports: compiled.hostImports.map(({ name, capability, async, params, result }) => ({ name, capability, async, params, result })),
       channel: this.#channel,
     };

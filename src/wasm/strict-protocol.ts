@@ -1,4 +1,4 @@
-import { ReplyTooLargeError, type SerializedError } from './errors.ts';
+import { ReplyTooLargeError, UnserializableMessageError, type SerializedError } from './errors.ts';
 import type { HostFunctionSignature, OverlayEvent, OverlayLogLine } from './host-functions.ts';
 import type { RawCallResult } from './instance.ts';
 
@@ -39,6 +39,8 @@ export interface WorkerInit {
   module: WebAssembly.Module;
   maxPages: number;
   maxStackBytes: number;
+  /** Fuel for the start function of the worker's first instance. */
+  startBudget: number;
   hostImports: HostFunctionSignature[];
   channel: SharedArrayBuffer;
 }
@@ -73,13 +75,18 @@ const decoder = new TextDecoder();
 
 /**
  * Writes a message into the area and moves the state word, waking the other side. A message that does not fit is
- * refused with {@link ReplyTooLargeError} (`what` names it) before the state word moves: the caller sends a small
- * error in its place, so neither side is left waiting.
+ * refused with {@link ReplyTooLargeError}, one JSON cannot carry with {@link UnserializableMessageError} (`what` names
+ * it), before the state word moves: the caller sends a small error in its place, so neither side is left waiting.
  */
 export function send(channel: SharedArrayBuffer, state: number, message: unknown, what = 'A message to or from the overlay worker'): void {
   const control = new Int32Array(channel, 0, CHANNEL.headerBytes / 4);
   const area = new Uint8Array(channel, CHANNEL.headerBytes);
-  const json = JSON.stringify(message);
+  let json: string;
+  try {
+    json = JSON.stringify(message);
+  } catch (error) {
+    throw new UnserializableMessageError(what, (error as Error).message);
+  }
   const { written, read } = encoder.encodeInto(json, area);
   if (read !== json.length) throw new ReplyTooLargeError(what, Buffer.byteLength(json), CHANNEL.areaBytes);
   Atomics.store(control, CHANNEL.length, written);

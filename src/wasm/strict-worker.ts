@@ -3,7 +3,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { reviveError, serializeError } from './errors.ts';
 import { CallEffects, type HostFunctionSignature } from './host-functions.ts';
-import { OverlayInstance, type RawCallResult } from './instance.ts';
+import { OverlayInstance, type InstanceOptions, type RawCallResult } from './instance.ts';
+import type { StartSnapshot } from './start-snapshot.ts';
 import { CHANNEL, receive, send, STATE, type CallReply, type CallRequest, type HostReply, type WorkerInit, type WorkerStartup } from './strict-protocol.ts';
 
 const init = workerData as WorkerInit;
@@ -25,16 +26,14 @@ function invokeHost(signature: HostFunctionSignature, args: (string | number)[])
   return reply.value;
 }
 
-function createInstance(): OverlayInstance {
-  return new OverlayInstance({
-    module: init.module,
-    maxPages: init.maxPages,
-    maxStackBytes: init.maxStackBytes,
-    hostImports: init.hostImports,
-    suspending: false,
-    invokeHost,
-  });
-}
+const options: InstanceOptions = {
+  module: init.module,
+  maxPages: init.maxPages,
+  maxStackBytes: init.maxStackBytes,
+  hostImports: init.hostImports,
+  suspending: false,
+  invokeHost,
+};
 
 function serve(request: CallRequest, instance: OverlayInstance): CallReply {
   const effects = new CallEffects();
@@ -54,14 +53,19 @@ function serve(request: CallRequest, instance: OverlayInstance): CallReply {
 }
 
 let instance: OverlayInstance | undefined;
+/** The state every call starts from, taken from the worker's first instance; later instances are prepared from it. */
+let snapshot: StartSnapshot | undefined;
 try {
-  instance = createInstance();
+  const first = await OverlayInstance.first({ ...options, startBudget: init.startBudget });
+  snapshot = first.snapshot;
+  if (!first.broken) instance = first;
   port.postMessage({ type: 'ready' } satisfies WorkerStartup);
 } catch (error) {
   port.postMessage({ type: 'failed', error: serializeError(error) } satisfies WorkerStartup);
 }
 
-if (instance !== undefined) {
+if (snapshot !== undefined) {
+  const start = snapshot;
   for (;;) {
     waitWhile(STATE.idle);
     waitWhile(STATE.done);
@@ -69,7 +73,7 @@ if (instance !== undefined) {
     const request = receive<CallRequest>(init.channel);
     let reply: CallReply;
     try {
-      instance ??= createInstance();
+      instance ??= OverlayInstance.from(options, start);
       reply = serve(request, instance);
       if (instance.broken) instance = undefined;
     } catch (error) {

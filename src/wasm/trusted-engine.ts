@@ -59,8 +59,11 @@ class NativeExecutor implements Executor {
       try {
         output = await fn(JSON.parse(request.inputJson), context(request.effects, request.context));
       } catch (error) {
-        // What the overlay throws is its own fault, as a wasm trap is (the kernel's typed errors pass as they are).
-        throw isForgeError(error) ? error : new OverlayTrapError(request.exportName, `it threw ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`, { cause: error });
+        // What the overlay throws is its own fault, as a wasm trap is, even a kernel error it caught elsewhere and let
+        // escape (a call to another overlay that failed): only what its own context refused (a reserved event type)
+        // keeps its code, as the same refusal does for a wasm overlay.
+        if (REFUSED_BY_CONTEXT.has(error as object)) throw error;
+        throw new OverlayTrapError(request.exportName, `it threw ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`, { cause: error, details: isForgeError(error) ? { thrownCode: error.code } : {} });
       }
       const outputJson = JSON.stringify(output);
       if (outputJson === undefined) throw new InvalidOutputError(request.exportName, 'it returned a value JSON cannot carry');
@@ -81,13 +84,27 @@ class NativeExecutor implements Executor {
   }
 }
 
+/** Errors a native overlay's context raised (its publish refused): the call fails with their own code. */
+const REFUSED_BY_CONTEXT = new WeakSet<object>();
+
+/** Runs a context function; what it throws is marked as the context's refusal. */
+function refusing<T>(work: () => T): T {
+  try {
+    return work();
+  } catch (error) {
+    if (typeof error === 'object' && error !== null) REFUSED_BY_CONTEXT.add(error);
+    throw error;
+  }
+}
+
 function context(effects: CallEffects, call: HostCallContext): NativeContext {
   return {
     caller: call.caller,
     capabilities: call.capabilities,
-    log: (level, message) => effects.log(LEVELS.indexOf(level), message),
+    log: (level, message) => refusing(() => effects.log(LEVELS.indexOf(level), message)),
     publish: (type, payload) => {
-      effects.publish(type, JSON.stringify(payload) ?? 'null');
+      const json = JSON.stringify(payload) ?? 'null';
+      refusing(() => effects.publish(type, json));
     },
     signal: call.signal,
   };

@@ -155,4 +155,25 @@ describe('kernel.inspector', () => {
     expect(await send({ ...json, host: `localhost:${port}`, origin: `http://localhost:${port}` }, control)).toBe(200);
     expect(k.overlays.get('echo')?.breaker).toBe('forcedOpen');
   });
+
+  it('beyond loopback (with its token), takes controls from its own page by whatever name the network gives it', async () => {
+    const k = await start();
+    await k.overlays.load({ manifest: { name: 'echo', version: '1.0.0' }, exports: { run: () => ({ ok: true }) } }, { internal: true, trusted: true });
+    const token = 'a-long-enough-token-for-tests';
+    const { port } = await k.inspector.listen({ host: '0.0.0.0', port: 0, token });
+    const send = (headers: Record<string, string>) =>
+      new Promise<number>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port, path: '/api/control', method: 'POST', headers: { 'content-type': 'application/json', 'x-forge-inspector': '1', authorization: `Bearer ${token}`, ...headers } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        req.end(JSON.stringify({ action: 'force-open', target: 'echo' }));
+      });
+    expect(await send({ host: `192.168.1.20:${port}`, origin: 'http://evil.example' })).toBe(403);
+    expect(await send({ host: `192.168.1.20:${port}`, origin: `http://192.168.1.21:${port}` })).toBe(403);
+    expect(k.overlays.get('echo')?.breaker).toBe('closed');
+    expect(await send({ host: `192.168.1.20:${port}`, origin: `http://192.168.1.20:${port}` })).toBe(200);
+    expect(k.overlays.get('echo')?.breaker).toBe('forcedOpen');
+  });
 });

@@ -168,6 +168,24 @@ describe('kernel.pipelines', () => {
     for (const name of ['slow-a', 'slow-b']) expect(k.overlays.history.list(name).filter((h) => h.outcome === 'fault')).toEqual([]);
   }, budget(60_000));
 
+  it('lets the phase timer decide when the overlay’s own deadline equals the phase’s (the defaults: 5 s and 5 s)', async () => {
+    // The manifest's timeoutMs is the phase's timeoutMs, and the overlay outlasts both: two clocks for one instant.
+    const hung = overlay('hung', 'analysis', () => new Promise((resolve) => setTimeout(() => resolve({ ok: true }), 200)), { timeoutMs: 60 });
+    const k = await start([hung], { phases: { analysis: { timeoutMs: 60, required: false } } });
+    const results = await Promise.all(Array.from({ length: 30 }, (_, i) => k.pipelines.start({ capsule: { id: `c${i}` } }).done));
+    const outcomes = results.map((r) => r.phases.find((p) => p.phase === 'analysis')?.overlays[0]).map((o) => `${o?.status}/${o?.code}`);
+    expect(new Set(outcomes)).toEqual(new Set(['timeout/PHASE_TIMEOUT']));
+    expect(k.overlays.history.list('hung').filter((h) => h.outcome === 'fault')).toEqual([]);
+    expect(k.overlays.get('hung')?.breaker).toBe('closed');
+  }, budget(60_000));
+
+  it('keeps an overlay’s own, clearly shorter deadline: that timeout is the overlay’s fault (DEADLINE_EXCEEDED)', async () => {
+    const hung = overlay('short-fuse', 'analysis', () => new Promise((resolve) => setTimeout(() => resolve({ ok: true }), 2_000)), { timeoutMs: 50 });
+    const k = await start([hung], { phases: { analysis: { timeoutMs: 1_500, required: false } } });
+    const result = await k.pipelines.start({ capsule: { id: 'c' } }).done;
+    expect(result.phases.find((p) => p.phase === 'analysis')?.overlays[0]).toMatchObject({ status: 'failed', code: 'DEADLINE_EXCEEDED' });
+  }, budget(60_000));
+
   it('fails the run when a required phase fails, naming the overlay; an optional phase only warns', async () => {
     const broken = overlay('broken-voter', 'consensus', () => ({ ok: false, error: { message: 'no quorum' } }));
     const k = await start([echo('ingestion'), broken, echo('settlement')]);

@@ -1,5 +1,6 @@
 import neo4j from 'neo4j-driver';
 import { describe, expect, it } from 'vitest';
+import { MAX_JSON_NESTING } from '../../src/json-nesting.ts';
 import { compileMutations, MAX_MUTATIONS } from '../../src/store/graph-mutations.ts';
 
 const writes = { labels: ['Capsule', 'Note'], relationships: ['CITES'] };
@@ -61,5 +62,11 @@ describe('compileMutations', () => {
     ['an endpoint with more fields', [{ link: 'CITES', from: { label: 'Capsule', key: { id: 'a' }, where: 'x' }, to: { label: 'Capsule', key: { id: 'b' } } }]],
   ])('refuses %s with GRAPH_MUTATION_REFUSED', (_what, mutations) => {
     expect(refusal(mutations)).toBe('GRAPH_MUTATION_REFUSED');
+  });
+
+  it('refuses an argument nested deeper than the kernel takes with a typed error, not a stack overflow', () => {
+    const deep = (levels: number) => `${'['.repeat(levels)}${']'.repeat(levels)}`;
+    expect(refusal(`[{"create":"Note","properties":{"text":${deep(32_768)}}}]`)).toBe('GRAPH_MUTATION_REFUSED');
+    expect(refusal(`[{"create":"Note","properties":{"text":${deep(MAX_JSON_NESTING)}}}]`)).toBe('GRAPH_MUTATION_REFUSED');
   });
 });

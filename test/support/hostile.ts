@@ -5,10 +5,10 @@ import { sha256Hex } from '../../src/wasm/loader.ts';
  * Bytes of a module written in the WebAssembly text format, with the features V8 reads (binaryen's `All` would also
  * switch on encodings V8 refuses, e.g. compact imports).
  */
-export function wat(text: string): Uint8Array {
+export function wat(text: string, extraFeatures = 0): Uint8Array {
   const F = binaryen.Features;
   const module = binaryen.parseText(text);
-  module.setFeatures(F.MutableGlobals | F.NontrappingFPToInt | F.SIMD128 | F.BulkMemory | F.BulkMemoryOpt | F.SignExt | F.ReferenceTypes | F.Multivalue | F.MultiMemory);
+  module.setFeatures(F.MutableGlobals | F.NontrappingFPToInt | F.SIMD128 | F.BulkMemory | F.BulkMemoryOpt | F.SignExt | F.ReferenceTypes | F.Multivalue | F.MultiMemory | extraFeatures);
   const bytes = module.emitBinary();
   module.dispose();
   return bytes;
@@ -19,9 +19,10 @@ export const EMPTY_OBJECT = 16;
 
 /**
  * The overlay ABI by hand: a memory, a bump allocator `__new` that writes the AssemblyScript header's rtSize, and the
- * JSON string `{}` at {@link EMPTY_OBJECT}. `body` adds imports (first), functions and exports.
+ * JSON string `{}` at {@link EMPTY_OBJECT}. `body` adds imports (first), functions and exports; `features` adds
+ * binaryen features to the ones V8 reads by default (e.g. relaxed SIMD).
  */
-export function hostileModule(body: string, options: { pages?: number; imports?: string; onAllocate?: string } = {}): Uint8Array {
+export function hostileModule(body: string, options: { pages?: number; imports?: string; onAllocate?: string; features?: number } = {}): Uint8Array {
   return wat(`(module
   ${options.imports ?? ''}
   (memory (export "memory") ${options.pages ?? 1})
@@ -34,7 +35,7 @@ export function hostileModule(body: string, options: { pages?: number; imports?:
     (global.set $heap (i32.and (i32.add (i32.add (local.get $p) (local.get $size)) (i32.const 15)) (i32.const -16)))
     (local.get $p))
   (func (export "run") (param i32) (result i32) (i32.const ${EMPTY_OBJECT}))
-  ${body})`);
+  ${body})`, options.features);
 }
 
 /** A manifest for hand-made bytes. */

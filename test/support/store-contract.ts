@@ -67,6 +67,21 @@ export function storeContract(name: string, make: () => Promise<Store>): void {
       expect(await store.loadRunSnapshot(id('r1'))).toBeUndefined();
     });
 
+    it('replaces a run snapshot only if it is still the expected one: of concurrent replacements exactly one wins', async () => {
+      const runId = id('cas');
+      await store.saveRunSnapshot({ runId, version: 1, status: 'awaitingDecision', snapshot: { n: 0 }, updatedAt: 10 });
+      expect(await store.replaceRunSnapshot({ status: 'paused', updatedAt: 10 }, { runId, version: 1, status: 'running', snapshot: { n: -1 }, updatedAt: 11 })).toBe(false);
+      expect(await store.replaceRunSnapshot({ status: 'awaitingDecision', updatedAt: 9 }, { runId, version: 1, status: 'running', snapshot: { n: -1 }, updatedAt: 11 })).toBe(false);
+      const attempts = await Promise.all(
+        Array.from({ length: 8 }, (_, n) => store.replaceRunSnapshot({ status: 'awaitingDecision', updatedAt: 10 }, { runId, version: 1, status: 'running', snapshot: { n: n + 1 }, updatedAt: 20 + n })),
+      );
+      expect(attempts.filter(Boolean)).toHaveLength(1);
+      const winner = attempts.indexOf(true);
+      expect(await store.loadRunSnapshot(runId)).toEqual({ runId, version: 1, status: 'running', snapshot: { n: winner + 1 }, updatedAt: 20 + winner });
+      expect(await store.replaceRunSnapshot({ status: 'awaitingDecision', updatedAt: 10 }, { runId: id('gone'), version: 1, status: 'running', snapshot: {}, updatedAt: 30 })).toBe(false);
+      await store.deleteRunSnapshot(runId);
+    });
+
     it('keeps overlay registrations, the audit trail and dead letters', async () => {
       const registration = { id: id('ov'), name: 'scorer', version: '1.0.0', sha256: 'a'.repeat(64), manifest: { name: 'scorer', fuel: { run: 5 } }, grant: ['LOGGING'], state: 'active', updatedAt: 9 };
       await store.saveOverlay(registration);

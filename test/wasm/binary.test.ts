@@ -11,6 +11,7 @@ import {
   stripCustomSections,
   TABLE_ELEMENT_BYTES,
 } from '../../src/wasm/binary.ts';
+import { budget } from '../support/wait.ts';
 
 const F = binaryen.Features;
 /** What V8 in Node 24 runs; `All` would also switch on encodings it refuses (compact imports, GC). */
@@ -273,7 +274,7 @@ describe('scanModule', () => {
         expect(shape.imports.map(({ module, name, kind }) => ({ module, name, kind }))).toEqual(WebAssembly.Module.imports(module));
       }
     }
-  }, 60_000);
+  }, budget(60_000));
 
   it('throws only ForgeErrors on mutated bytes, and agrees with V8 on the imports and exports it accepts', () => {
     let agreed = 0;

@@ -298,6 +298,72 @@ describe('FuelMeter', () => {
     }
   });
 
+  it('refuses every relaxed SIMD operation, whose results differ between machines, and keeps the deterministic SIMD ones', () => {
+    const v = '(v128.const i64x2 0 0)';
+    const relaxed = [
+      `(i8x16.relaxed_swizzle ${v} ${v})`,
+      `(i32x4.relaxed_trunc_f32x4_s ${v})`,
+      `(i32x4.relaxed_trunc_f32x4_u ${v})`,
+      `(i32x4.relaxed_trunc_f64x2_s_zero ${v})`,
+      `(i32x4.relaxed_trunc_f64x2_u_zero ${v})`,
+      ...['f32x4', 'f64x2'].flatMap((shape) => [`(${shape}.relaxed_madd ${v} ${v} ${v})`, `(${shape}.relaxed_nmadd ${v} ${v} ${v})`, `(${shape}.relaxed_min ${v} ${v})`, `(${shape}.relaxed_max ${v} ${v})`]),
+      ...['i8x16', 'i16x8', 'i32x4', 'i64x2'].map((shape) => `(${shape}.relaxed_laneselect ${v} ${v} ${v})`),
+      `(i16x8.relaxed_q15mulr_s ${v} ${v})`,
+      `(i16x8.relaxed_dot_i8x16_i7x16_s ${v} ${v})`,
+      `(i32x4.relaxed_dot_i8x16_i7x16_add_s ${v} ${v} ${v})`,
+    ];
+    // binaryen knows 20 relaxed operations: every one is tried.
+    expect(relaxed).toHaveLength(Object.keys(binaryen).filter((name) => name.startsWith('Relaxed')).length);
+    const meter = (instruction: string): unknown => {
+      const module = binaryen.parseText(`(module (memory 1) (func (export "f") (drop ${instruction})))`);
+      module.setFeatures(binaryen.Features.SIMD128 | binaryen.Features.RelaxedSIMD);
+      const bytes = module.emitBinary();
+      module.dispose();
+      try {
+        return meterModule(binaryen, bytes).meteredFunctions;
+      } catch (error) {
+        return isForgeError(error) ? { code: error.code, feature: error.details.feature } : error;
+      }
+    };
+    for (const instruction of relaxed) expect(meter(instruction), instruction).toEqual({ code: 'INVALID_MODULE', feature: 'relaxed-simd' });
+    for (const instruction of [`(i16x8.q15mulr_sat_s ${v} ${v})`, `(f32x4.min ${v} ${v})`, `(i32x4.trunc_sat_f32x4_s ${v})`, `(v128.bitselect ${v} ${v} ${v})`]) expect(meter(instruction), instruction).toBe(1);
+  });
+
+  it('names what it refuses in words, never "[object Object]": passive element segments and the table instructions it cannot walk', () => {
+    const refusal = (body: string): string => {
+      const module = binaryen.parseText(`(module (memory 1) (table $t 2 funcref) (func $f) ${body})`);
+      module.setFeatures(binaryen.Features.BulkMemory | binaryen.Features.ReferenceTypes);
+      const bytes = module.emitBinary();
+      module.dispose();
+      try {
+        meterModule(binaryen, bytes);
+      } catch (error) {
+        expect(isForgeError(error, 'INVALID_MODULE')).toBe(true);
+        return (error as Error).message;
+      }
+      return 'metered';
+    };
+    expect(refusal('(elem $e func $f) (func (export "x") (table.init $t $e (i32.const 0) (i32.const 0) (i32.const 1)))')).toMatch(/passive element segment.*table\.init/);
+    expect(refusal('(elem $e (i32.const 0) func $f) (func (export "x") (elem.drop $e))')).toMatch(/uses elem\.drop/);
+    expect(refusal('(elem $e (i32.const 0) func $f) (func (export "x") (table.init $t $e (i32.const 0) (i32.const 0) (i32.const 0)))')).toMatch(/uses table\.init/);
+    expect(refusal('(func (export "x") (table.copy (i32.const 1) (i32.const 0) (i32.const 1)))')).toMatch(/uses table\.copy/);
+    expect(refusal('(func (export "x") (table.fill $t (i32.const 0) (ref.null func) (i32.const 1)))')).toMatch(/uses table\.fill/);
+  });
+
+  it('marks the instance dirty on data.drop, which has no operands, as on table.set', () => {
+    const module = binaryen.parseText(`(module (memory (export "memory") 1) (data $d "abcd") (table $t 1 funcref)
+      (func (export "drop") (data.drop $d)) (func (export "set") (table.set $t (i32.const 0) (ref.null func))) (func (export "none") (nop)))`);
+    module.setFeatures(binaryen.Features.BulkMemory | binaryen.Features.ReferenceTypes);
+    const bytes = module.emitBinary();
+    module.dispose();
+    const exports = new WebAssembly.Instance(new WebAssembly.Module(meterModule(binaryen, bytes).bytes as Uint8Array<ArrayBuffer>)).exports as unknown as Exports;
+    for (const [name, dirty] of [['none', 0], ['drop', 1], ['set', 1]] as const) {
+      exports[METER_EXPORTS.dirty]!.value = 0;
+      burn(exports, name, []);
+      expect(exports[METER_EXPORTS.dirty]!.value, name).toBe(dirty);
+    }
+  });
+
   it('keeps the locals it adds bounded by the nesting of calls, not their number', () => {
     // Each host call whose operands burn fuel evaluates them into locals first; 25,001 such calls with two operands
     // each would pass V8's limit of 50,000 locals if every call had its own.

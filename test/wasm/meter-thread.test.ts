@@ -10,6 +10,7 @@ import { loadBinaryen } from '../../src/wasm/binaryen.ts';
 import { meterModule } from '../../src/wasm/fuel-meter.ts';
 import { meterOffThread } from '../../src/wasm/meter-thread.ts';
 import { buildFixture } from '../support/overlays.ts';
+import { budget } from '../support/wait.ts';
 
 /** Bytes of a module in the text format (binaryen's text parser recurses: keep nesting shallow here). */
 function wat(text: string): Uint8Array {
@@ -56,7 +57,7 @@ describe('meterOffThread', () => {
   it('gives exactly the bytes the meter gives on the calling thread', async () => {
     const { bytes } = await buildFixture('fixtures/basics.ts');
     expect(await meterOffThread(bytes, {})).toEqual(await metersInThread(bytes));
-  }, 120_000);
+  }, budget(120_000));
 
   it("keeps the calling thread's event loop turning while a large module is metered", async () => {
     const bytes = manyFunctions(20_000);
@@ -79,7 +80,7 @@ describe('meterOffThread', () => {
     maxGap = Math.max(maxGap, performance.now() - last);
     expect(metering).toBeGreaterThan(300);
     expect(maxGap).toBeLessThan(Math.min(200, metering / 2));
-  }, 120_000);
+  }, budget(120_000));
 
   it('refuses a module nested too deeply for the meter with a ForgeError, and meters the next module', async () => {
     // Far past what the meter's 16 MB stack follows (about 20,000 empty blocks pass, 30,000 overflow).
@@ -89,14 +90,14 @@ describe('meterOffThread', () => {
 
     const next = wat('(module (memory 1) (func (export "run") (result i32) (i32.const 7)))');
     expect(await meterOffThread(next, {})).toEqual(await metersInThread(next));
-  }, 120_000);
+  }, budget(120_000));
 
   it('refuses bytes that are not a module with INVALID_MODULE', async () => {
     for (const garbage of [new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03]), new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8])]) {
       const error = await meterOffThread(garbage, {}).catch((caught: unknown) => caught);
       expect(isForgeError(error, 'INVALID_MODULE')).toBe(true);
     }
-  }, 120_000);
+  }, budget(120_000));
 
   it('settles concurrent requests each with its own result, a failing one included', async () => {
     const modules = [1, 2, 3, 4, 5].map((n) => wat(`(module (memory 1) (func (export "run") (result i32) (i32.const ${n})))`));
@@ -105,7 +106,7 @@ describe('meterOffThread', () => {
     for (const [i, bytes] of modules.entries()) expect(settled[i]).toEqual({ status: 'fulfilled', value: await metersInThread(bytes) });
     const failed = settled[modules.length];
     expect(failed?.status === 'rejected' && isForgeError(failed.reason, 'INVALID_MODULE')).toBe(true);
-  }, 120_000);
+  }, budget(120_000));
 
   it('never keeps a process alive once its modules are metered', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'forge-meter-thread-'));
@@ -123,5 +124,5 @@ describe('meterOffThread', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  }, 120_000);
+  }, budget(120_000));
 });
