@@ -13,6 +13,13 @@ export const MAX_JSON_NESTING = 128;
 export function jsonNestsDeeperThan(text: string, limit: number = MAX_JSON_NESTING): boolean {
   // Nesting past `limit` takes more than `limit` brackets: shorter text cannot.
   if (text.length <= limit) return false;
+  // Nor can text with at most `limit` opening brackets in all: counted with native scans, which is what most text
+  // needs (the character walk below costs more than the rest of a small call).
+  let opens = 0;
+  for (const bracket of ['[', '{']) {
+    for (let at = text.indexOf(bracket); at !== -1 && opens <= limit; at = text.indexOf(bracket, at + 1)) opens++;
+  }
+  if (opens <= limit) return false;
   let depth = 0;
   let inString = false;
   for (let i = 0; i < text.length; i++) {

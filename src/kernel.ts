@@ -291,7 +291,8 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
       const chain = await manager.start(source, insightType, startOptions);
       await chainGuard?.register({ id: chain.id, source, maxHops: chain.maxHops, visited: [...chain.visited], expiresAt: chain.expiresAt });
       manager.count(chain.id, 'insights');
-      await bus.publish({ type: insightType, payload: { ...data, cascadeId: chain.id }, source, correlationId: chain.correlationId });
+      // A chain is the kernel's own causal root: started from a handler, it does not inherit the handler's hops.
+      await detached(() => bus.publish({ type: insightType, payload: { ...data, cascadeId: chain.id }, source, correlationId: chain.correlationId }));
       return manager.get(chain.id) ?? chain;
     },
     async append(chainId, insightType, data = {}, source = 'kernel') {

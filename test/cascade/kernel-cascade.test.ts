@@ -57,6 +57,20 @@ describe('cascades through the kernel (bus + overlay actors + chains)', () => {
     expect(seen.filter((s) => s.endsWith(':root'))).toHaveLength(1);
   });
 
+  it('starts a chain from a handler deep in a causal chain without inheriting its hops', async () => {
+    kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false });
+    const hops: number[] = [];
+    kernel.bus.subscribe({ types: ['deep.step'] }, async (event) => {
+      const depth = (event.payload as { depth: number }).depth;
+      if (depth < 9) await kernel.bus.publish({ type: 'deep.step', payload: { depth: depth + 1 } });
+      else await kernel.cascades.start('deep', 'insight.deep', {});
+    });
+    kernel.bus.subscribe({ types: ['insight.deep'] }, (event) => void hops.push(event.hops));
+    await kernel.bus.publish({ type: 'deep.step', payload: { depth: 0 } });
+    await until(() => hops.length === 1, 'the chain to start');
+    expect(hops).toEqual([0]);
+  });
+
   it('adds an insight to a live chain with append, with the chain’s id and correlation, and counts it', async () => {
     kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false });
     const delivered: { cascadeId: unknown; correlationId: string }[] = [];

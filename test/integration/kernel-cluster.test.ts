@@ -8,7 +8,7 @@ import { ChainGuard } from '../../src/cluster/chain-guard.ts';
 import { createKernel, type Kernel } from '../../src/kernel.ts';
 import { captureLogger } from '../support/engine.ts';
 import { deleteStreams } from '../support/nats.ts';
-import { budget } from '../support/wait.ts';
+import { budget, childLog } from '../support/wait.ts';
 
 const SCRIPT = join(import.meta.dirname, 'fixtures', 'cluster-process.ts');
 
@@ -34,7 +34,8 @@ describe('kernels as separate processes on NATS JetStream (real server, real pro
   });
 
   const member = (name: string, relays = ''): ChildProcess => {
-    const child = spawn(process.execPath, [SCRIPT, name, relays], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [SCRIPT, name, relays], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stderr.pipe(childLog(`kernel-cluster-${name}`));
     createInterface({ input: child.stdout }).on('line', (line) => lines.push(JSON.parse(line) as Record<string, unknown>));
     children.push(child);
     return child;

@@ -7,7 +7,7 @@ import { startNatsCluster, type NatsCluster } from '../../scripts/services/nats-
 import { createKernel, type Kernel } from '../../src/kernel.ts';
 import { captureLogger } from '../support/engine.ts';
 import { freePort } from '../support/net.ts';
-import { until, budget } from '../support/wait.ts';
+import { budget, childLog, until } from '../support/wait.ts';
 
 const MEMBER = join(import.meta.dirname, 'fixtures', 'cluster-process.ts');
 
@@ -31,7 +31,8 @@ describe('kernel processes on a 3-node NATS JetStream cluster (real servers, rea
     let ready = 0;
     for (const name of ['member-a', 'member-b']) {
       // The members list the nodes in reverse, so they do not all lean on the node that will die.
-      const child = spawn(process.execPath, [MEMBER, name], { env: { ...env, NATS_URL: [...cluster.servers].reverse().join(',') }, stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(process.execPath, [MEMBER, name], { env: { ...env, NATS_URL: [...cluster.servers].reverse().join(',') }, stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stderr!.pipe(childLog(`nats-cluster-${name}`));
       children.push(child);
       createInterface({ input: child.stdout }).on('line', (line) => {
         const parsed = JSON.parse(line) as { got?: string; by?: string; ready?: string };

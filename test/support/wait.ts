@@ -1,3 +1,6 @@
+import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { join } from 'node:path';
+
 /**
  * Waiting in tests without deciding a pass on how fast this machine is: poll a condition until a deadline, and scale
  * deadlines by FORGE_TEST_SLOWDOWN (default 1; `npm run test:stress` sets it while it loads the machine).
@@ -19,4 +22,14 @@ export async function until(condition: () => boolean | Promise<boolean>, what: s
     if (Date.now() > deadline) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}.`);
     await new Promise((resolve) => (every === 0 ? setImmediate(resolve) : setTimeout(resolve, every)));
   }
+}
+
+/**
+ * Where a child process of a test writes its stderr (the kernel's logs among it): a file under .forge/reports/,
+ * not the test runner's console. Returns the stream to pipe into.
+ */
+export function childLog(name: string): WriteStream {
+  const dir = join(import.meta.dirname, '..', '..', '.forge', 'reports', 'children');
+  mkdirSync(dir, { recursive: true });
+  return createWriteStream(join(dir, `${name.replace(/[^\w.-]/g, '_')}.log`), { flags: 'a' });
 }
