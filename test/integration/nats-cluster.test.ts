@@ -32,7 +32,7 @@ describe('kernel processes on a 3-node NATS JetStream cluster (real servers, rea
     for (const name of ['member-a', 'member-b']) {
       // The members list the nodes in reverse, so they do not all lean on the node that will die.
       const child = spawn(process.execPath, [MEMBER, name], { env: { ...env, NATS_URL: [...cluster.servers].reverse().join(',') }, stdio: ['ignore', 'pipe', 'pipe'] });
-      child.stderr!.pipe(childLog(`nats-cluster-${name}`));
+      child.stderr.pipe(childLog(`nats-cluster-${name}`));
       children.push(child);
       createInterface({ input: child.stdout }).on('line', (line) => {
         const parsed = JSON.parse(line) as { got?: string; by?: string; ready?: string };
