@@ -20,6 +20,8 @@ export default defineConfig({
           // scale with FORGE_TEST_SLOWDOWN, which `npm run test:stress` sets while it loads the machine.
           testTimeout: budget(30_000),
           hookTimeout: budget(120_000),
+          // expect.poll waits this long (its own default, 1 s, is a fixed short timeout).
+          expect: { poll: { timeout: budget(15_000) } },
         },
       },
       {
@@ -29,6 +31,7 @@ export default defineConfig({
           include: ['test/package/**/*.test.ts'],
           testTimeout: budget(600_000),
           hookTimeout: budget(600_000),
+          expect: { poll: { timeout: budget(15_000) } },
         },
       },
       {
@@ -38,6 +41,7 @@ export default defineConfig({
           globalSetup: ['test/integration/global-setup.ts'],
           testTimeout: budget(120_000),
           hookTimeout: budget(300_000),
+          expect: { poll: { timeout: budget(15_000) } },
           // The servers are shared: one file at a time keeps tests that restart or load them from colliding.
           fileParallelism: false,
         },

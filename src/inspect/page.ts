@@ -275,7 +275,7 @@ export const INSPECTOR_PAGE = `<!doctype html>
   let pending = null;
   async function refresh() {
     pending = null;
-    try { actors = await api('/api/actors'); renderActors(); } catch (error) { $('connection').textContent = 'error: ' + error.message; }
+    try { actors = await api('/api/actors'); renderActors(); renderStats(); } catch (error) { $('connection').textContent = 'error: ' + error.message; }
   }
   async function refreshCluster() {
     try {
