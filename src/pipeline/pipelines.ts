@@ -24,7 +24,7 @@ import {
   type RunResult,
 } from './config.ts';
 import { DeadlineScheduler } from './deadlines.ts';
-import { PipelineRun, RUN_SNAPSHOT_VERSION, RunStateError, SYSTEM_CLOCK, type CallOverlay, type PipelineClock, type RunEnvironment } from './run.ts';
+import { PipelineRun, RUN_SNAPSHOT_VERSION, RunStateError, SYSTEM_CLOCK, type CallOverlay, type PipelineClock, type RunEnvironment, type StoredVersion } from './run.ts';
 
 /** Runs driving phases at once, unless the kernel sets another limit. */
 export const DEFAULT_MAX_ACTIVE_RUNS = 32;
@@ -144,6 +144,8 @@ export class Pipelines {
   readonly #clock: PipelineClock;
   /** The last snapshot time this process wrote (see #stamp). */
   #lastStamp = 0;
+  /** Runs that ended here whose snapshot could not be removed yet (the store was down): never restored. */
+  readonly #ended = new Set<string>();
   readonly #env: RunEnvironment;
   readonly #live = new Map<string, PipelineRun>();
   readonly #driving = new Set<PipelineRun>();
@@ -221,7 +223,7 @@ export class Pipelines {
         const updatedAt = this.#stamp();
         return (await store.replaceRunSnapshot(expected, { runId, version: RUN_SNAPSHOT_VERSION, status, snapshot, updatedAt })) ? { status, updatedAt } : undefined;
       },
-      forget: (runId) => store.deleteRunSnapshot(runId),
+      forget: (runId, expected) => this.#forget(runId, expected),
       publish: (type, run, payload) => deps.publish(type, { runId: run.id, ...payload }, run.correlationId),
       released: async (run) => {
         this.#release(run);
@@ -408,6 +410,27 @@ export class Pipelines {
     return run;
   }
 
+  /**
+   * Removes an ended run's snapshot (only the one its driver last wrote). When the store is down, it keeps trying in
+   * the background (backoff to 30 s) until it succeeds or the kernel stops, and meanwhile this process never
+   * restores that run: an ended run must not be driven again.
+   */
+  async #forget(runId: string, expected: StoredVersion | undefined, attempt = 1): Promise<void> {
+    try {
+      await this.#deps.store.deleteRunSnapshot(runId, expected);
+      this.#ended.delete(runId);
+    } catch (error) {
+      this.#ended.add(runId);
+      if (this.#stopping) {
+        this.#deps.logger.warn({ err: error, runId }, 'an ended run could not be removed from the store before the kernel stopped: a restore will skip it only if its audit entry shows it completed');
+        return;
+      }
+      if (attempt === 1) this.#deps.logger.warn({ err: error, runId }, 'an ended run could not be removed from the store yet: retrying');
+      const timer = setTimeout(() => void this.#forget(runId, expected, attempt + 1), Math.min(30_000, 250 * 2 ** attempt));
+      timer.unref();
+    }
+  }
+
   /** Removes a revived copy that was refused, as if it had never been brought back. */
   #drop(run: PipelineRun): void {
     run.discard();
@@ -429,7 +452,14 @@ export class Pipelines {
   async restore(): Promise<PipelineRun[]> {
     const restored: PipelineRun[] = [];
     for (const record of await this.#deps.store.listRunSnapshots()) {
-      if (this.#live.has(record.runId)) continue;
+      if (this.#live.has(record.runId) || this.#ended.has(record.runId)) continue;
+      // A run that completed leaves an audit entry before its snapshot goes: if the snapshot outlived it (the store
+      // was down when it should have gone), the run is over and must not be driven a second time.
+      if ((record.status === 'running' || record.status === 'queued') && (await this.#deps.store.listAudit({ runId: record.runId })).length > 0) {
+        await this.#deps.store.deleteRunSnapshot(record.runId, record);
+        this.#deps.logger.info({ runId: record.runId }, 'a completed run\'s leftover snapshot was removed instead of restored');
+        continue;
+      }
       // A cluster's runs are its processes' to continue; in a cluster, a run another process drives is left to it.
       const context = (record.snapshot as { context?: PipelineContext } | undefined)?.context;
       if (context !== undefined && !this.#ours(context)) continue;
@@ -460,10 +490,25 @@ export class Pipelines {
       if (!(await leases.claim(record.runId))) continue;
       // Claimed from the queue meanwhile (the lease is re-entrant within a process): it is driven here already.
       if (own === undefined && this.#live.has(record.runId)) continue;
-      if (own !== undefined) {
+      const stored = own?.storedVersion;
+      if (own !== undefined && stored !== undefined && stored.status === record.status && stored.updatedAt === record.updatedAt) {
         this.#remote.delete(record.runId);
         this.#admit(own);
         taken.push(own);
+        continue;
+      }
+      if (own !== undefined) {
+        // This process's handle is behind the store (another process drove the run since): the run goes on from the
+        // store's checkpoint, and the handle resolves with its result.
+        this.#remote.delete(record.runId);
+        this.#live.delete(record.runId);
+        this.#deps.catalog?.remove(record.runId);
+        const fresh = this.#revive(record);
+        if (fresh === undefined) await leases.release(record.runId);
+        else {
+          void fresh.done.then((result) => own.settleWith(result));
+          taken.push(fresh);
+        }
         continue;
       }
       const run = this.#revive(record);

@@ -69,7 +69,8 @@ export interface RunEnvironment {
   save(runId: string, status: string, snapshot: Snapshot<unknown>): Promise<StoredVersion>;
   /** Saves it only if the store still holds `expected` (compare and set); undefined when another writer got there first. */
   replace(runId: string, expected: StoredVersion, status: string, snapshot: Snapshot<unknown>): Promise<StoredVersion | undefined>;
-  forget(runId: string): Promise<void>;
+  /** Removes the ended run's snapshot if it is still `expected` (this copy's last save); never throws (retries itself). */
+  forget(runId: string, expected: StoredVersion | undefined): Promise<void>;
   publish(type: string, run: PipelineRun, payload: Record<string, unknown>): void;
   /** The run holds no slot any more (paused, waiting for a decision, or ended); resolves once its lease is free. */
   released(run: PipelineRun): Promise<void>;
@@ -342,6 +343,15 @@ export class PipelineRun {
         }
       }
     } catch (error) {
+      if (isForgeError(error, 'RUN_CLAIMED')) {
+        // Another process took the run over (its checkpoint is newer than this copy's): this copy ends here,
+        // interrupted, and leaves the store to that process.
+        this.#log.warn('pipeline run taken over by another process: this copy stops');
+        this.#interrupted = true;
+        this.#driving = false;
+        await this.#finish();
+        return;
+      }
       // The driver's own failure (a store that cannot save a checkpoint): the run fails where it is, with that fault's
       // code (STORE_UNAVAILABLE…), not silently and not as if someone had cancelled it.
       this.#log.error({ err: error }, 'pipeline run halted');
@@ -358,12 +368,27 @@ export class PipelineRun {
   }
 
   async #persist(status: string): Promise<void> {
-    const saving = this.#env.save(this.id, status, this.#actor.getPersistedSnapshot());
+    // Every checkpoint after the first replaces only the one this copy wrote or loaded: a copy that lost the run to
+    // another process (restored there, or resumed there) cannot write over that process's progress.
+    const expected = this.#stored;
+    const snapshot = this.#actor.getPersistedSnapshot();
+    const saving =
+      expected === undefined
+        ? this.#env.save(this.id, status, snapshot)
+        : this.#env.replace(this.id, expected, status, snapshot).then((stored) => {
+            if (stored === undefined) throw new RunStateError('RUN_CLAIMED', this.id, this.status, `Run ${this.id} is driven by another kernel process now: this copy stops.`);
+            return stored;
+          });
     this.#saving = saving.then(
       () => undefined,
       () => undefined,
     );
     this.#stored = await saving;
+  }
+
+  /** The save of this run the store holds as far as this copy knows (undefined before its first save). */
+  get storedVersion(): StoredVersion | undefined {
+    return this.#stored;
   }
 
   /** Drops this copy without a result or a trace (a copy revived only to be resumed, and refused): nothing holds it. */
@@ -396,13 +421,7 @@ export class PipelineRun {
     this.#result = result;
     for (const waiter of this.#pauseWaiters.splice(0)) waiter.reject(new RunStateError('RUN_FINISHED', this.id, status, `Run ${this.id} ended (${status}) before it could pause.`));
     this.#actor.stop();
-    if (ended) {
-      try {
-        await this.#env.forget(this.id);
-      } catch (error) {
-        this.#log.warn({ err: error }, 'the ended run could not be removed from the store');
-      }
-    }
+    if (ended) await this.#env.forget(this.id, this.#stored);
     // An ended run's lease is freed in the background: nothing waits to claim it.
     void this.#env.released(this);
     await this.#env.finished(this, result);

@@ -93,9 +93,11 @@ export class MemoryStore implements Store {
     return Promise.resolve(true);
   }
 
-  deleteRunSnapshot(runId: string): Promise<void> {
+  deleteRunSnapshot(runId: string, expected?: { status: string; updatedAt: number }): Promise<boolean> {
+    const found = this.#runs.get(runId);
+    if (found === undefined || (expected !== undefined && (found.status !== expected.status || found.updatedAt !== expected.updatedAt))) return Promise.resolve(false);
     this.#runs.delete(runId);
-    return Promise.resolve();
+    return Promise.resolve(true);
   }
 
   saveOverlay(registration: OverlayRegistration): Promise<void> {

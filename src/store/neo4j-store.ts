@@ -193,8 +193,20 @@ export class Neo4jStore implements Store {
     }
   }
 
-  deleteRunSnapshot(runId: string): Promise<void> {
-    return this.#write('MATCH (r:PipelineRunSnapshot {runId: $runId}) DELETE r', { runId });
+  async deleteRunSnapshot(runId: string, expected?: { status: string; updatedAt: number }): Promise<boolean> {
+    // As replaceRunSnapshot: the lock first, then the comparison, so a stale driver cannot remove a newer checkpoint.
+    const query = `MATCH (r:PipelineRunSnapshot {runId: $runId}) SET r.lockedBy = $runId
+      WITH r WHERE $expectedStatus IS NULL OR (r.status = $expectedStatus AND r.updatedAt = $expectedUpdatedAt)
+      DELETE r RETURN count(*) AS removed`;
+    try {
+      const { records } = await this.driver.executeQuery(query, { runId, expectedStatus: expected?.status ?? null, expectedUpdatedAt: expected?.updatedAt ?? null }, {
+        ...(this.#database === undefined ? {} : { database: this.#database }),
+        routing: neo4j.routing.WRITE,
+      });
+      return num(records[0]?.get('removed')) === 1;
+    } catch (error) {
+      throw translate(error);
+    }
   }
 
   saveOverlay(registration: OverlayRegistration): Promise<void> {

@@ -17,7 +17,11 @@ export interface Store {
   saveRunSnapshot(snapshot: RunSnapshot): Promise<void>;
   loadRunSnapshot(runId: string): Promise<RunSnapshot | undefined>;
   listRunSnapshots(filter?: { status?: string }): Promise<RunSnapshot[]>;
-  deleteRunSnapshot(runId: string): Promise<void>;
+  /**
+   * Removes a run's snapshot; with `expected`, only if the stored one is still that one (a driver that lost the run
+   * to another process must not remove the new driver's checkpoint). True when it removed one.
+   */
+  deleteRunSnapshot(runId: string, expected?: { status: string; updatedAt: number }): Promise<boolean>;
   /**
    * Replaces a run's snapshot only if the stored one still has `expected`'s status and `updatedAt` (compare and set,
    * atomic across processes sharing the store): false when another writer got there first, or it is gone. What makes

@@ -131,4 +131,76 @@ describe('resuming a run: one writer, always', () => {
     const result = await k.pipelines.start({ capsule: { id: 'c5' } }).done;
     expect(result).toMatchObject({ status: 'failed', error: { code: 'STORE_UNAVAILABLE', message: expect.stringContaining('Neo4j is down') as string } });
   });
+
+  it('stops a driver that lost its run to a restore elsewhere at its next checkpoint: the run completes once', async () => {
+    const store = new MemoryStore();
+    const analysed: string[] = [];
+    let open: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (open = resolve));
+    const analyst = (name: string, hold?: Promise<void>): NativeOverlay => ({
+      manifest: { name: 'analyst', version: '1.0.0', phases: ['analysis'] },
+      exports: { run: async () => (analysed.push(name), await hold, { ok: true }) },
+    });
+    const make = async (name: string, hold?: Promise<void>): Promise<Kernel> => {
+      const k = await createKernel({ logger: captureLogger().logger, cacheDir: false, store, pipelines: { checkpoints: true } });
+      kernels.push(k);
+      await k.overlays.load(analyst(name, hold), TRUSTED);
+      return k;
+    };
+    // "a" checkpoints ingestion, then hangs in analysis (a partitioned process, say); "b" restores the run and ends it.
+    const a = await make('a', held);
+    const run = a.pipelines.start({ capsule: { id: 'c6' } });
+    await until(() => analysed.length === 1, 'a to reach analysis');
+    const b = await make('b');
+    const [taken] = await b.pipelines.restore();
+    expect(taken?.id).toBe(run.id);
+    expect(await taken!.done).toMatchObject({ status: 'completed' });
+    // "a" wakes up: its next checkpoint finds the run moved on without it, and it stops there.
+    open();
+    expect(await run.done).toMatchObject({ status: 'interrupted' });
+    expect(analysed).toEqual(['a', 'b']);
+    expect(await store.listAudit({ runId: run.id })).toHaveLength(1);
+    expect(await store.loadRunSnapshot(run.id)).toBeUndefined();
+  });
+
+  it('never restores a run that completed but whose snapshot could not be removed (the store was down then)', async () => {
+    class FlakyDelete extends MemoryStore {
+      failing = true;
+      override deleteRunSnapshot(runId: string, expected?: { status: string; updatedAt: number }): Promise<boolean> {
+        return this.failing ? Promise.reject(new ForgeError('STORE_UNAVAILABLE', 'down')) : super.deleteRunSnapshot(runId, expected);
+      }
+    }
+    const store = new FlakyDelete();
+    const calls: string[] = [];
+    const a = await kernel(store, calls, 'a');
+    const run = a.pipelines.start({ capsule: { id: 'c7' } });
+    await until(() => run.status === 'awaitingDecision', 'the run to wait for a decision');
+    await a.pipelines.resume(run.id, { decision: 'approve', by: 'ops' });
+    expect(await run.done).toMatchObject({ status: 'completed' });
+    expect((await store.loadRunSnapshot(run.id))?.status).toBe('running');
+    // The same process never drives it again; nor does a new one, which finds the audit entry and cleans up.
+    expect(await a.pipelines.restore()).toEqual([]);
+    store.failing = false;
+    const b = await kernel(store, calls, 'b');
+    expect(await b.pipelines.restore()).toEqual([]);
+    expect(await store.loadRunSnapshot(run.id)).toBeUndefined();
+    expect(calls).toEqual(['a']);
+    expect(await store.listAudit({ runId: run.id })).toHaveLength(1);
+  });
+
+  it('keeps trying to remove an ended run’s snapshot while the store is down, and succeeds once it is back', async () => {
+    class DownThenUp extends MemoryStore {
+      failures = 2;
+      override deleteRunSnapshot(runId: string, expected?: { status: string; updatedAt: number }): Promise<boolean> {
+        return this.failures-- > 0 ? Promise.reject(new ForgeError('STORE_UNAVAILABLE', 'down')) : super.deleteRunSnapshot(runId, expected);
+      }
+    }
+    const store = new DownThenUp();
+    const k = await createKernel({ logger: captureLogger().logger, cacheDir: false, store, pipelines: { checkpoints: true } });
+    kernels.push(k);
+    await k.overlays.load({ manifest: { name: 'step', version: '1.0.0', phases: ['ingestion'] }, exports: { run: () => ({ ok: true }) } }, TRUSTED);
+    const run = k.pipelines.start({ capsule: { id: 'c8' } });
+    expect(await run.done).toMatchObject({ status: 'completed' });
+    await until(async () => (await store.loadRunSnapshot(run.id)) === undefined, 'the snapshot to be removed on a retry');
+  });
 });

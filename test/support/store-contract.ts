@@ -79,7 +79,12 @@ export function storeContract(name: string, make: () => Promise<Store>): void {
       const winner = attempts.indexOf(true);
       expect(await store.loadRunSnapshot(runId)).toEqual({ runId, version: 1, status: 'running', snapshot: { n: winner + 1 }, updatedAt: 20 + winner });
       expect(await store.replaceRunSnapshot({ status: 'awaitingDecision', updatedAt: 10 }, { runId: id('gone'), version: 1, status: 'running', snapshot: {}, updatedAt: 30 })).toBe(false);
-      await store.deleteRunSnapshot(runId);
+      // Removal can be conditional the same way: a stale version removes nothing.
+      expect(await store.deleteRunSnapshot(runId, { status: 'awaitingDecision', updatedAt: 10 })).toBe(false);
+      expect(await store.loadRunSnapshot(runId)).toBeDefined();
+      expect(await store.deleteRunSnapshot(runId, { status: 'running', updatedAt: 20 + winner })).toBe(true);
+      expect(await store.loadRunSnapshot(runId)).toBeUndefined();
+      expect(await store.deleteRunSnapshot(runId)).toBe(false);
     });
 
     it('keeps overlay registrations, the audit trail and dead letters', async () => {
