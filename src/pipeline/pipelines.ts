@@ -258,7 +258,11 @@ export class Pipelines {
     if (this.#clustered) {
       this.#remote.set(run.id, run);
       void this.#enqueue(run);
-    } else this.#admit(run);
+    } else {
+      // With checkpoints the run is in the store before its first phase (run.durable): a crash cannot lose it.
+      if (this.#env.checkpoints) void run.checkpointQueued();
+      this.#admit(run);
+    }
     return run;
   }
 
@@ -269,7 +273,7 @@ export class Pipelines {
 
   async #enqueue(run: PipelineRun): Promise<void> {
     try {
-      await this.#env.save(run.id, 'queued', run.actor.getPersistedSnapshot());
+      await run.checkpointQueued();
       await this.#deps.queue!.enqueue(run.id);
     } catch (error) {
       // The queue is unreachable: this process runs it, rather than lose it.

@@ -113,6 +113,14 @@ export class PipelineRun {
   readonly id: string;
   readonly correlationId: string;
   readonly done: Promise<RunResult>;
+  /**
+   * Resolves once the run is in the store (with checkpoints: its first snapshot, saved as it starts), so a crash
+   * from then on loses nothing: `restore()` in the next process brings it back. Without checkpoints it is resolved
+   * at once (nothing is stored). Rejects with the store's error when that first save fails (the run then fails).
+   */
+  durable: Promise<void> = Promise.resolve();
+  /** The first save in progress: the run drives no phase before it lands. */
+  #firstSave: Promise<unknown> = Promise.resolve();
   readonly #env: RunEnvironment;
   readonly #actor: PipelineActor;
   /** The run's logger, made on first use (a child logger costs more than a phase's bookkeeping). */
@@ -283,7 +291,8 @@ export class PipelineRun {
   async interrupt(): Promise<void> {
     if (this.#result !== null) return;
     this.#interrupted = true;
-    if (!this.#started && this.#env.checkpoints) await this.#persist('queued');
+    await this.#firstSave.catch(() => undefined);
+    if (!this.#started && this.#env.checkpoints && this.#stored === undefined) await this.#persist('queued');
     // A drive in progress ends at the next phase boundary, or when the pause it is saving is saved (it then holds
     // the run's checkpoint): either way the handle ends here, interrupted, with that checkpoint kept.
     if (this.#driving) await this.#driven;
@@ -304,6 +313,7 @@ export class PipelineRun {
 
   async #driveLoop(): Promise<void> {
     try {
+      await this.#firstSave;
       if (!(await this.#env.claim(this))) {
         // Another kernel process holds the run's lease: it drives the run; this copy stops where it is.
         this.#log.info('pipeline run is driven by another process');
@@ -384,6 +394,16 @@ export class PipelineRun {
       () => undefined,
     );
     this.#stored = await saving;
+  }
+
+  /** Saves the run as `queued` before anything else happens to it (see `durable`); returns that save. */
+  checkpointQueued(): Promise<void> {
+    const saving = this.#persist('queued');
+    this.#firstSave = saving;
+    this.durable = saving;
+    // Marked as handled here: a caller that never looks at `durable` gets no unhandled rejection (the run fails).
+    saving.catch(() => undefined);
+    return saving;
   }
 
   /** The save of this run the store holds as far as this copy knows (undefined before its first save). */

@@ -21,6 +21,12 @@ class SharedStore extends MemoryStore {
     return super.saveRunSnapshot(record);
   }
 
+  /** Checkpoints after a run's first are compare-and-set: held the same way. */
+  override async replaceRunSnapshot(expected: { status: string; updatedAt: number }, record: Parameters<MemoryStore['saveRunSnapshot']>[0]): Promise<boolean> {
+    if (record.status === this.holdStatus) await new Promise<void>((resolve) => this.#held.push(resolve));
+    return super.replaceRunSnapshot(expected, record);
+  }
+
   get holding(): boolean {
     return this.#held.length > 0;
   }

@@ -203,4 +203,41 @@ describe('resuming a run: one writer, always', () => {
     expect(await run.done).toMatchObject({ status: 'completed' });
     await until(async () => (await store.loadRunSnapshot(run.id)) === undefined, 'the snapshot to be removed on a retry');
   });
+
+  it('has a started run in the store before its first phase (run.durable): a process that dies in ingestion loses nothing', async () => {
+    const store = new MemoryStore();
+    const ran: string[] = [];
+    const make = async (name: string, hold?: Promise<void>): Promise<Kernel> => {
+      const k = await createKernel({ logger: captureLogger().logger, cacheDir: false, store, pipelines: { checkpoints: true } });
+      kernels.push(k);
+      await k.overlays.load({ manifest: { name: 'intake', version: '1.0.0', phases: ['ingestion'] }, exports: { run: async () => (ran.push(name), await hold, { ok: true }) } }, TRUSTED);
+      return k;
+    };
+    const a = await make('a', new Promise(() => undefined));
+    const run = a.pipelines.start({ capsule: { id: 'c9' } });
+    await run.durable;
+    expect((await store.loadRunSnapshot(run.id))?.status).toBe('queued');
+    await until(() => ran.length === 1, 'a to start ingestion');
+    const b = await make('b');
+    const [restored] = await b.pipelines.restore();
+    expect(restored?.id).toBe(run.id);
+    expect(await restored!.done).toMatchObject({ status: 'completed' });
+    expect(ran).toEqual(['a', 'b']);
+  });
+
+  it('rejects run.durable with the store’s error when a run cannot be stored, and fails that run with it', async () => {
+    class Down extends MemoryStore {
+      override saveRunSnapshot(): Promise<void> {
+        return Promise.reject(new ForgeError('STORE_UNAVAILABLE', 'Neo4j is down'));
+      }
+    }
+    const k = await createKernel({ logger: captureLogger().logger, cacheDir: false, store: new Down(), pipelines: { checkpoints: true } });
+    kernels.push(k);
+    let ran = 0;
+    await k.overlays.load({ manifest: { name: 'intake', version: '1.0.0', phases: ['ingestion'] }, exports: { run: () => (ran++, { ok: true }) } }, TRUSTED);
+    const run = k.pipelines.start({ capsule: { id: 'c10' } });
+    await expect(run.durable).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    expect(await run.done).toMatchObject({ status: 'failed', error: { code: 'STORE_UNAVAILABLE' } });
+    expect(ran).toBe(0);
+  });
 });
