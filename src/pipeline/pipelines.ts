@@ -296,7 +296,15 @@ export class Pipelines {
     const context = own !== undefined ? own.actor.getSnapshot().context : (record!.snapshot as { context?: PipelineContext }).context;
     if (context === undefined || !this.#ours(context) || !this.#canRun(context.config)) return;
     if (!(await this.#deps.leases.claim(runId))) return;
+    if (own !== undefined && this.#remote.get(runId) !== own) return;
     if (own !== undefined) {
+      const stored = await this.#deps.store.loadRunSnapshot(runId);
+      const current = stored === undefined || own.storedVersion === undefined || (stored.status === own.storedVersion.status && stored.updatedAt === own.storedVersion.updatedAt);
+      if (!current || stored === undefined || ENDED_STATUSES.has(stored.status)) {
+        // Another process drove or ended the run since this handle was saved: leave it to the store's state.
+        await this.#deps.leases.release(runId);
+        return;
+      }
       this.#remote.delete(runId);
       this.#admit(own);
     } else if (this.#live.has(runId)) {
@@ -443,9 +451,13 @@ export class Pipelines {
     this.#release(run);
   }
 
-  /** A snapshot time that only grows within this process (two saves in one millisecond still differ). */
+  /**
+   * A snapshot's version: the time in ms with a random fraction, growing within this process. The fraction makes two
+   * processes writing in the same millisecond (or with skewed clocks) write different versions, so a stale copy's
+   * compare and set cannot match another's write by accident.
+   */
   #stamp(): number {
-    this.#lastStamp = Math.max(Date.now(), this.#lastStamp + 1);
+    this.#lastStamp = Math.max(Date.now() + Math.random() * 0.999, this.#lastStamp + 0.001);
     return this.#lastStamp;
   }
 
@@ -457,6 +469,11 @@ export class Pipelines {
     const restored: PipelineRun[] = [];
     for (const record of await this.#deps.store.listRunSnapshots()) {
       if (this.#live.has(record.runId) || this.#ended.has(record.runId)) continue;
+      // A run marked ended whose snapshot was not removed yet (the store failed then): remove it, never drive it.
+      if (ENDED_STATUSES.has(record.status)) {
+        await this.#deps.store.deleteRunSnapshot(record.runId, record).catch(() => undefined);
+        continue;
+      }
       // A run that completed leaves an audit entry before its snapshot goes: if the snapshot outlived it (the store
       // was down when it should have gone), the run is over and must not be driven a second time.
       if ((record.status === 'running' || record.status === 'queued') && (await this.#deps.store.listAudit({ runId: record.runId })).length > 0) {
@@ -656,6 +673,9 @@ export class Pipelines {
     this.#deps.publish(type, { runId: run.id, status: result.status, durationMs: result.durationMs, ...(result.error === null ? {} : { error: result.error }) }, run.correlationId);
   }
 }
+
+/** How a run's snapshot says it ended (its last compare and set); such a run is never driven again. */
+const ENDED_STATUSES = new Set(['completed', 'failed', 'cancelled']);
 
 /** The shape a persisted pipeline actor must have before it is revived. */
 function isRunSnapshot(snapshot: unknown, runId: string): snapshot is Snapshot<unknown> & { context: PipelineContext } {

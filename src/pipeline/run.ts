@@ -239,7 +239,17 @@ export class PipelineRun {
       // One writer per run: the resumed snapshot (with the decision) replaces the paused one only if no other process
       // resumed it first, and it is durable before this resolves (a crash from here on continues the run decided).
       const expected = this.#stored;
-      const stored = expected === undefined ? undefined : await this.#env.replace(this.id, expected, 'running', this.#actor.getPersistedSnapshot());
+      let stored: StoredVersion | undefined;
+      try {
+        stored = expected === undefined ? undefined : await this.#env.replace(this.id, expected, 'running', this.#actor.getPersistedSnapshot());
+      } catch (error) {
+        // The store did not take the resume: the run still waits there, and this copy (already moved on) ends, so a
+        // retry of resume() brings the run back from the store.
+        await this.#env.released(this);
+        this.#interrupted = true;
+        void this.#finish();
+        throw error;
+      }
       if (stored === undefined) {
         // This copy is stale: another process resumed the run (or it ended). It stops here, changing nothing stored.
         await this.#env.released(this);
@@ -292,7 +302,9 @@ export class PipelineRun {
     if (this.#result !== null) return;
     this.#interrupted = true;
     await this.#firstSave.catch(() => undefined);
-    if (!this.#started && this.#env.checkpoints && this.#stored === undefined) await this.#persist('queued');
+    if (!this.#started && this.#env.checkpoints && this.#stored === undefined) {
+      await this.#persist('queued').catch((error: unknown) => this.#log.warn({ err: error }, 'a queued run could not be saved as the kernel stopped'));
+    }
     // A drive in progress ends at the next phase boundary, or when the pause it is saving is saved (it then holds
     // the run's checkpoint): either way the handle ends here, interrupted, with that checkpoint kept.
     if (this.#driving) await this.#driven;
@@ -331,6 +343,8 @@ export class PipelineRun {
           this.#pauseRequested = false;
           this.#actor.send({ type: 'PAUSE' });
           await this.#persist('paused');
+          // Cancelled while the pause was being saved: the run ended; it is finished, not left waiting.
+          if (this.#actor.getSnapshot().status === 'done') break;
           // Acknowledged once saved and its lease is free: any process can resume it from then on.
           await this.#env.released(this);
           this.#env.publish('pipeline.paused', this, { reason: 'requested', resumeAt: status });
@@ -343,6 +357,7 @@ export class PipelineRun {
         this.#actor.send(event);
         if (event.type === 'AWAIT_DECISION') {
           await this.#persist('awaitingDecision');
+          if (this.#actor.getSnapshot().status === 'done') break;
           await this.#env.released(this);
           this.#env.publish('pipeline.paused', this, { reason: 'decision', phase });
           this.#settlePauseWaiters();
@@ -396,6 +411,22 @@ export class PipelineRun {
     this.#stored = await saving;
   }
 
+  /**
+   * Ends the run in the store as a compare and set on this copy's last checkpoint (its snapshot, marked with how it
+   * ended): false when another process wrote since, and then this copy must record nothing. A store that fails here
+   * does not stop the ending (its removal is retried); true then.
+   */
+  async #seal(): Promise<boolean> {
+    try {
+      const sealed = await this.#env.replace(this.id, this.#stored!, this.status, this.#actor.getPersistedSnapshot());
+      if (sealed === undefined) return false;
+      this.#stored = sealed;
+    } catch (error) {
+      this.#log.warn({ err: error }, 'the ended run could not be marked ended in the store');
+    }
+    return true;
+  }
+
   /** Saves the run as `queued` before anything else happens to it (see `durable`); returns that save. */
   checkpointQueued(): Promise<void> {
     const saving = this.#persist('queued');
@@ -419,9 +450,19 @@ export class PipelineRun {
 
   async #finish(): Promise<void> {
     if (this.#result !== null) return;
+    // A first save still in flight lands before the end is recorded (else it would store an ended run as queued).
+    await this.#firstSave.catch(() => undefined);
+    if (this.#result !== null) return;
     const snapshot = this.#actor.getSnapshot();
     const { context } = snapshot;
-    const ended = snapshot.status === 'done';
+    let ended = snapshot.status === 'done';
+    if (ended && this.#stored !== undefined && !(await this.#seal())) {
+      // Another process drove the run on since this copy's last checkpoint: it owns the ending, this copy does not.
+      this.#log.warn('pipeline run ended here, but another process drives it: this copy ends interrupted and records nothing');
+      ended = false;
+      this.#interrupted = true;
+    }
+    if (this.#result !== null) return;
     const status = ended ? (this.status as 'completed' | 'failed' | 'cancelled') : 'interrupted';
     const result: RunResult = {
       id: this.id,

@@ -177,7 +177,8 @@ describe('resuming a run: one writer, always', () => {
     await until(() => run.status === 'awaitingDecision', 'the run to wait for a decision');
     await a.pipelines.resume(run.id, { decision: 'approve', by: 'ops' });
     expect(await run.done).toMatchObject({ status: 'completed' });
-    expect((await store.loadRunSnapshot(run.id))?.status).toBe('running');
+    // Its ending is in the store (a compare and set on its last checkpoint); only the removal failed.
+    expect((await store.loadRunSnapshot(run.id))?.status).toBe('completed');
     // The same process never drives it again; nor does a new one, which finds the audit entry and cleans up.
     expect(await a.pipelines.restore()).toEqual([]);
     store.failing = false;
@@ -239,5 +240,79 @@ describe('resuming a run: one writer, always', () => {
     await expect(run.durable).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
     expect(await run.done).toMatchObject({ status: 'failed', error: { code: 'STORE_UNAVAILABLE' } });
     expect(ran).toBe(0);
+  });
+
+  it('lets only one of two copies end a run, even when the takeover lands in its last phase (one audit entry)', async () => {
+    const store = new MemoryStore();
+    const settled: string[] = [];
+    let open: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (open = resolve));
+    const make = async (name: string, hold?: Promise<void>): Promise<Kernel> => {
+      const k = await createKernel({ logger: captureLogger().logger, cacheDir: false, store, pipelines: { checkpoints: true } });
+      kernels.push(k);
+      await k.overlays.load({ manifest: { name: 'settler', version: '1.0.0', phases: ['settlement'] }, exports: { run: async () => (settled.push(name), await hold, { ok: true }) } }, TRUSTED);
+      return k;
+    };
+    const a = await make('a', held);
+    const run = a.pipelines.start({ capsule: { id: 'c11' } });
+    await until(() => settled.length === 1, 'a to reach settlement');
+    const b = await make('b');
+    const [taken] = await b.pipelines.restore();
+    expect(await taken!.done).toMatchObject({ status: 'completed' });
+    open();
+    expect(await run.done).toMatchObject({ status: 'interrupted' });
+    expect(settled).toEqual(['a', 'b']);
+    expect(await store.listAudit({ runId: run.id })).toHaveLength(1);
+  });
+
+  it('never drives again a run that was cancelled while its snapshot could not be removed', async () => {
+    class FlakyDelete extends MemoryStore {
+      failing = true;
+      override deleteRunSnapshot(runId: string, expected?: { status: string; updatedAt: number }): Promise<boolean> {
+        return this.failing ? Promise.reject(new ForgeError('STORE_UNAVAILABLE', 'down')) : super.deleteRunSnapshot(runId, expected);
+      }
+    }
+    const store = new FlakyDelete();
+    const calls: string[] = [];
+    const a = await kernel(store, calls, 'a');
+    const run = a.pipelines.start({ capsule: { id: 'c12' } });
+    await until(() => run.status === 'awaitingDecision', 'the run to wait for a decision');
+    expect(await run.cancel('not needed')).toMatchObject({ status: 'cancelled' });
+    expect((await store.loadRunSnapshot(run.id))?.status).toBe('cancelled');
+    store.failing = false;
+    const b = await kernel(store, calls, 'b');
+    expect(await b.pipelines.restore()).toEqual([]);
+    expect(await store.loadRunSnapshot(run.id)).toBeUndefined();
+    expect(calls).toEqual([]);
+  });
+
+  it('settles a run cancelled while its decision pause is being saved, and a stop with the store down', async () => {
+    class SlowPause extends MemoryStore {
+      release: () => void = () => undefined;
+      override async replaceRunSnapshot(expected: { status: string; updatedAt: number }, next: Parameters<MemoryStore['saveRunSnapshot']>[0]): Promise<boolean> {
+        if (next.status === 'awaitingDecision') await new Promise<void>((resolve) => (this.release = resolve));
+        return super.replaceRunSnapshot(expected, next);
+      }
+    }
+    const store = new SlowPause();
+    const calls: string[] = [];
+    const a = await kernel(store, calls, 'a');
+    const run = a.pipelines.start({ capsule: { id: 'c13' } });
+    await until(() => run.status === 'awaitingDecision', 'the run to ask for a decision');
+    const cancelled = run.cancel('changed our mind');
+    store.release();
+    expect(await cancelled).toMatchObject({ status: 'cancelled' });
+    expect(await run.done).toMatchObject({ status: 'cancelled' });
+
+    class Down extends MemoryStore {
+      override saveRunSnapshot(): Promise<void> {
+        return Promise.reject(new ForgeError('STORE_UNAVAILABLE', 'down'));
+      }
+    }
+    const k = await createKernel({ logger: captureLogger().logger, cacheDir: false, store: new Down(), pipelines: { checkpoints: true, maxActiveRuns: 1 } });
+    await k.overlays.load({ manifest: { name: 'step', version: '1.0.0', phases: ['ingestion'] }, exports: { run: () => new Promise(() => undefined) } }, TRUSTED);
+    k.pipelines.start({ capsule: { id: 'c14' } });
+    k.pipelines.start({ capsule: { id: 'c15' } });
+    await expect(k.stop()).resolves.toBeUndefined();
   });
 });
