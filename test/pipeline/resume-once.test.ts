@@ -10,6 +10,14 @@ import { until } from '../support/wait.ts';
 
 const TRUSTED = { internal: true, trusted: true } as const;
 
+/** A store whose snapshot removals fail (the store is down for them) while `failing` is set. */
+class FlakyDelete extends MemoryStore {
+  failing = true;
+  override deleteRunSnapshot(runId: string, expected?: { status: string; updatedAt: number }): Promise<boolean> {
+    return this.failing ? Promise.reject(new ForgeError('STORE_UNAVAILABLE', 'down')) : super.deleteRunSnapshot(runId, expected);
+  }
+}
+
 /** Two kernels on one store stand in for two processes sharing Neo4j (no NATS, so no leases). */
 describe('resuming a run: one writer, always', () => {
   const kernels: Kernel[] = [];
@@ -164,12 +172,6 @@ describe('resuming a run: one writer, always', () => {
   });
 
   it('never restores a run that completed but whose snapshot could not be removed (the store was down then)', async () => {
-    class FlakyDelete extends MemoryStore {
-      failing = true;
-      override deleteRunSnapshot(runId: string, expected?: { status: string; updatedAt: number }): Promise<boolean> {
-        return this.failing ? Promise.reject(new ForgeError('STORE_UNAVAILABLE', 'down')) : super.deleteRunSnapshot(runId, expected);
-      }
-    }
     const store = new FlakyDelete();
     const calls: string[] = [];
     const a = await kernel(store, calls, 'a');
@@ -266,12 +268,6 @@ describe('resuming a run: one writer, always', () => {
   });
 
   it('never drives again a run that was cancelled while its snapshot could not be removed', async () => {
-    class FlakyDelete extends MemoryStore {
-      failing = true;
-      override deleteRunSnapshot(runId: string, expected?: { status: string; updatedAt: number }): Promise<boolean> {
-        return this.failing ? Promise.reject(new ForgeError('STORE_UNAVAILABLE', 'down')) : super.deleteRunSnapshot(runId, expected);
-      }
-    }
     const store = new FlakyDelete();
     const calls: string[] = [];
     const a = await kernel(store, calls, 'a');
