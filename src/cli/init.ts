@@ -5,6 +5,9 @@ import { SDK_IMPORT } from '../build/asc.ts';
 import { PACKAGE_ROOT, VERSION } from '../package-root.ts';
 import type { CliIO, Command } from './command.ts';
 
+/** The package's name, as the scaffold depends on it and imports it. */
+const PACKAGE = 'forge-kernel';
+
 const HELP = `Usage: forge-kernel init <name> [--dir parent]
 
 Scaffolds a new AssemblyScript overlay in <parent>/<name>/ (default parent: the current folder):
@@ -25,7 +28,7 @@ const NAME = /^[a-z][a-z0-9-]{0,62}[a-z0-9]$/;
  */
 function resolvableFrom(dir: string): boolean {
   for (let folder = dir; ; folder = dirname(folder)) {
-    if (existsSync(join(folder, 'node_modules', 'forge-kernel', 'package.json'))) return true;
+    if (existsSync(join(folder, 'node_modules', PACKAGE, 'package.json'))) return true;
     if (dirname(folder) === folder) return false;
   }
 }
@@ -81,7 +84,7 @@ import { strict as assert } from 'node:assert';
 import { readFile } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { buildOverlays, createLogger, loadWasmOverlay } from 'forge-kernel';
+import { buildOverlays, createLogger, loadWasmOverlay } from '${PACKAGE}';
 
 const here = (file) => fileURLToPath(new URL(file, import.meta.url));
 let overlay;
@@ -124,7 +127,7 @@ function packageJson(name: string, dir: string, linked: boolean): string {
     description: 'A Forge Kernel overlay in AssemblyScript.',
     engines: { node: '>=22' },
     scripts: { build: `forge-kernel build ${name}.ts --out build`, test: 'node --test' },
-    devDependencies: { 'forge-kernel': kernelDependency(dir, linked) },
+    devDependencies: { [PACKAGE]: kernelDependency(dir, linked) },
   };
   return `${JSON.stringify(manifest, null, 2)}\n`;
 }
