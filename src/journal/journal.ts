@@ -1,0 +1,177 @@
+import { crc32 } from 'node:zlib';
+import { ForgeError } from '../errors.ts';
+
+/**
+ * The journal: per run (and per chain) an append-only sequence of typed, versioned entries, the source of truth a
+ * restore folds. Appends are conditional on the stream's last sequence number (one writer per stream, on every
+ * backend) and idempotent by a dedupe key (a retried append whose acknowledgement was lost lands once).
+ */
+export interface Journal {
+  readonly kind: 'memory' | 'sqlite';
+  /** Opens the backend (creates files and tables, checks what is there); idempotent. */
+  open(): Promise<void>;
+  /**
+   * Appends `entries` to `stream` only if its last sequence number is still `expectedSeq` (0: the stream must not
+   * exist). Resolves with the new last sequence number once durable, or undefined when another writer got there
+   * first. An append whose `dedupeKey` equals the stream's last append's resolves with that append's result instead.
+   */
+  append(stream: string, expectedSeq: number, entries: readonly NewEntry[], options: AppendOptions): Promise<number | undefined>;
+  /** The stream's entries from `fromSeq` (1-based) on, in order; [] when it does not exist. */
+  read(stream: string, fromSeq?: number): Promise<JournalEntry[]>;
+  /** The stream's head (last sequence number and status), or undefined. */
+  head(stream: string): Promise<StreamHead | undefined>;
+  /** Stream heads, newest first, optionally only with one of `statuses` or of one `type`. */
+  list(filter?: { statuses?: readonly string[]; type?: StreamType; limit?: number }): Promise<StreamHead[]>;
+  /** Drops streams that settled before `olderThan` (ms since the epoch), oldest first, beyond `keepBytes` in all. */
+  prune(policy: RetentionPolicy): Promise<number>;
+  close(): Promise<void>;
+}
+
+export type StreamType = 'run' | 'chain';
+
+export interface AppendOptions {
+  /** The stream's status after this append (what `list` filters on). */
+  status: string;
+  /** Whether the stream's work is over after this append (settled streams are what retention may drop). */
+  settled?: boolean;
+  dedupeKey?: string;
+}
+
+export interface RetentionPolicy {
+  /** Settled streams older than this (ms since they settled) are dropped. */
+  maxAgeMs?: number;
+  /** Settled streams are dropped, oldest first, until what remains is at most this many bytes. */
+  maxBytes?: number;
+  now?: number;
+}
+
+export interface StreamHead {
+  stream: string;
+  type: StreamType;
+  seq: number;
+  status: string;
+  settled: boolean;
+  createdAt: number;
+  updatedAt: number;
+  /** Bytes the stream's entries take (encoded). */
+  bytes: number;
+}
+
+/** Version of the entry format (`v` of each entry). */
+export const JOURNAL_FORMAT = 1;
+
+/** What each kind of entry carries. */
+export interface EntryBodies {
+  /** A run began: the pipeline actor's input, and what it will run (overlay names, versions, sha256s). */
+  'run.started': { input: Record<string, unknown>; overlays: { name: string; version: string; sha256: string }[]; kernel: string };
+  /** An event the run's actor received (a phase's outcome, pause, resume, decision, cancel, halt): the fold replays it. */
+  'run.event': { event: Record<string, unknown> & { type: string } };
+  /** One overlay call of a phase (each attempt): what it was given and what it answered, with its fuel. */
+  'run.call': { phase: string; overlay: string; attempt: number; input: unknown; output?: unknown; error?: { code: string; message: string }; fuelUsed: number; durationMs: number; cached?: boolean };
+  /** The run ended: how, and its error. */
+  'run.settled': { status: string; error: unknown };
+  'chain.started': { chain: Record<string, unknown> };
+  'chain.hop': { hop: Record<string, unknown> };
+  'chain.ended': { status: string; chain: Record<string, unknown> };
+}
+export type EntryKind = keyof EntryBodies;
+export const ENTRY_KINDS: readonly EntryKind[] = ['run.started', 'run.event', 'run.call', 'run.settled', 'chain.started', 'chain.hop', 'chain.ended'];
+
+export type NewEntry = { [K in EntryKind]: { kind: K; at: number; body: EntryBodies[K] } }[EntryKind];
+export type JournalEntry = NewEntry & { v: number; stream: string; seq: number };
+
+/** A journal entry cannot be read: corrupt bytes, a gap, or a format this kernel does not know. */
+export class JournalEntryError extends ForgeError {
+  constructor(code: 'JOURNAL_CORRUPT' | 'JOURNAL_UNSUPPORTED', stream: string, seq: number, problem: string) {
+    super(code, `Journal entry ${seq} of ${stream}: ${problem}`, { details: { stream, seq } });
+  }
+}
+
+/** The journal cannot be opened or written (read-only directory, disk full, …): nothing new is acknowledged. */
+export class JournalUnavailableError extends ForgeError {
+  constructor(message: string, cause?: unknown) {
+    super('JOURNAL_UNAVAILABLE', message, cause === undefined ? {} : { cause });
+  }
+}
+
+/** A malformed append or journal option. */
+export class JournalInputError extends ForgeError {
+  constructor(message: string) {
+    super('INVALID_JOURNAL_INPUT', message);
+  }
+}
+
+const STREAM_ID = /^(run|chain)_[A-Za-z0-9_-]{1,64}$/;
+
+/** The stream's type, from its id (`run_…` or `chain_…`); throws on any other id. */
+export function streamType(stream: unknown): StreamType {
+  if (typeof stream !== 'string' || !STREAM_ID.test(stream)) throw new JournalInputError(`A journal stream is a run or chain id (run_… / chain_…), got ${JSON.stringify(stream)}.`);
+  return stream.startsWith('run_') ? 'run' : 'chain';
+}
+
+/** Checks an append's arguments (every backend, before it writes anything). */
+export function checkAppend(stream: unknown, expectedSeq: unknown, entries: unknown, options: unknown): void {
+  streamType(stream);
+  if (typeof expectedSeq !== 'number' || !Number.isInteger(expectedSeq) || expectedSeq < 0) throw new JournalInputError(`expectedSeq must be an integer ≥ 0, got ${JSON.stringify(expectedSeq)}.`);
+  if (!Array.isArray(entries) || entries.length === 0) throw new JournalInputError('An append needs at least one entry.');
+  for (const [index, entry] of entries.entries()) {
+    const { kind, at, body } = (entry ?? {}) as { kind?: unknown; at?: unknown; body?: unknown };
+    if (!ENTRY_KINDS.includes(kind as EntryKind)) throw new JournalInputError(`entries[${index}].kind must be one of ${ENTRY_KINDS.join(', ')}, got ${JSON.stringify(kind)}.`);
+    if (typeof at !== 'number' || !Number.isFinite(at)) throw new JournalInputError(`entries[${index}].at must be a time in ms.`);
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new JournalInputError(`entries[${index}].body must be an object.`);
+  }
+  const { status, dedupeKey } = (options ?? {}) as { status?: unknown; dedupeKey?: unknown };
+  if (typeof status !== 'string' || status === '') throw new JournalInputError('An append names the stream\'s status after it.');
+  if (dedupeKey !== undefined && (typeof dedupeKey !== 'string' || dedupeKey === '')) throw new JournalInputError('dedupeKey must be a non-empty string.');
+}
+
+/** The stored form of an entry: its JSON text and a checksum of it (bit rot and torn writes show as a mismatch). */
+export function encodeEntry(stream: string, seq: number, entry: NewEntry): { text: string; crc: number } {
+  const text = JSON.stringify({ v: JOURNAL_FORMAT, stream, seq, kind: entry.kind, at: entry.at, body: entry.body });
+  return { text, crc: crc32(text) };
+}
+
+/** Reads a stored entry back, checking its checksum, its place in the stream and its format. */
+export function decodeEntry(stream: string, seq: number, text: string, crc: number | undefined): JournalEntry {
+  if (crc !== undefined && crc32(text) !== crc) throw new JournalEntryError('JOURNAL_CORRUPT', stream, seq, 'its checksum does not match (the entry is damaged).');
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new JournalEntryError('JOURNAL_CORRUPT', stream, seq, 'it is not JSON.');
+  }
+  const entry = parsed as Partial<JournalEntry> | null;
+  if (typeof entry !== 'object' || entry === null) throw new JournalEntryError('JOURNAL_CORRUPT', stream, seq, 'it is not an object.');
+  if (entry.v !== JOURNAL_FORMAT) throw new JournalEntryError('JOURNAL_UNSUPPORTED', stream, seq, `format version ${JSON.stringify(entry.v)} is not one this kernel reads (${JOURNAL_FORMAT}).`);
+  if (entry.stream !== stream || entry.seq !== seq) throw new JournalEntryError('JOURNAL_CORRUPT', stream, seq, `it says it is entry ${JSON.stringify(entry.seq)} of ${JSON.stringify(entry.stream)}.`);
+  if (!ENTRY_KINDS.includes(entry.kind as EntryKind)) throw new JournalEntryError('JOURNAL_UNSUPPORTED', stream, seq, `kind ${JSON.stringify(entry.kind)} is unknown.`);
+  if (typeof entry.at !== 'number' || typeof entry.body !== 'object' || entry.body === null) throw new JournalEntryError('JOURNAL_CORRUPT', stream, seq, 'it has no time or no body.');
+  return entry as JournalEntry;
+}
+
+/** Which settled streams a retention policy drops: by age, then oldest first beyond the byte budget. */
+export function retentionVictims(heads: readonly StreamHead[], policy: RetentionPolicy): string[] {
+  const now = policy.now ?? Date.now();
+  const settled = heads.filter((h) => h.settled).sort((a, b) => a.updatedAt - b.updatedAt);
+  const victims = new Set<string>();
+  if (policy.maxAgeMs !== undefined) for (const h of settled) if (now - h.updatedAt > policy.maxAgeMs) victims.add(h.stream);
+  if (policy.maxBytes !== undefined) {
+    let total = heads.reduce((sum, h) => sum + (victims.has(h.stream) ? 0 : h.bytes), 0);
+    for (const h of settled) {
+      if (total <= policy.maxBytes) break;
+      if (victims.has(h.stream)) continue;
+      victims.add(h.stream);
+      total -= h.bytes;
+    }
+  }
+  return [...victims];
+}
+
+export function checkRetention(policy: unknown): RetentionPolicy {
+  if (typeof policy !== 'object' || policy === null) throw new JournalInputError('A retention policy is { maxAgeMs?, maxBytes? }.');
+  const { maxAgeMs, maxBytes } = policy as RetentionPolicy;
+  for (const [name, value] of [['maxAgeMs', maxAgeMs], ['maxBytes', maxBytes]] as const) {
+    if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value) || value < 0)) throw new JournalInputError(`retention.${name} must be a number ≥ 0.`);
+  }
+  return policy;
+}

@@ -1,0 +1,314 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import type { Logger } from '../logger.ts';
+import {
+  checkAppend,
+  checkRetention,
+  decodeEntry,
+  encodeEntry,
+  JournalEntryError,
+  JournalInputError,
+  JournalUnavailableError,
+  retentionVictims,
+  streamType,
+  type AppendOptions,
+  type Journal,
+  type JournalEntry,
+  type NewEntry,
+  type RetentionPolicy,
+  type StreamHead,
+  type StreamType,
+} from './journal.ts';
+
+export interface SqliteJournalOptions {
+  /** The database file (created with its directory). */
+  path: string;
+  /**
+   * `normal` (default): a commit survives a killed process, and power loss may lose the last commits (SQLite's WAL
+   * with synchronous=NORMAL). `full`: every commit is on disk before it is acknowledged (an fsync per batch).
+   */
+  durability?: 'normal' | 'full';
+  /** How long a write waits for another process's write lock (ms, default 5000). */
+  busyTimeoutMs?: number;
+  logger?: Logger;
+}
+
+interface Pending {
+  stream: string;
+  expectedSeq: number;
+  entries: readonly NewEntry[];
+  options: AppendOptions;
+  resolve: (seq: number | undefined) => void;
+  reject: (error: unknown) => void;
+}
+
+type StatementName = 'head' | 'insert' | 'upsert' | 'read' | 'lastEntry' | 'truncate' | 'setSeq' | 'dropEntries' | 'dropStream';
+
+interface HeadRow {
+  stream: string;
+  type: string;
+  seq: number;
+  status: string;
+  settled: number;
+  created_at: number;
+  updated_at: number;
+  bytes: number;
+  last_key: string | null;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS journal_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS journal_streams (
+  stream TEXT PRIMARY KEY, type TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL, settled INTEGER NOT NULL,
+  created_at REAL NOT NULL, updated_at REAL NOT NULL, bytes INTEGER NOT NULL, last_key TEXT
+);
+CREATE INDEX IF NOT EXISTS journal_streams_status ON journal_streams (status);
+CREATE INDEX IF NOT EXISTS journal_streams_updated ON journal_streams (updated_at);
+CREATE TABLE IF NOT EXISTS journal_entries (
+  stream TEXT NOT NULL, seq INTEGER NOT NULL, text TEXT NOT NULL, crc INTEGER NOT NULL, PRIMARY KEY (stream, seq)
+) WITHOUT ROWID;
+`;
+
+/** The schema version this code writes; a newer file is refused rather than misread. */
+const SCHEMA_VERSION = 1;
+
+/**
+ * The journal in a SQLite file through Node's built-in `node:sqlite` (no native addon): WAL mode, appends of one
+ * turn of the event loop committed in one transaction, each conditional on its stream's last sequence number inside
+ * that transaction (`BEGIN IMMEDIATE` takes SQLite's write lock, so processes sharing the file serialize too).
+ */
+export class SqliteJournal implements Journal {
+  readonly kind = 'sqlite' as const;
+  readonly path: string;
+  readonly #options: SqliteJournalOptions;
+  #db: DatabaseSync | undefined;
+  #statements: Record<StatementName, StatementSync> | undefined;
+  #pending: Pending[] = [];
+  /** The commit of the queued appends, once scheduled: resolves when they are decided. */
+  #batch: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(options: SqliteJournalOptions) {
+    if (typeof options !== 'object' || options === null || typeof options.path !== 'string' || options.path === '') throw new JournalInputError('A SQLite journal needs { path: "<file>" }.');
+    if (options.durability !== undefined && options.durability !== 'normal' && options.durability !== 'full') throw new JournalInputError('journal.durability must be "normal" or "full".');
+    this.#options = options;
+    this.path = resolve(options.path);
+  }
+
+  async open(): Promise<void> {
+    if (this.#db !== undefined) return;
+    const { DatabaseSync } = await import('node:sqlite');
+    let db: DatabaseSync;
+    try {
+      mkdirSync(dirname(this.path), { recursive: true });
+      db = new DatabaseSync(this.path);
+      db.exec(`PRAGMA busy_timeout = ${Math.trunc(this.#options.busyTimeoutMs ?? 5_000)}`);
+      db.exec('PRAGMA journal_mode = WAL');
+      db.exec(`PRAGMA synchronous = ${this.#options.durability === 'full' ? 'FULL' : 'NORMAL'}`);
+      db.exec(SCHEMA);
+      const version = db.prepare("SELECT value FROM journal_meta WHERE key = 'schema'").get() as { value: string } | undefined;
+      if (version === undefined) db.prepare("INSERT INTO journal_meta (key, value) VALUES ('schema', ?)").run(String(SCHEMA_VERSION));
+      else if (Number(version.value) > SCHEMA_VERSION) {
+        db.close();
+        throw new JournalUnavailableError(`The journal ${this.path} was written by a newer kernel (schema ${version.value}; this one reads ${SCHEMA_VERSION}).`);
+      }
+    } catch (error) {
+      if (error instanceof JournalUnavailableError) throw error;
+      throw new JournalUnavailableError(`The journal ${this.path} cannot be opened: ${(error as Error).message}`, error);
+    }
+    this.#db = db;
+    this.#statements = {
+      head: db.prepare('SELECT * FROM journal_streams WHERE stream = ?'),
+      insert: db.prepare('INSERT INTO journal_entries (stream, seq, text, crc) VALUES (?, ?, ?, ?)'),
+      upsert: db.prepare(
+        'INSERT INTO journal_streams (stream, type, seq, status, settled, created_at, updated_at, bytes, last_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, status = excluded.status, settled = excluded.settled, updated_at = excluded.updated_at, bytes = journal_streams.bytes + excluded.bytes, last_key = excluded.last_key',
+      ),
+      read: db.prepare('SELECT seq, text, crc FROM journal_entries WHERE stream = ? AND seq >= ? ORDER BY seq'),
+      lastEntry: db.prepare('SELECT s.stream AS stream, s.seq AS seq, e.text AS text, e.crc AS crc FROM journal_streams s LEFT JOIN journal_entries e ON e.stream = s.stream AND e.seq = s.seq'),
+      truncate: db.prepare('DELETE FROM journal_entries WHERE stream = ? AND seq >= ?'),
+      setSeq: db.prepare('UPDATE journal_streams SET seq = ?, last_key = NULL WHERE stream = ?'),
+      dropEntries: db.prepare('DELETE FROM journal_entries WHERE stream = ?'),
+      dropStream: db.prepare('DELETE FROM journal_streams WHERE stream = ?'),
+    };
+    this.#repairTails();
+  }
+
+  append(stream: string, expectedSeq: number, entries: readonly NewEntry[], options: AppendOptions): Promise<number | undefined> {
+    checkAppend(stream, expectedSeq, entries, options);
+    if (this.#closed || this.#db === undefined) return Promise.reject(new JournalUnavailableError(`The journal ${this.path} is ${this.#closed ? 'closed' : 'not open'}.`));
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ stream, expectedSeq, entries, options, resolve, reject });
+      this.#batch ??= new Promise<void>((done) =>
+        setImmediate(() => {
+          this.#batch = undefined;
+          this.#commit();
+          done();
+        }),
+      );
+    });
+  }
+
+  async read(stream: string, fromSeq = 1): Promise<JournalEntry[]> {
+    streamType(stream);
+    await this.#flushed();
+    const rows = this.#stmt('read').all(stream, fromSeq) as { seq: number; text: string; crc: number }[];
+    let expected = fromSeq;
+    return rows.map((row) => {
+      if (row.seq !== expected) throw new JournalEntryError('JOURNAL_CORRUPT', stream, expected, 'it is missing (the stream has a gap).');
+      expected++;
+      return decodeEntry(stream, row.seq, row.text, row.crc);
+    });
+  }
+
+  async head(stream: string): Promise<StreamHead | undefined> {
+    streamType(stream);
+    await this.#flushed();
+    const row = this.#stmt('head').get(stream) as HeadRow | undefined;
+    return row === undefined ? undefined : toHead(row);
+  }
+
+  async list(filter: { statuses?: readonly string[]; type?: StreamType; limit?: number } = {}): Promise<StreamHead[]> {
+    await this.#flushed();
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (filter.type !== undefined) {
+      where.push('type = ?');
+      params.push(filter.type);
+    }
+    if (filter.statuses !== undefined) {
+      if (filter.statuses.length === 0) return [];
+      where.push(`status IN (${filter.statuses.map(() => '?').join(', ')})`);
+      params.push(...filter.statuses);
+    }
+    const limit = filter.limit === undefined ? '' : ` LIMIT ${Math.max(0, Math.trunc(filter.limit))}`;
+    const rows = this.#database().prepare(`SELECT * FROM journal_streams${where.length === 0 ? '' : ` WHERE ${where.join(' AND ')}`} ORDER BY updated_at DESC${limit}`).all(...params) as unknown as HeadRow[];
+    return rows.map(toHead);
+  }
+
+  async prune(policy: RetentionPolicy): Promise<number> {
+    checkRetention(policy);
+    await this.#flushed();
+    const victims = retentionVictims(await this.list(), policy);
+    const db = this.#database();
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      for (const stream of victims) {
+        this.#stmt('dropEntries').run(stream);
+        this.#stmt('dropStream').run(stream);
+      }
+      db.exec('COMMIT');
+    } catch (error) {
+      db.exec('ROLLBACK');
+      throw new JournalUnavailableError(`The journal ${this.path} could not be pruned: ${(error as Error).message}`, error);
+    }
+    return victims.length;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    await this.#flushed();
+    this.#closed = true;
+    this.#db?.close();
+    this.#db = undefined;
+  }
+
+  /** Resolves once every append queued so far is committed (or refused). */
+  async #flushed(): Promise<void> {
+    while (this.#batch !== undefined) await this.#batch;
+  }
+
+  #database(): DatabaseSync {
+    if (this.#db === undefined) throw new JournalUnavailableError(`The journal ${this.path} is ${this.#closed ? 'closed' : 'not open'}.`);
+    return this.#db;
+  }
+
+  #stmt(name: StatementName): StatementSync {
+    this.#database();
+    return this.#statements![name];
+  }
+
+  /** Commits every queued append in one transaction; each is decided on its own (conflict, duplicate, written). */
+  #commit(): void {
+    const batch = this.#pending;
+    this.#pending = [];
+    if (batch.length === 0) return;
+    const results: (number | undefined)[] = [];
+    let db: DatabaseSync;
+    try {
+      db = this.#database();
+      db.exec('BEGIN IMMEDIATE');
+    } catch (error) {
+      const failure = error instanceof JournalUnavailableError ? error : new JournalUnavailableError(`The journal ${this.path} cannot be written: ${(error as Error).message}`, error);
+      for (const p of batch) p.reject(failure);
+      return;
+    }
+    try {
+      // What this batch wrote so far per stream (an earlier append of the same batch moves the head).
+      const heads = new Map<string, { seq: number; lastKey: string | null; exists: boolean }>();
+      for (const p of batch) {
+        let head = heads.get(p.stream);
+        if (head === undefined) {
+          const row = this.#stmt('head').get(p.stream) as HeadRow | undefined;
+          head = { seq: row?.seq ?? 0, lastKey: row?.last_key ?? null, exists: row !== undefined };
+          heads.set(p.stream, head);
+        }
+        if (p.options.dedupeKey !== undefined && head.lastKey === p.options.dedupeKey) {
+          results.push(head.seq);
+          continue;
+        }
+        if (head.seq !== p.expectedSeq) {
+          results.push(undefined);
+          continue;
+        }
+        let seq = head.seq;
+        let bytes = 0;
+        for (const entry of p.entries) {
+          const { text, crc } = encodeEntry(p.stream, ++seq, entry);
+          bytes += text.length;
+          this.#stmt('insert').run(p.stream, seq, text, crc);
+        }
+        const now = Date.now();
+        this.#stmt('upsert').run(p.stream, streamType(p.stream), seq, p.options.status, p.options.settled === true ? 1 : 0, now, now, bytes, p.options.dedupeKey ?? null);
+        heads.set(p.stream, { seq, lastKey: p.options.dedupeKey ?? null, exists: true });
+        results.push(seq);
+      }
+      db.exec('COMMIT');
+    } catch (error) {
+      try {
+        db.exec('ROLLBACK');
+      } catch {
+        // The transaction is gone already (SQLite rolls back on some errors by itself).
+      }
+      const failure = new JournalUnavailableError(`The journal ${this.path} cannot be written (nothing of this batch was acknowledged): ${(error as Error).message}`, error);
+      for (const p of batch) p.reject(failure);
+      return;
+    }
+    for (const [index, p] of batch.entries()) p.resolve(results[index]);
+  }
+
+  /**
+   * At open: a stream whose last entry does not read back (damaged on disk, or cut short by a crash the file system
+   * did not order) loses that entry, logged; its earlier entries stand. Entries further back fail when read, with
+   * the stream and sequence number named, and other streams go on.
+   */
+  #repairTails(): void {
+    const rows = this.#stmt('lastEntry').all() as { stream: string; seq: number; text: string | null; crc: number | null }[];
+    for (const row of rows) {
+      if (row.seq === 0) continue;
+      try {
+        if (row.text === null) throw new JournalEntryError('JOURNAL_CORRUPT', row.stream, row.seq, 'it is missing.');
+        decodeEntry(row.stream, row.seq, row.text, row.crc ?? undefined);
+      } catch (error) {
+        if (!(error instanceof JournalEntryError) || error.code !== 'JOURNAL_CORRUPT') continue;
+        this.#stmt('truncate').run(row.stream, row.seq);
+        this.#stmt('setSeq').run(row.seq - 1, row.stream);
+        this.#options.logger?.warn({ stream: row.stream, seq: row.seq, problem: error.message }, 'a damaged last journal entry was truncated at open');
+      }
+    }
+  }
+}
+
+function toHead(row: HeadRow): StreamHead {
+  return { stream: row.stream, type: row.type as StreamType, seq: row.seq, status: row.status, settled: row.settled === 1, createdAt: row.created_at, updatedAt: row.updated_at, bytes: row.bytes };
+}
