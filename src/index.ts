@@ -27,7 +27,10 @@ export type { CallCaller, HostCallContext, HostFunction, HostFunctionSignature, 
 export { GraphUnavailableError } from './wasm/graph-unavailable.ts';
 export { MeteredModuleCache } from './wasm/metered-cache.ts';
 export { loadNativeOverlay, type NativeContext, type NativeOverlay, type TrustedRegistration } from './wasm/trusted-engine.ts';
-export { createKernel, type Cascades, type Kernel, type KernelOptions } from './kernel.ts';
+export { createKernel, type Cascades, type JournalOption, type Kernel, type KernelOptions } from './kernel.ts';
+export { JournalEntryError, JournalInputError, JournalUnavailableError, JOURNAL_FORMAT, type AppendOptions, type EntryBodies, type EntryKind, type Journal, type JournalEntry, type NewEntry, type RetentionPolicy, type StreamHead, type StreamType } from './journal/journal.ts';
+export { MemoryJournal } from './journal/memory-journal.ts';
+export { SqliteJournal, type SqliteJournalOptions } from './journal/sqlite-journal.ts';
 export { BusStoppedError, HandlerTimeoutError, QueueFullError, SubscriptionError, type Bus, type BusOptions, type DeadLetter, type Handler, type SubscribeSpec } from './bus/bus.ts';
 export { HopLimitError, InvalidEventInputError, PRIORITIES, type BusEvent, type Priority, type PublishInput } from './bus/event.ts';
 export { CascadeError, type CascadeView } from './cascade/cascades.ts';

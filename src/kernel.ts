@@ -5,6 +5,9 @@ import { graphHostFunctions, type GraphHostOptions } from './store/graph-host.ts
 import { MemoryStore, type MemoryStoreOptions } from './store/memory-store.ts';
 import { Neo4jStore } from './store/neo4j-store.ts';
 import type { Store } from './store/store.ts';
+import type { Journal } from './journal/journal.ts';
+import { MemoryJournal } from './journal/memory-journal.ts';
+import { SqliteJournal, type SqliteJournalOptions } from './journal/sqlite-journal.ts';
 import type { BreakerConfig } from '../actors/circuit-breaker.ts';
 import { OverlayRegistry } from './overlays/registry.ts';
 import type { CallResult, PublishedEvent } from './wasm/engine.ts';
@@ -28,8 +31,19 @@ import { Inspector } from './inspect/server.ts';
 /** Where the kernel keeps what it must not lose: in memory (the default), or in Neo4j (which also gives overlays a graph). */
 export type StoreOption = ({ kind: 'memory' } & MemoryStoreOptions) | { kind: 'neo4j'; uri: string; user: string; password: string; database?: string; secret?: string } | Store;
 
+/**
+ * Where pipeline runs are journaled (the source of truth for them: restore folds the journal): in memory, in a
+ * SQLite file (durable in one process, no services), a Journal of your own, or false (runs kept as store snapshots).
+ */
+export type JournalOption = 'memory' | { kind: 'memory'; maxStreams?: number } | ({ kind: 'sqlite' } & Omit<SqliteJournalOptions, 'logger'>) | Journal | false;
+
 export interface KernelOptions {
   store?: StoreOption;
+  /**
+   * The run journal. Default: in memory with the kernel's own memory store; none with Neo4j or a Store object (runs
+   * are then snapshots in that store).
+   */
+  journal?: JournalOption;
   /** A pino logger, or options for the kernel's own (JSON to stdout by default). */
   logger?: Logger | LoggerConfig;
   /** Where metered modules are cached on disk; false keeps them in memory only. Default `~/.cache/forge-kernel`. */
@@ -118,6 +132,8 @@ export interface Cascades {
 export interface Kernel {
   readonly logger: Logger;
   readonly store: Store;
+  /** The run journal (undefined when runs are kept as store snapshots). */
+  readonly journal: Journal | undefined;
   readonly overlays: OverlayRegistry;
   readonly bus: Bus;
   readonly cascades: Cascades;
@@ -153,6 +169,22 @@ function openStore(option: StoreOption | undefined, logger: Logger): Store {
   throw new ForgeError('INVALID_CONFIG', `store.kind must be "memory" or "neo4j", got ${JSON.stringify((option as { kind?: unknown }).kind)}.`);
 }
 
+function isJournal(value: unknown): value is Journal {
+  return typeof value === 'object' && value !== null && typeof (value as Journal).append === 'function' && typeof (value as Journal).read === 'function';
+}
+
+function openJournal(option: JournalOption | undefined, storeOption: StoreOption | undefined, logger: Logger): Journal | undefined {
+  // By default, runs are journaled in memory with the kernel's own memory store; a store the embedder hands over (or
+  // Neo4j) keeps them as snapshots.
+  if (option === undefined) return storeOption === undefined || (!isStore(storeOption) && storeOption.kind === 'memory') ? new MemoryJournal() : undefined;
+  if (option === false) return undefined;
+  if (option === 'memory') return new MemoryJournal();
+  if (isJournal(option)) return option;
+  if (typeof option === 'object' && option !== null && option.kind === 'memory') return new MemoryJournal(option.maxStreams === undefined ? {} : { maxStreams: option.maxStreams });
+  if (typeof option === 'object' && option !== null && option.kind === 'sqlite') return new SqliteJournal({ ...option, logger: logger.child({ component: 'journal' }) });
+  throw new ForgeError('INVALID_CONFIG', `journal must be "memory", { kind: "sqlite", path }, a Journal or false, got ${JSON.stringify(option)}.`);
+}
+
 /** Pipelines from the kernel's options; bad options close what the kernel had opened before they are reported. */
 async function createPipelines(deps: PipelinesDependencies, options: PipelineOptions | undefined, release: () => Promise<void>): Promise<Pipelines> {
   try {
@@ -172,11 +204,21 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   const cache = new MeteredModuleCache(options.cacheDir === undefined ? {} : { dir: options.cacheDir });
   const store = openStore(options.store, logger);
   await store.start();
+  let journal: Journal | undefined;
+  try {
+    journal = openJournal(options.journal, options.store, logger);
+    await journal?.open();
+  } catch (error) {
+    await journal?.close();
+    await store.close();
+    throw error;
+  }
   const graph = store instanceof Neo4jStore ? graphHostFunctions(graphOptions(store, options.graph)) : [];
   const busOption = options.bus;
   const bus: Bus =
     busOption !== undefined && 'transport' in busOption && busOption.transport === 'nats'
       ? await NatsBus.connect({ ...busOption, store, logger }).catch(async (error: unknown) => {
+          await journal?.close();
           await store.close();
           throw error;
         })
@@ -317,6 +359,11 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   const pipelines = await createPipelines(
     {
       store,
+      ...(journal === undefined ? {} : { journal }),
+      describeOverlay: (name) => {
+        const overlay = overlays.get(name);
+        return overlay === undefined ? undefined : { name: overlay.name, version: overlay.version, sha256: overlay.sha256 };
+      },
       logger,
       callOverlay: (name, input, call) => overlays.call(name, 'run', input, call),
       overlaysOf: (phase) => overlays.byPhase(phase).map((overlay) => overlay.name),
@@ -348,6 +395,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     options.pipelines,
     async () => {
       await overlays.close();
+      await journal?.close();
       await store.close();
     },
   );
@@ -391,6 +439,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   return {
     logger,
     store,
+    journal,
     overlays,
     bus,
     cascades,
@@ -410,6 +459,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
       await manager.persistAll();
       manager.stop();
       await overlays.close();
+      await journal?.close();
       await store.close();
     },
   };

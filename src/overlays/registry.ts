@@ -99,6 +99,8 @@ export interface OverlayHandle {
   id: string;
   name: string;
   version: string;
+  /** The sha256 of the module the overlay runs (its manifest's, checked at load). */
+  sha256: string;
   mode: string;
   state: OverlayState;
   breaker: BreakerState;
@@ -666,6 +668,7 @@ export class OverlayRegistry extends EventEmitter {
       id: entry.id,
       name: entry.manifest.name,
       version: entry.manifest.version,
+      sha256: entry.manifest.sha256,
       mode: entry.engine.mode,
       state: value,
       breaker: entry.breaker.getSnapshot().value,

@@ -7,6 +7,8 @@ import type { RunLeases } from '../cluster/run-leases.ts';
 import type { ActorCatalog } from '../inspect/catalog.ts';
 import type { Logger } from '../logger.ts';
 import { PHASES, type Phase } from '../manifest.ts';
+import type { Journal } from '../journal/journal.ts';
+import { VERSION } from '../package-root.ts';
 import type { Store } from '../store/store.ts';
 import {
   checkDecisionTimeout,
@@ -24,6 +26,7 @@ import {
   type RunResult,
 } from './config.ts';
 import { DeadlineScheduler } from './deadlines.ts';
+import { ENDED_STATUSES, JournalRunRecords, StoreRunRecords, type RunRecords } from './run-records.ts';
 import { PipelineRun, RUN_SNAPSHOT_VERSION, RunStateError, SYSTEM_CLOCK, type CallOverlay, type PipelineClock, type RunEnvironment, type StoredVersion } from './run.ts';
 
 /** Runs driving phases at once, unless the kernel sets another limit. */
@@ -123,6 +126,10 @@ export interface PipelinesDependencies {
   processId?: string;
   /** The cluster this process belongs to: it drives only that cluster's runs. */
   clusterName?: string;
+  /** Runs are journaled here (the source of truth for them) instead of kept as snapshots in the store. */
+  journal?: Journal;
+  /** An overlay's version and sha256 by name (recorded when a run starts). */
+  describeOverlay?: (name: string) => { name: string; version: string; sha256: string } | undefined;
 }
 
 /** How often a clustered kernel looks for runs whose process died (ms). */
@@ -142,8 +149,8 @@ export class Pipelines {
   readonly #trust: number;
   readonly #decisionTimeoutMs: number | null;
   readonly #clock: PipelineClock;
-  /** The last snapshot time this process wrote (see #stamp). */
-  #lastStamp = 0;
+  /** Where runs are kept: the journal, or the store's snapshots. */
+  readonly #records: RunRecords;
   /** Runs that ended here whose snapshot could not be removed yet (the store was down): never restored. */
   readonly #ended = new Set<string>();
   readonly #env: RunEnvironment;
@@ -203,7 +210,9 @@ export class Pipelines {
     }
     deps.watchOverlays(() => (this.#baseConfig = undefined));
     for (const phase of PHASES) this.#phaseStats.set(phase, { window: new LatencyWindow(STATS_WINDOW), completed: 0, failed: 0, skipped: 0 });
-    const { store } = deps;
+    const { store, journal } = deps;
+    this.#records = journal === undefined ? new StoreRunRecords(store) : new JournalRunRecords(journal, deps.logger);
+    const records = this.#records;
     this.#env = {
       logger: deps.logger,
       clock: this.#clock,
@@ -211,19 +220,15 @@ export class Pipelines {
       callOverlay: deps.callOverlay,
       functions: this.#functions,
       hooks: this.#hooks,
-      checkpoints: options.checkpoints ?? store.kind !== 'memory',
+      // A run is saved after each phase when what keeps it outlives the process.
+      checkpoints: options.checkpoints ?? (journal === undefined ? store.kind !== 'memory' : journal.kind !== 'memory'),
+      journaled: records.kind === 'journal',
       graph: store.kind === 'neo4j',
       random: options.random ?? Math.random,
-      save: async (runId, status, snapshot) => {
-        const updatedAt = this.#stamp();
-        await store.saveRunSnapshot({ runId, version: RUN_SNAPSHOT_VERSION, status, snapshot, updatedAt });
-        return { status, updatedAt };
-      },
-      replace: async (runId, expected, status, snapshot) => {
-        const updatedAt = this.#stamp();
-        return (await store.replaceRunSnapshot(expected, { runId, version: RUN_SNAPSHOT_VERSION, status, snapshot, updatedAt })) ? { status, updatedAt } : undefined;
-      },
-      forget: (runId, expected) => this.#forget(runId, expected),
+      save: (runId, status, snapshot, entries) => records.save(runId, status, snapshot, entries),
+      replace: (runId, expected, status, snapshot, entries) => records.replace(runId, expected, status, snapshot, entries),
+      // A journaled run keeps its journal (its history, for replay) once it ends; a stored snapshot goes.
+      forget: (runId, expected) => (records.kind === 'journal' ? Promise.resolve() : this.#forget(runId, expected)),
       publish: (type, run, payload) => deps.publish(type, { runId: run.id, ...payload }, run.correlationId),
       released: async (run) => {
         this.#release(run);
@@ -251,6 +256,7 @@ export class Pipelines {
     const runId = `run_${nanoid(12)}`;
     const actor = createActor(pipelineMachine, { input: { runId, correlationId: checked.correlationId ?? runId, cluster: this.#deps.clusterName ?? null, config, startedAt: this.#clock.now(), data }, clock: this.#clock });
     const run = new PipelineRun(this.#env, actor);
+    if (this.#env.journaled) run.recordStart({ overlays: this.#describe(config), kernel: VERSION });
     this.#live.set(run.id, run);
     this.#list(run);
     this.#counts.started++;
@@ -291,14 +297,14 @@ export class Pipelines {
     if (this.#stopping || !this.#worker || this.#deps.leases === undefined) return;
     const own = this.#live.get(runId);
     if (own !== undefined && this.#remote.get(runId) !== own) return;
-    const record = own === undefined ? await this.#deps.store.loadRunSnapshot(runId) : undefined;
+    const record = own === undefined ? await this.#records.load(runId) : undefined;
     if (own === undefined && record === undefined) return;
     const context = own !== undefined ? own.actor.getSnapshot().context : (record!.snapshot as { context?: PipelineContext }).context;
     if (context === undefined || !this.#ours(context) || !this.#canRun(context.config)) return;
     if (!(await this.#deps.leases.claim(runId))) return;
     if (own !== undefined && this.#remote.get(runId) !== own) return;
     if (own !== undefined) {
-      const stored = await this.#deps.store.loadRunSnapshot(runId);
+      const stored = await this.#records.load(runId);
       const current = stored === undefined || own.storedVersion === undefined || (stored.status === own.storedVersion.status && stored.updatedAt === own.storedVersion.updatedAt);
       if (!current || stored === undefined || ENDED_STATUSES.has(stored.status)) {
         // Another process drove or ended the run since this handle was saved: leave it to the store's state.
@@ -405,7 +411,7 @@ export class Pipelines {
     }
     // Not here: only a run the store holds as paused or waiting is brought back, and only to be resumed. A run the
     // store says is running (another process drives it, or will restore it) is refused without being revived.
-    const record = await this.#deps.store.loadRunSnapshot(runId);
+    const record = await this.#records.load(runId);
     if (record === undefined) throw new RunNotFoundError(runId);
     if (record.status !== 'paused' && record.status !== 'awaitingDecision') {
       throw new RunStateError('RUN_NOT_PAUSED', runId, record.status, `Run ${runId} is ${record.status} in the store: only a paused run, or one waiting for a decision, can be resumed.`);
@@ -429,7 +435,7 @@ export class Pipelines {
    */
   async #forget(runId: string, expected: StoredVersion | undefined, attempt = 1): Promise<void> {
     try {
-      await this.#deps.store.deleteRunSnapshot(runId, expected);
+      await this.#records.remove(runId, expected);
       this.#ended.delete(runId);
     } catch (error) {
       this.#ended.add(runId);
@@ -451,14 +457,10 @@ export class Pipelines {
     this.#release(run);
   }
 
-  /**
-   * A snapshot's version: the time in ms with a random fraction, growing within this process. The fraction makes two
-   * processes writing in the same millisecond (or with skewed clocks) write different versions, so a stale copy's
-   * compare and set cannot match another's write by accident.
-   */
-  #stamp(): number {
-    this.#lastStamp = Math.max(Date.now() + Math.random() * 0.999, this.#lastStamp + 0.001);
-    return this.#lastStamp;
+  /** The overlays a run's phases name: name, version and sha256, as its journal records them. */
+  #describe(config: RunConfig): { name: string; version: string; sha256: string }[] {
+    const names = new Set(PHASES.flatMap((phase) => config.phases[phase].overlays));
+    return [...names].map((name) => this.#deps.describeOverlay?.(name) ?? { name, version: 'unknown', sha256: 'unknown' });
   }
 
   /**
@@ -467,17 +469,17 @@ export class Pipelines {
    */
   async restore(): Promise<PipelineRun[]> {
     const restored: PipelineRun[] = [];
-    for (const record of await this.#deps.store.listRunSnapshots()) {
+    for (const record of await this.#records.list()) {
       if (this.#live.has(record.runId) || this.#ended.has(record.runId)) continue;
       // A run marked ended whose snapshot was not removed yet (the store failed then): remove it, never drive it.
       if (ENDED_STATUSES.has(record.status)) {
-        await this.#deps.store.deleteRunSnapshot(record.runId, record).catch(() => undefined);
+        await this.#records.remove(record.runId, record).catch(() => undefined);
         continue;
       }
       // A run that completed leaves an audit entry before its snapshot goes: if the snapshot outlived it (the store
       // was down when it should have gone), the run is over and must not be driven a second time.
-      if ((record.status === 'running' || record.status === 'queued') && (await this.#deps.store.listAudit({ runId: record.runId })).length > 0) {
-        await this.#deps.store.deleteRunSnapshot(record.runId, record);
+      if (this.#records.kind === 'store' && (record.status === 'running' || record.status === 'queued') && (await this.#deps.store.listAudit({ runId: record.runId })).length > 0) {
+        await this.#records.remove(record.runId, record);
         this.#deps.logger.info({ runId: record.runId }, 'a completed run\'s leftover snapshot was removed instead of restored');
         continue;
       }
@@ -501,7 +503,7 @@ export class Pipelines {
     const leases = this.#deps.leases;
     if (leases === undefined || this.#stopping || !this.#worker) return [];
     const taken: PipelineRun[] = [];
-    for (const record of await this.#deps.store.listRunSnapshots()) {
+    for (const record of await this.#records.list()) {
       if (record.status !== 'running' && record.status !== 'queued') continue;
       if (this.#live.has(record.runId) && this.#remote.get(record.runId) !== this.#live.get(record.runId)) continue;
       const context = (record.snapshot as { context?: PipelineContext } | undefined)?.context;
@@ -557,7 +559,7 @@ export class Pipelines {
    */
   async #current(run: PipelineRun): Promise<PipelineRun> {
     if (this.#deps.leases === undefined || this.#deps.store.kind === 'memory') return run;
-    const record = await this.#deps.store.loadRunSnapshot(run.id);
+    const record = await this.#records.load(run.id);
     if (record === undefined) throw new RunStateError('RUN_FINISHED', run.id, 'ended', `Run ${run.id} has ended in another kernel process.`);
     if (record.status !== 'paused' && record.status !== 'awaitingDecision') throw new RunStateError('RUN_CLAIMED', run.id, record.status, `Run ${run.id} was resumed by another kernel process, which drives it now.`);
     if (this.#live.get(run.id) !== run || JSON.stringify(record.snapshot) === JSON.stringify(run.actor.getPersistedSnapshot())) return this.#live.get(run.id) ?? run;
@@ -674,8 +676,6 @@ export class Pipelines {
   }
 }
 
-/** How a run's snapshot says it ended (its last compare and set); such a run is never driven again. */
-const ENDED_STATUSES = new Set(['completed', 'failed', 'cancelled']);
 
 /** The shape a persisted pipeline actor must have before it is revived. */
 function isRunSnapshot(snapshot: unknown, runId: string): snapshot is Snapshot<unknown> & { context: PipelineContext } {

@@ -3,6 +3,7 @@ import type { pipelineMachine} from '../../actors/pipeline.ts';
 import { type Decision, type OverlayOutcome, type PhaseOutcome, type PipelineEvent, type PipelineStatus, type RunData } from '../../actors/pipeline.ts';
 import { deepFreeze, detached } from '../bus/event.ts';
 import { ForgeError, isForgeError, readableMessage } from '../errors.ts';
+import type { NewEntry } from '../journal/journal.ts';
 import type { Logger } from '../logger.ts';
 import type { Phase } from '../manifest.ts';
 import type { DeadlineScheduler } from './deadlines.ts';
@@ -65,10 +66,12 @@ export interface RunEnvironment {
   checkpoints: boolean;
   /** True when overlays of this kernel have a graph database (passed to them as `context.graph`). */
   graph: boolean;
-  /** Saves the run's snapshot; resolves with what the store now holds for it (status and time: a version). */
-  save(runId: string, status: string, snapshot: Snapshot<unknown>): Promise<StoredVersion>;
-  /** Saves it only if the store still holds `expected` (compare and set); undefined when another writer got there first. */
-  replace(runId: string, expected: StoredVersion, status: string, snapshot: Snapshot<unknown>): Promise<StoredVersion | undefined>;
+  /** Whether runs record journal entries (what happened: events, overlay calls), handed to `save` / `replace`. */
+  journaled: boolean;
+  /** Saves the run (its snapshot, or the entries since its last save); resolves with what is now kept for it (a version). */
+  save(runId: string, status: string, snapshot: Snapshot<unknown>, entries: readonly NewEntry[]): Promise<StoredVersion>;
+  /** Saves it only if what is kept is still `expected` (compare and set); undefined when another writer got there first. */
+  replace(runId: string, expected: StoredVersion, status: string, snapshot: Snapshot<unknown>, entries: readonly NewEntry[]): Promise<StoredVersion | undefined>;
   /** Removes the ended run's snapshot if it is still `expected` (this copy's last save); never throws (retries itself). */
   forget(runId: string, expected: StoredVersion | undefined): Promise<void>;
   publish(type: string, run: PipelineRun, payload: Record<string, unknown>): void;
@@ -141,6 +144,8 @@ export class PipelineRun {
   #result: RunResult | null = null;
   /** The snapshot of this run the store holds as far as this copy knows (what a resume compares and sets). */
   #stored: StoredVersion | undefined;
+  /** Journal entries not saved yet (when the environment journals runs), oldest first. */
+  readonly #unsaved: NewEntry[] = [];
 
   constructor(env: RunEnvironment, actor: PipelineActor, stored?: StoredVersion) {
     this.#env = env;
@@ -235,13 +240,13 @@ export class PipelineRun {
         await this.#env.released(this);
         this.#assertLive();
       }
-      this.#actor.send(parsed === undefined ? { type: 'RESUME' } : { type: 'DECIDE', decision: parsed });
+      this.#send(parsed === undefined ? { type: 'RESUME' } : { type: 'DECIDE', decision: parsed });
       // One writer per run: the resumed snapshot (with the decision) replaces the paused one only if no other process
       // resumed it first, and it is durable before this resolves (a crash from here on continues the run decided).
       const expected = this.#stored;
       let stored: StoredVersion | undefined;
       try {
-        stored = expected === undefined ? undefined : await this.#env.replace(this.id, expected, 'running', this.#actor.getPersistedSnapshot());
+        stored = expected === undefined ? undefined : await this.#write('running');
       } catch (error) {
         // The store did not take the resume: the run still waits there, and this copy (already moved on) ends, so a
         // retry of resume() brings the run back from the store.
@@ -273,7 +278,7 @@ export class PipelineRun {
       this.#started = true;
       this.#actor.start();
     }
-    this.#actor.send({ type: 'CANCEL', reason });
+    this.#send({ type: 'CANCEL', reason });
     this.#controller?.abort(new ForgeError('CANCELLED', reason));
     if (!this.#driving) await this.#finish();
     return this.done;
@@ -341,7 +346,7 @@ export class PipelineRun {
         if (this.#interrupted) break;
         if (this.#pauseRequested) {
           this.#pauseRequested = false;
-          this.#actor.send({ type: 'PAUSE' });
+          this.#send({ type: 'PAUSE' });
           await this.#persist('paused');
           // Cancelled while the pause was being saved: the run ended; it is finished, not left waiting.
           if (this.#actor.getSnapshot().status === 'done') break;
@@ -354,7 +359,7 @@ export class PipelineRun {
         const phase = status as Phase;
         const event = await this.#runPhase(phase);
         if (this.status === 'cancelled') break;
-        this.#actor.send(event);
+        this.#send(event);
         if (event.type === 'AWAIT_DECISION') {
           await this.#persist('awaitingDecision');
           if (this.#actor.getSnapshot().status === 'done') break;
@@ -381,7 +386,7 @@ export class PipelineRun {
       // code (STORE_UNAVAILABLE…), not silently and not as if someone had cancelled it.
       this.#log.error({ err: error }, 'pipeline run halted');
       const code = isForgeError(error) ? error.code : 'RUN_HALTED';
-      if (this.#actor.getSnapshot().status === 'active') this.#actor.send({ type: 'HALT', code, message: `The run halted: ${(error as Error).message}` });
+      if (this.#actor.getSnapshot().status === 'active') this.#send({ type: 'HALT', code, message: `The run halted: ${(error as Error).message}` });
     } finally {
       this.#driving = false;
     }
@@ -395,15 +400,10 @@ export class PipelineRun {
   async #persist(status: string): Promise<void> {
     // Every checkpoint after the first replaces only the one this copy wrote or loaded: a copy that lost the run to
     // another process (restored there, or resumed there) cannot write over that process's progress.
-    const expected = this.#stored;
-    const snapshot = this.#actor.getPersistedSnapshot();
-    const saving =
-      expected === undefined
-        ? this.#env.save(this.id, status, snapshot)
-        : this.#env.replace(this.id, expected, status, snapshot).then((stored) => {
-            if (stored === undefined) throw new RunStateError('RUN_CLAIMED', this.id, this.status, `Run ${this.id} is driven by another kernel process now: this copy stops.`);
-            return stored;
-          });
+    const saving = this.#write(status).then((stored) => {
+      if (stored === undefined) throw new RunStateError('RUN_CLAIMED', this.id, this.status, `Run ${this.id} is driven by another kernel process now: this copy stops.`);
+      return stored;
+    });
     this.#saving = saving.then(
       () => undefined,
       () => undefined,
@@ -412,19 +412,75 @@ export class PipelineRun {
   }
 
   /**
+   * Writes the run as `status`: its first save, or a compare and set on this copy's last one (undefined when another
+   * writer got there first). The journal entries it carries are dropped from the unsaved ones once it lands.
+   */
+  async #write(status: string): Promise<StoredVersion | undefined> {
+    const expected = this.#stored;
+    const snapshot = this.#actor.getPersistedSnapshot();
+    const entries = this.#unsaved.slice();
+    const stored = expected === undefined ? await this.#env.save(this.id, status, snapshot, entries) : await this.#env.replace(this.id, expected, status, snapshot, entries);
+    if (stored !== undefined) this.#unsaved.splice(0, entries.length);
+    return stored;
+  }
+
+  /** Records a journal entry to be saved with the run's next save (when the environment journals runs). */
+  #record(entry: NewEntry): void {
+    if (this.#env.journaled) this.#unsaved.push(entry);
+  }
+
+  /** Sends an event to the run's actor, and journals it: a restore replays the run's events in order. */
+  #send(event: PipelineEvent): void {
+    this.#actor.send(event);
+    this.#record({ kind: 'run.event', at: this.#env.clock.now(), body: { event: event } });
+  }
+
+  /** Journals how the run began: its actor's input and the overlays it will call (the first entry of its journal). */
+  recordStart(body: { overlays: { name: string; version: string; sha256: string }[]; kernel: string }): void {
+    this.#record({ kind: 'run.started', at: this.#env.clock.now(), body: { input: this.#input, ...body } });
+  }
+
+  /** The actor's input, rebuilt from its context (what a fold starts the actor with). */
+  get #input(): Record<string, unknown> {
+    const { runId, correlationId, cluster, config, startedAt, data } = this.#actor.getSnapshot().context;
+    return { runId, correlationId, cluster, config, startedAt, data };
+  }
+
+  /**
    * Ends the run in the store as a compare and set on this copy's last checkpoint (its snapshot, marked with how it
    * ended): false when another process wrote since, and then this copy must record nothing. A store that fails here
    * does not stop the ending (its removal is retried); true then.
    */
   async #seal(): Promise<boolean> {
+    const { error } = this.#actor.getSnapshot().context;
+    this.#record({ kind: 'run.settled', at: this.#env.clock.now(), body: { status: this.status, error } });
     try {
-      const sealed = await this.#env.replace(this.id, this.#stored!, this.status, this.#actor.getPersistedSnapshot());
+      const sealed = await this.#write(this.status);
       if (sealed === undefined) return false;
       this.#stored = sealed;
     } catch (error) {
       this.#log.warn({ err: error }, 'the ended run could not be marked ended in the store');
+      // A journaled run whose end is not in its journal would be restored and driven again: keep trying.
+      if (this.#env.journaled) this.#sealLater(1);
     }
     return true;
+  }
+
+  /** Retries recording the run's end in its journal, with backoff (to 30 s), until it lands or another writer won. */
+  #sealLater(attempt: number): void {
+    const status = this.status;
+    const timer = setTimeout(() => {
+      this.#write(status).then(
+        (stored) => {
+          if (stored !== undefined) this.#stored = stored;
+        },
+        (error: unknown) => {
+          if (attempt === 3) this.#log.error({ err: error }, 'the ended run still cannot be recorded in its journal: retrying');
+          this.#sealLater(attempt + 1);
+        },
+      );
+    }, Math.min(30_000, 250 * 2 ** attempt));
+    timer.unref();
   }
 
   /** Saves the run as `queued` before anything else happens to it (see `durable`); returns that save. */
@@ -456,7 +512,7 @@ export class PipelineRun {
     const snapshot = this.#actor.getSnapshot();
     const { context } = snapshot;
     let ended = snapshot.status === 'done';
-    if (ended && this.#stored !== undefined && !(await this.#seal())) {
+    if (ended && (this.#stored !== undefined || this.#env.journaled) && !(await this.#seal())) {
       // Another process drove the run on since this copy's last checkpoint: it owns the ending, this copy does not.
       this.#log.warn('pipeline run ended here, but another process drives it: this copy ends interrupted and records nothing');
       ended = false;
@@ -607,10 +663,12 @@ export class PipelineRun {
     for (;;) {
       attempts++;
       let problem: { code: string; message: string };
+      const callStarted = performance.now();
       try {
         const capsule = isRecord(input) && isRecord(input.capsule) && typeof input.capsule.id === 'string' ? input.capsule.id : undefined;
         const result = await this.#env.callOverlay(name, input, { signal, correlationId: this.correlationId, trust, runId: this.id, phaseEndsInMs: phaseEndsAt - this.#env.clock.now(), ...(capsule === undefined ? {} : { capsuleId: capsule }) });
         fuelUsed += result.fuelUsed;
+        this.#record({ kind: 'run.call', at: this.#env.clock.now(), body: { phase: this.status, overlay: name, attempt: attempts, input, output: result.output, fuelUsed: result.fuelUsed, durationMs: performance.now() - callStarted } });
         for (const event of result.events ?? []) if (published.length < MAX_PUBLISHED_LISTED) published.push({ type: event.type, attempt: attempts });
         const output = result.output;
         if (isRecord(output) && output.ok === true) {
@@ -624,8 +682,10 @@ export class PipelineRun {
           problem = { code: 'INVALID_OUTPUT', message: 'the overlay did not return { ok, data }' };
         }
       } catch (error) {
-        fuelUsed += (error as { fuelUsed?: number }).fuelUsed ?? 0;
+        const spent = (error as { fuelUsed?: number }).fuelUsed ?? 0;
+        fuelUsed += spent;
         problem = { code: isForgeError(error) ? error.code : 'UNEXPECTED', message: readableMessage(String((error as Error).message)) };
+        this.#record({ kind: 'run.call', at: this.#env.clock.now(), body: { phase: this.status, overlay: name, attempt: attempts, input, error: problem, fuelUsed: spent, durationMs: performance.now() - callStarted } });
       }
       if (signal.aborted) return { outcome: withPublished(abortedOutcome(name, signal, fuelUsed, performance.now() - started, attempts)) };
       if (attempts > settings.retries) return { outcome: withPublished({ name, status: 'failed', ...problem, fuelUsed, durationMs: performance.now() - started, attempts }) };
