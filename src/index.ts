@@ -23,12 +23,13 @@ export {
 } from './wasm/errors.ts';
 export { loadWasmOverlay, type CallOptions, type CallResult, type LoadWasmOptions, type OverlayEngine, type PublishedEvent, type SecurityMode } from './wasm/engine.ts';
 export { DEFAULT_MAX_STACK_BYTES, FUEL_COSTS } from './wasm/fuel-meter.ts';
-export type { CallCaller, HostCallContext, HostFunction, HostFunctionSignature, OverlayEvent, OverlayLogLine } from './wasm/host-functions.ts';
+export type { CallCaller, HostCallContext, HostCallRecord, HostFunction, HostFunctionSignature, HostTape, OverlayEvent, OverlayLogLine } from './wasm/host-functions.ts';
 export { GraphUnavailableError } from './wasm/graph-unavailable.ts';
 export { MeteredModuleCache } from './wasm/metered-cache.ts';
 export { loadNativeOverlay, type NativeContext, type NativeOverlay, type TrustedRegistration } from './wasm/trusted-engine.ts';
-export { createKernel, type Cascades, type JournalOption, type Kernel, type KernelOptions } from './kernel.ts';
-export { JournalEntryError, JournalInputError, JournalUnavailableError, JOURNAL_FORMAT, type AppendOptions, type EntryBodies, type EntryKind, type Journal, type JournalEntry, type NewEntry, type RetentionPolicy, type StreamHead, type StreamType } from './journal/journal.ts';
+export { createKernel, type Cascades, type JournalOption, type Kernel, type KernelOptions, type ReplayOptions } from './kernel.ts';
+export { firstDifference, ReplayDivergenceError, type CallDifference, type ReplayReport } from './journal/replay.ts';
+export { fromJsonLines, JournalEntryError, JournalInputError, JournalUnavailableError, JOURNAL_FORMAT, toJsonLines, type AppendOptions, type RecordedOverlay, type EntryBodies, type EntryKind, type Journal, type JournalEntry, type NewEntry, type RetentionPolicy, type StreamHead, type StreamType } from './journal/journal.ts';
 export { MemoryJournal } from './journal/memory-journal.ts';
 export { SqliteJournal, type SqliteJournalOptions } from './journal/sqlite-journal.ts';
 export { BusStoppedError, HandlerTimeoutError, QueueFullError, SubscriptionError, type Bus, type BusOptions, type DeadLetter, type Handler, type SubscribeSpec } from './bus/bus.ts';

@@ -5,12 +5,14 @@ import { graphHostFunctions, type GraphHostOptions } from './store/graph-host.ts
 import { MemoryStore, type MemoryStoreOptions } from './store/memory-store.ts';
 import { Neo4jStore } from './store/neo4j-store.ts';
 import type { Store } from './store/store.ts';
-import type { Journal } from './journal/journal.ts';
+import { JournalUnavailableError, type Journal, type JournalEntry, type RecordedOverlay } from './journal/journal.ts';
+import { replayRun, type ReplayReport } from './journal/replay.ts';
 import { MemoryJournal } from './journal/memory-journal.ts';
 import { SqliteJournal, type SqliteJournalOptions } from './journal/sqlite-journal.ts';
 import type { BreakerConfig } from '../actors/circuit-breaker.ts';
 import { OverlayRegistry } from './overlays/registry.ts';
-import type { CallResult, PublishedEvent } from './wasm/engine.ts';
+import type { CallResult, OverlayEngine, PublishedEvent } from './wasm/engine.ts';
+import type { Capability } from './wasm/abi.ts';
 import type { HostFunction } from './wasm/host-functions.ts';
 import { MeteredModuleCache } from './wasm/metered-cache.ts';
 import { AsyncLocalStorage } from 'node:async_hooks';
@@ -140,10 +142,24 @@ export interface Kernel {
   readonly pipelines: Pipelines;
   /** The live web inspector (`listen({ port, host, token })`) and the inspection records behind it. */
   readonly inspector: Inspector;
+  /**
+   * Re-executes every overlay call a journaled run recorded, with its recorded input and host-call answers (nothing
+   * runs on the host, nothing is published), and reports whether outputs and fuel are identical, or the first
+   * difference (entry, phase, overlay, JSON path). With `overlays`, those overlays' calls run on the given versions
+   * instead: a shadow test of a new version against recorded traffic, every differing call listed.
+   */
+  replay(id: string, options?: ReplayOptions): Promise<ReplayReport>;
   /** The kernel processes sharing this kernel's NATS (heartbeats, with what each runs); just this one in process. */
   cluster(): Promise<ClusterMember[]>;
   /** Halts pipeline runs at a phase boundary (checkpointed), drains the bus, persists chains, and unloads every overlay once its calls in flight have finished. */
   stop(): Promise<void>;
+}
+
+export interface ReplayOptions {
+  /** Versions to replay instead, by overlay name: a .wasm path (its manifest beside it) or { wasm, manifest }. */
+  overlays?: Record<string, string | { wasm: Uint8Array; manifest: unknown }>;
+  /** The run's entries (e.g. read from a `forge-kernel journal export`), instead of this kernel's journal. */
+  entries?: readonly JournalEntry[];
 }
 
 function isLogger(value: unknown): value is Logger {
@@ -362,7 +378,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
       ...(journal === undefined ? {} : { journal }),
       describeOverlay: (name) => {
         const overlay = overlays.get(name);
-        return overlay === undefined ? undefined : { name: overlay.name, version: overlay.version, sha256: overlay.sha256 };
+        return overlay === undefined ? undefined : { name: overlay.name, version: overlay.version, sha256: overlay.sha256, mode: overlay.mode, grant: [...overlay.grant] };
       },
       logger,
       callOverlay: (name, input, call) => overlays.call(name, 'run', input, call),
@@ -435,6 +451,46 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     },
   });
 
+  const replay = async (id: string, replayOptions: ReplayOptions = {}): Promise<ReplayReport> => {
+    if (typeof id !== 'string' || id === '') throw new InvalidInputError('replay needs a run id.');
+    if (typeof replayOptions !== 'object' || replayOptions === null) throw new InvalidInputError('replay options must be an object.');
+    const { overlays: versions = {}, entries: given } = replayOptions;
+    if (typeof versions !== 'object' || versions === null || Array.isArray(versions)) throw new InvalidInputError('replay options.overlays maps overlay names to a .wasm path or { wasm, manifest }.');
+    if (given !== undefined && !Array.isArray(given)) throw new InvalidInputError('replay options.entries must be an array of journal entries.');
+    if (given === undefined && journal === undefined) throw new JournalUnavailableError('This kernel keeps no journal (journal: false): pass the run\'s entries.');
+    const entries: readonly JournalEntry[] = given ?? (await journal!.read(id));
+    if (entries.length === 0) throw new RunNotFoundError(id);
+    const first = entries[0];
+    const started: RecordedOverlay[] = first?.kind === 'run.started' ? first.body.overlays : [];
+    const candidates = new Map<string, OverlayEngine>();
+    try {
+      for (const [name, source] of Object.entries(versions)) {
+        const live = overlays.get(name);
+        const recorded = started.find((o) => o.name === name);
+        const mode = live?.mode ?? recorded?.mode ?? 'strict';
+        if (mode !== 'strict' && mode !== 'relaxed') throw new InvalidInputError(`replay: ${name} runs in ${mode} mode: only wasm overlays can be replayed on another version.`);
+        const grant = (live?.grant ?? recorded?.grant ?? []) as Capability[];
+        const engine =
+          typeof source === 'string'
+            ? await overlays.loadDetached(source, { grant, mode })
+            : typeof source === 'object' && source !== null && source.wasm instanceof Uint8Array
+              ? await overlays.loadDetached(source.wasm, { manifest: source.manifest, grant, mode })
+              : undefined;
+        if (engine === undefined) throw new InvalidInputError(`replay options.overlays.${name} must be a .wasm path or { wasm, manifest }.`);
+        candidates.set(name, engine);
+        if (engine.manifest.name !== name) throw new InvalidInputError(`replay options.overlays.${name} is overlay "${engine.manifest.name}", not "${name}".`);
+      }
+      return await replayRun(id, entries, (name) => {
+        const candidate = candidates.get(name);
+        if (candidate !== undefined) return { engine: candidate, candidate: true };
+        const engine = overlays.engineOf(name);
+        return engine === undefined ? undefined : { engine, candidate: false };
+      });
+    } finally {
+      await Promise.all([...candidates.values()].map((engine) => engine.close()));
+    }
+  };
+
   let stopped = false;
   return {
     logger,
@@ -445,6 +501,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     cascades,
     pipelines,
     inspector,
+    replay,
     cluster,
     async stop() {
       if (stopped) return;

@@ -1,5 +1,6 @@
 import { crc32 } from 'node:zlib';
 import { ForgeError } from '../errors.ts';
+import type { HostCallRecord } from '../wasm/host-functions.ts';
 
 /**
  * The journal: per run (and per chain) an append-only sequence of typed, versioned entries, the source of truth a
@@ -60,14 +61,23 @@ export interface StreamHead {
 /** Version of the entry format (`v` of each entry). */
 export const JOURNAL_FORMAT = 1;
 
+/** An overlay as a run recorded it: enough to find (or reload) the same module for a replay. */
+export interface RecordedOverlay {
+  name: string;
+  version: string;
+  sha256: string;
+  mode?: string;
+  grant?: string[];
+}
+
 /** What each kind of entry carries. */
 export interface EntryBodies {
   /** A run began: the pipeline actor's input, and what it will run (overlay names, versions, sha256s). */
-  'run.started': { input: Record<string, unknown>; overlays: { name: string; version: string; sha256: string }[]; kernel: string };
+  'run.started': { input: Record<string, unknown>; overlays: RecordedOverlay[]; kernel: string };
   /** An event the run's actor received (a phase's outcome, pause, resume, decision, cancel, halt): the fold replays it. */
   'run.event': { event: Record<string, unknown> & { type: string } };
   /** One overlay call of a phase (each attempt): what it was given and what it answered, with its fuel. */
-  'run.call': { phase: string; overlay: string; attempt: number; input: unknown; output?: unknown; error?: { code: string; message: string }; fuelUsed: number; durationMs: number; cached?: boolean };
+  'run.call': { phase: string; overlay: string; attempt: number; input: unknown; output?: unknown; error?: { code: string; message: string }; fuelUsed: number; durationMs: number; host?: HostCallRecord[]; cached?: boolean };
   /** The run ended: how, and its error. */
   'run.settled': { status: string; error: unknown };
   'chain.started': { chain: Record<string, unknown> };
@@ -174,4 +184,33 @@ export function checkRetention(policy: unknown): RetentionPolicy {
     if (value !== undefined && (typeof value !== 'number' || !Number.isFinite(value) || value < 0)) throw new JournalInputError(`retention.${name} must be a number ≥ 0.`);
   }
   return policy;
+}
+
+/** A stream's entries as JSON Lines (one entry per line), what `forge-kernel journal export` writes. */
+export function toJsonLines(entries: readonly JournalEntry[]): string {
+  return entries.map((entry) => `${JSON.stringify(entry)}\n`).join('');
+}
+
+/**
+ * Reads an export back: one stream's entries, checked line by line (format, order, kind). A bad line is a
+ * JournalEntryError naming the stream and the sequence number it should have had.
+ */
+export function fromJsonLines(text: string): { stream: string; entries: JournalEntry[] } {
+  const lines = text.split('\n').filter((line) => line.trim() !== '');
+  if (lines.length === 0) throw new JournalInputError('The export holds no entries.');
+  let stream: string | undefined;
+  const entries = lines.map((line, index) => {
+    if (stream === undefined) {
+      try {
+        const first = JSON.parse(line) as { stream?: unknown };
+        stream = typeof first.stream === 'string' ? first.stream : undefined;
+      } catch {
+        // Reported below with the line's place.
+      }
+      if (stream === undefined) throw new JournalEntryError('JOURNAL_CORRUPT', '(export)', 1, 'the first line is not a journal entry.');
+      streamType(stream);
+    }
+    return decodeEntry(stream, index + 1, line, undefined);
+  });
+  return { stream: stream!, entries };
 }

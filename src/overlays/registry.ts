@@ -13,7 +13,7 @@ import { parseManifest, parseManifestText, type OverlayManifest, type Phase } fr
 import type { Capability } from '../wasm/abi.ts';
 import { InvalidCallInputError } from '../wasm/errors.ts';
 import { loadWasmOverlay, type CallResult, type OverlayEngine, type PublishedEvent } from '../wasm/engine.ts';
-import type { HostFunction } from '../wasm/host-functions.ts';
+import type { HostFunction, HostTape } from '../wasm/host-functions.ts';
 import { sha256Hex } from '../wasm/loader.ts';
 import type { MeteredModuleCache } from '../wasm/metered-cache.ts';
 import type { ActorCatalog } from '../inspect/catalog.ts';
@@ -101,6 +101,8 @@ export interface OverlayHandle {
   version: string;
   /** The sha256 of the module the overlay runs (its manifest's, checked at load). */
   sha256: string;
+  /** What the service granted it at load (it gets the part its manifest declares). */
+  grant: readonly Capability[];
   mode: string;
   state: OverlayState;
   breaker: BreakerState;
@@ -141,6 +143,8 @@ export interface CallOptions {
    * clearly come first, the call's deadline is set past the phase's end, so the phase's timer alone decides.
    */
   phaseEndsInMs?: number;
+  /** Records the call's host calls (a journaled run keeps them for replay). */
+  tape?: HostTape;
 }
 
 /** How much sooner than a phase's end an overlay's own deadline must fall to decide a call's timeout itself (ms). */
@@ -161,6 +165,7 @@ function phaseDeadline(ownMs: number, phaseEndsInMs: number | undefined): { dead
 function malformedCallOption(options: CallOptions): string | undefined {
   if (typeof options !== 'object' || options === null || Array.isArray(options)) return 'options must be an object';
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) return 'signal must be an AbortSignal';
+  if (options.tape !== undefined && (typeof options.tape !== 'object' || options.tape === null || (options.tape.record !== undefined && typeof options.tape.record !== 'function') || options.tape.replay !== undefined)) return 'tape must be { record(call) } (a replay goes through kernel.replay)';
   if (options.phaseEndsInMs !== undefined && (typeof options.phaseEndsInMs !== 'number' || Number.isNaN(options.phaseEndsInMs))) return 'phaseEndsInMs must be a number';
   if (options.trust !== undefined && (typeof options.trust !== 'number' || !Number.isFinite(options.trust) || options.trust < 0 || options.trust > 100)) return 'trust must be a number from 0 to 100';
   for (const key of ['correlationId', 'runId', 'capsuleId'] as const) {
@@ -183,6 +188,8 @@ interface Entry {
   id: string;
   manifest: OverlayManifest;
   engine: OverlayEngine;
+  /** What the service granted it at load. */
+  grant: readonly Capability[];
   actor: Actor<typeof overlayMachine>;
   breaker: Actor<typeof circuitBreakerMachine>;
   current: boolean;
@@ -264,17 +271,7 @@ export class OverlayRegistry extends EventEmitter {
       const existing = this.#byName.get(manifest.name);
       if (existing !== undefined && existing.manifest.sha256 === sha256Hex(bytes)) return this.#handle(existing);
       this.#checkDependencies(manifest);
-      engine = await loadWasmOverlay(bytes, {
-        manifest,
-        grant: options.grant ?? [],
-        mode: options.mode ?? 'strict',
-        logger: this.#options.logger,
-        ...(this.#options.cache === undefined ? {} : { cache: this.#options.cache }),
-        ...(this.#options.hostFunctions === undefined ? {} : { hostFunctions: this.#options.hostFunctions }),
-        ...(this.#options.maxMemoryPages === undefined ? {} : { maxMemoryPages: this.#options.maxMemoryPages }),
-        ...(this.#options.maxFuel === undefined ? {} : { maxFuel: this.#options.maxFuel }),
-        ...(this.#options.onEvents === undefined ? {} : { onEvents: this.#onEvents }),
-      });
+      engine = await this.#loadWasm(bytes, manifest, options, true);
     } else {
       engine = loadNativeOverlay(source, {
         internal: options.internal === true,
@@ -314,7 +311,7 @@ export class OverlayRegistry extends EventEmitter {
       { input: { overlayId: engine.id, name: manifest.name, version: manifest.version } },
     );
     const breaker = createActor(circuitBreakerMachine, { input: { config: options.breaker ?? {} } });
-    const entry: Entry = { id: engine.id, manifest, engine, actor, breaker, current: true, inFlight: 0, stats: new CallStats() };
+    const entry: Entry = { id: engine.id, manifest, engine, grant: Object.freeze([...(options.grant ?? [])]), actor, breaker, current: true, inFlight: 0, stats: new CallStats() };
     this.#options.catalog?.add({ id: entry.id, kind: 'overlay', label: `${manifest.name}@${manifest.version}`, actor, details: () => ({ ...this.#handle(entry), stats: entry.stats.snapshot() }) });
     this.#options.catalog?.add({ id: `${entry.id}:breaker`, kind: 'breaker', label: manifest.name, actor: breaker, details: () => breakerDetails(entry) });
     actor.on('quarantined', (event) => this.emit('quarantined', { overlayId: entry.id, name: manifest.name, reason: event.reason }));
@@ -480,6 +477,40 @@ export class OverlayRegistry extends EventEmitter {
     return [...this.#entries.values()].map((entry) => this.#handle(entry));
   }
 
+  /**
+   * Loads a wasm overlay outside the registry (no actor, no breaker, nothing published: its events are returned by
+   * each call), as the registry would load it, for a replay of recorded calls on another version. Close it after.
+   */
+  async loadDetached(source: string | Uint8Array, options: { manifest?: unknown; grant?: readonly Capability[]; mode?: 'strict' | 'relaxed' } = {}): Promise<OverlayEngine> {
+    const bytes = typeof source === 'string' ? await readBytes(source) : source;
+    const rawManifest = options.manifest ?? (typeof source === 'string' ? await readManifestBeside(source) : undefined);
+    if (rawManifest === undefined) throw new ForgeError('INVALID_MANIFEST', 'Loading wasm bytes needs their manifest: pass { manifest } (forge-kernel build writes <name>.manifest.json).');
+    return this.#loadWasm(bytes, parseManifest(rawManifest), options, false);
+  }
+
+  /** Loads wasm with the registry's cache, host functions and ceilings; `publishing`: its events reach the kernel. */
+  #loadWasm(bytes: Uint8Array, manifest: OverlayManifest, options: { grant?: readonly Capability[]; mode?: 'strict' | 'relaxed' }, publishing: boolean): Promise<OverlayEngine> {
+    return loadWasmOverlay(bytes, {
+      manifest,
+      grant: options.grant ?? [],
+      mode: options.mode ?? 'strict',
+      logger: this.#options.logger,
+      ...(this.#options.cache === undefined ? {} : { cache: this.#options.cache }),
+      ...(this.#options.hostFunctions === undefined ? {} : { hostFunctions: this.#options.hostFunctions }),
+      ...(this.#options.maxMemoryPages === undefined ? {} : { maxMemoryPages: this.#options.maxMemoryPages }),
+      ...(this.#options.maxFuel === undefined ? {} : { maxFuel: this.#options.maxFuel }),
+      ...(!publishing || this.#options.onEvents === undefined ? {} : { onEvents: this.#onEvents }),
+    });
+  }
+
+  /**
+   * The engine serving an overlay's calls, for a replay (which calls it directly: no breaker, no statistics, no
+   * events published). Undefined when no such overlay is loaded.
+   */
+  engineOf(idOrName: string): OverlayEngine | undefined {
+    return this.#find(idOrName)?.engine;
+  }
+
   get(idOrName: string): OverlayHandle | undefined {
     const entry = this.#find(idOrName);
     return entry === undefined ? undefined : this.#handle(entry);
@@ -574,6 +605,7 @@ export class OverlayRegistry extends EventEmitter {
           ...(options.deadlineMs === undefined ? phaseDeadline(entry.manifest.timeoutMs, options.phaseEndsInMs) : { deadlineMs: options.deadlineMs }),
           ...(options.signal === undefined ? {} : { signal: options.signal }),
           caller: { trust, correlationId: options.correlationId ?? null, runId: options.runId ?? null, capsuleId: options.capsuleId ?? null },
+          ...(options.tape === undefined ? {} : { tape: options.tape }),
         }),
       );
       const refused = isErrorResult(result.output);
@@ -669,6 +701,7 @@ export class OverlayRegistry extends EventEmitter {
       name: entry.manifest.name,
       version: entry.manifest.version,
       sha256: entry.manifest.sha256,
+      grant: entry.grant,
       mode: entry.engine.mode,
       state: value,
       breaker: entry.breaker.getSnapshot().value,

@@ -7,7 +7,7 @@ import type { RunLeases } from '../cluster/run-leases.ts';
 import type { ActorCatalog } from '../inspect/catalog.ts';
 import type { Logger } from '../logger.ts';
 import { PHASES, type Phase } from '../manifest.ts';
-import type { Journal } from '../journal/journal.ts';
+import type { Journal, RecordedOverlay } from '../journal/journal.ts';
 import { VERSION } from '../package-root.ts';
 import type { Store } from '../store/store.ts';
 import {
@@ -129,7 +129,7 @@ export interface PipelinesDependencies {
   /** Runs are journaled here (the source of truth for them) instead of kept as snapshots in the store. */
   journal?: Journal;
   /** An overlay's version and sha256 by name (recorded when a run starts). */
-  describeOverlay?: (name: string) => { name: string; version: string; sha256: string } | undefined;
+  describeOverlay?: (name: string) => RecordedOverlay | undefined;
 }
 
 /** How often a clustered kernel looks for runs whose process died (ms). */
@@ -458,7 +458,7 @@ export class Pipelines {
   }
 
   /** The overlays a run's phases name: name, version and sha256, as its journal records them. */
-  #describe(config: RunConfig): { name: string; version: string; sha256: string }[] {
+  #describe(config: RunConfig): RecordedOverlay[] {
     const names = new Set(PHASES.flatMap((phase) => config.phases[phase].overlays));
     return [...names].map((name) => this.#deps.describeOverlay?.(name) ?? { name, version: 'unknown', sha256: 'unknown' });
   }

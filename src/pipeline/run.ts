@@ -3,7 +3,8 @@ import type { pipelineMachine} from '../../actors/pipeline.ts';
 import { type Decision, type OverlayOutcome, type PhaseOutcome, type PipelineEvent, type PipelineStatus, type RunData } from '../../actors/pipeline.ts';
 import { deepFreeze, detached } from '../bus/event.ts';
 import { ForgeError, isForgeError, readableMessage } from '../errors.ts';
-import type { NewEntry } from '../journal/journal.ts';
+import type { NewEntry, RecordedOverlay } from '../journal/journal.ts';
+import type { HostCallRecord, HostTape } from '../wasm/host-functions.ts';
 import type { Logger } from '../logger.ts';
 import type { Phase } from '../manifest.ts';
 import type { DeadlineScheduler } from './deadlines.ts';
@@ -47,7 +48,7 @@ export type CallOverlay = (
   name: string,
   input: unknown,
   /** `phaseEndsInMs`: how long until the phase's timer aborts the call (the timer, not the call, decides a timeout). */
-  options: { signal: AbortSignal; correlationId: string; trust: number; runId: string; capsuleId?: string; phaseEndsInMs: number },
+  options: { signal: AbortSignal; correlationId: string; trust: number; runId: string; capsuleId?: string; phaseEndsInMs: number; tape?: HostTape },
 ) => Promise<{ output: unknown; fuelUsed: number; events?: readonly { type: string }[] }>;
 
 /** Events listed per overlay outcome at most (their types; the events themselves are on the bus). */
@@ -436,7 +437,7 @@ export class PipelineRun {
   }
 
   /** Journals how the run began: its actor's input and the overlays it will call (the first entry of its journal). */
-  recordStart(body: { overlays: { name: string; version: string; sha256: string }[]; kernel: string }): void {
+  recordStart(body: { overlays: RecordedOverlay[]; kernel: string }): void {
     this.#record({ kind: 'run.started', at: this.#env.clock.now(), body: { input: this.#input, ...body } });
   }
 
@@ -664,11 +665,14 @@ export class PipelineRun {
       attempts++;
       let problem: { code: string; message: string };
       const callStarted = performance.now();
+      // A journaled run keeps each call's host calls (arguments and answers): a replay plays them back.
+      const host: HostCallRecord[] | undefined = this.#env.journaled ? [] : undefined;
+      const tape = host === undefined ? {} : { tape: { record: (call: HostCallRecord) => void host.push(call) } };
       try {
         const capsule = isRecord(input) && isRecord(input.capsule) && typeof input.capsule.id === 'string' ? input.capsule.id : undefined;
-        const result = await this.#env.callOverlay(name, input, { signal, correlationId: this.correlationId, trust, runId: this.id, phaseEndsInMs: phaseEndsAt - this.#env.clock.now(), ...(capsule === undefined ? {} : { capsuleId: capsule }) });
+        const result = await this.#env.callOverlay(name, input, { signal, correlationId: this.correlationId, trust, runId: this.id, phaseEndsInMs: phaseEndsAt - this.#env.clock.now(), ...(capsule === undefined ? {} : { capsuleId: capsule }), ...tape });
         fuelUsed += result.fuelUsed;
-        this.#record({ kind: 'run.call', at: this.#env.clock.now(), body: { phase: this.status, overlay: name, attempt: attempts, input, output: result.output, fuelUsed: result.fuelUsed, durationMs: performance.now() - callStarted } });
+        this.#record({ kind: 'run.call', at: this.#env.clock.now(), body: { phase: this.status, overlay: name, attempt: attempts, input, output: result.output, fuelUsed: result.fuelUsed, durationMs: performance.now() - callStarted, ...(host?.length ? { host } : {}) } });
         for (const event of result.events ?? []) if (published.length < MAX_PUBLISHED_LISTED) published.push({ type: event.type, attempt: attempts });
         const output = result.output;
         if (isRecord(output) && output.ok === true) {
@@ -685,7 +689,7 @@ export class PipelineRun {
         const spent = (error as { fuelUsed?: number }).fuelUsed ?? 0;
         fuelUsed += spent;
         problem = { code: isForgeError(error) ? error.code : 'UNEXPECTED', message: readableMessage(String((error as Error).message)) };
-        this.#record({ kind: 'run.call', at: this.#env.clock.now(), body: { phase: this.status, overlay: name, attempt: attempts, input, error: problem, fuelUsed: spent, durationMs: performance.now() - callStarted } });
+        this.#record({ kind: 'run.call', at: this.#env.clock.now(), body: { phase: this.status, overlay: name, attempt: attempts, input, error: problem, fuelUsed: spent, durationMs: performance.now() - callStarted, ...(host?.length ? { host } : {}) } });
       }
       if (signal.aborted) return { outcome: withPublished(abortedOutcome(name, signal, fuelUsed, performance.now() - started, attempts)) };
       if (attempts > settings.retries) return { outcome: withPublished({ name, status: 'failed', ...problem, fuelUsed, durationMs: performance.now() - started, attempts }) };

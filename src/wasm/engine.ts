@@ -5,7 +5,7 @@ import { fuelBudget, parseManifest, type OverlayManifest } from '../manifest.ts'
 import { ABI, type Capability } from './abi.ts';
 import { FuelLimitError, InvalidCallInputError, TrustError } from './errors.ts';
 import type { Executor } from './executor.ts';
-import { CallEffects, type CallCaller, type HostFunction, type OverlayEvent, type OverlayLogLine } from './host-functions.ts';
+import { CallEffects, type CallCaller, type HostFunction, type HostTape, type OverlayEvent, type OverlayLogLine } from './host-functions.ts';
 import { compileOverlay, type CompiledOverlay } from './loader.ts';
 import { GRAPH_UNAVAILABLE_FUNCTIONS } from './graph-unavailable.ts';
 import { MeteredModuleCache } from './metered-cache.ts';
@@ -24,6 +24,10 @@ export interface CallOptions {
   signal?: AbortSignal;
   /** Whose call it is, as the overlay's context (native) and the host functions see it; absent fields are null, trust 0. */
   caller?: Partial<CallCaller>;
+  /** Records the call's host calls, or plays them back (a replay): see HostTape. */
+  tape?: HostTape;
+  /** False: the events the call publishes are returned, not handed on to the kernel (a replay has no effects). */
+  publish?: boolean;
 }
 
 /** The outcome of a successful call. */
@@ -231,13 +235,13 @@ export class LoadedOverlay implements OverlayEngine {
         deadlineMs,
         signal: options.signal,
         effects,
-        context: { overlayId: this.id, overlayName: this.manifest.name, exportName, caller: callerOf(options.caller), capabilities: this.granted, signal, database: this.manifest.database, graph: this.manifest.graph },
+        context: { overlayId: this.id, overlayName: this.manifest.name, exportName, caller: callerOf(options.caller), capabilities: this.granted, signal, database: this.manifest.database, graph: this.manifest.graph, ...(options.tape === undefined ? {} : { tape: options.tape }) },
       });
       const raw = pending instanceof Promise ? await pending : pending;
       const durationMs = performance.now() - started;
       this.#emitLogs(effects, exportName);
       const events = effects.events.length === 0 ? [] : effects.events.map((event) => ({ ...event, source: this.id }));
-      if (events.length > 0) this.#onEvents?.(events, { overlayId: this.id, overlayName: this.manifest.name, exportName });
+      if (events.length > 0 && options.publish !== false) this.#onEvents?.(events, { overlayId: this.id, overlayName: this.manifest.name, exportName });
       return { output: 'output' in raw ? raw.output : (JSON.parse(raw.outputJson) as unknown), fuelUsed: raw.fuelUsed, durationMs, events, logs: effects.logs };
     } catch (error) {
       this.#emitLogs(effects, exportName);

@@ -37,6 +37,53 @@ export interface HostCallContext {
   database: OverlayManifest['database'];
   graph: OverlayManifest['graph'];
   signal: AbortSignal;
+  /** The call's host calls are recorded on it (a journaled run), or played back from it (a replay). */
+  tape?: HostTape;
+}
+
+/** One host call of an overlay call as a journal keeps it: what was asked, and what the host answered. */
+export interface HostCallRecord {
+  fn: string;
+  args: (string | number)[];
+  result?: unknown;
+  error?: { code: string; message: string };
+}
+
+/**
+ * A call's host calls: `record` hears each kernel host call as it completes; `replay` answers each in place of the
+ * host function (which then does not run), throwing when the overlay asks for something other than what it asked.
+ */
+export interface HostTape {
+  record?: (call: HostCallRecord) => void;
+  replay?: (fn: string, args: readonly (string | number)[]) => unknown;
+}
+
+/** Calls a kernel host function for an overlay, through the call's tape when it has one (see HostTape). */
+export function invokeHost(fn: HostFunction, context: HostCallContext, args: readonly (string | number)[]): unknown {
+  const tape = context.tape;
+  if (tape === undefined) return fn.invoke(context, args);
+  if (tape.replay !== undefined) return tape.replay(fn.name, args);
+  const record = tape.record;
+  if (record === undefined) return fn.invoke(context, args);
+  const failed = (error: unknown): never => {
+    const { code, message } = error as { code?: unknown; message?: unknown };
+    record({ fn: fn.name, args: [...args], error: { code: typeof code === 'string' ? code : 'UNEXPECTED', message: String(message) } });
+    throw error;
+  };
+  let result: unknown;
+  try {
+    result = fn.invoke(context, args);
+  } catch (error) {
+    return failed(error);
+  }
+  if (!(result instanceof Promise)) {
+    record({ fn: fn.name, args: [...args], result: result ?? null });
+    return result;
+  }
+  return result.then((value: unknown) => {
+    record({ fn: fn.name, args: [...args], result: value ?? null });
+    return value;
+  }, failed);
 }
 
 /**

@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { CallCancelledError, DeadlineExceededError, InstanceTerminatedError } from './errors.ts';
 import { raceDeadline, type ExecuteRequest, type Executor } from './executor.ts';
-import type { HostCallContext, HostFunctionSignature } from './host-functions.ts';
+import { invokeHost, type HostCallContext, type HostFunctionSignature } from './host-functions.ts';
 import { OverlayInstance, type InstanceOptions, type RawCallResult } from './instance.ts';
 import type { CompiledOverlay } from './loader.ts';
 import type { StartSnapshot } from './start-snapshot.ts';
@@ -199,7 +199,7 @@ export class RelaxedExecutor implements Executor {
         const context = pooled.context;
         const fn = byName.get(signature.name);
         if (context === undefined || fn === undefined) throw new InstanceTerminatedError(`Host function ${signature.name}`);
-        return fn.invoke(context, args);
+        return invokeHost(fn, context, args);
       },
     };
   }

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { CallCancelledError, DeadlineExceededError, InstanceTerminatedError, InvalidCallInputError, reviveError, serializeError, WorkerCrashedError } from './errors.ts';
 import { raceDeadline, type ExecuteRequest, type Executor } from './executor.ts';
+import { invokeHost } from './host-functions.ts';
 import type { RawCallResult } from './instance.ts';
 import type { CompiledOverlay } from './loader.ts';
 import { CHANNEL, receive, send, STATE, type CallReply, type CallRequest, type HostReply, type HostRequest, type WorkerInit, type WorkerStartup } from './strict-protocol.ts';
@@ -177,7 +178,7 @@ class WorkerSlot {
     const fn = this.#compiled.hostImports.find((f) => f.name === request.name);
     try {
       if (fn === undefined) throw new InstanceTerminatedError(`Host function ${request.name}`);
-      return { value: (await fn.invoke(pending.request.context, request.args)) ?? null };
+      return { value: (await invokeHost(fn, pending.request.context, request.args)) ?? null };
     } catch (error) {
       return { error: serializeError(error) };
     }
