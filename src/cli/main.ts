@@ -8,12 +8,13 @@ import { VERSION } from '../package-root.ts';
 import { buildCommand } from './build.ts';
 import { callCommand } from './call.ts';
 import { initCommand } from './init.ts';
+import { journalCommand, replayCommand } from './journal.ts';
 
 /** Exit code for a usage mistake (unknown command or flag), as in the BSD sysexits convention of most CLIs. */
 const EXIT_USAGE = 2;
 
 /** Every subcommand, in the order `--help` lists them. Later modules add theirs here. */
-export const COMMANDS: readonly Command[] = [demoCommand, initCommand, buildCommand, callCommand, runCommand, inspectCommand, vizCommand, benchCommand];
+export const COMMANDS: readonly Command[] = [demoCommand, initCommand, buildCommand, callCommand, runCommand, journalCommand, replayCommand, inspectCommand, vizCommand, benchCommand];
 
 function usage(commands: readonly Command[]): string {
   const width = Math.max(0, ...commands.map((c) => c.name.length));

@@ -5,7 +5,7 @@ import type { PipelineRun, RunResult } from '../pipeline/pipelines.ts';
 import { commandLogger, exampleOverlays, parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
 
 const HELP = `Usage: forge-kernel run <input.json> [options]
-       forge-kernel run --resume <runId> --decide approve|reject --store neo4j
+       forge-kernel run --resume <runId> --decide approve|reject (--journal <file> | --store neo4j)
 
 Runs one capsule through the seven-phase pipeline (ingestion → analysis → validation → consensus → execution →
 propagation → settlement) and prints the result: status, each phase's outcome and duration, fuel per overlay,
@@ -16,6 +16,8 @@ Options:
                            granted what their manifests declare (default: the example overlays, built if needed)
   --store memory|neo4j     where the run lives (default memory); neo4j reads NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD
                            (default: the project's services, bolt://127.0.0.1:17687)
+  --journal <file>         journal the run in this SQLite file (created if need be): a run waiting for a decision
+                           survives the process (--resume it later), and forge-kernel journal / replay read it
   --mode strict|relaxed    overlay engine (default relaxed)
   --decide approve|reject  when consensus asks for a human decision, give it at once (default: stop there; with
                            --store neo4j the run waits in the store for --resume)
@@ -34,6 +36,7 @@ interface Options {
   decide: 'approve' | 'reject' | undefined;
   by: string;
   resume: string | undefined;
+  journal: string | undefined;
   json: boolean;
 }
 
@@ -48,6 +51,7 @@ function parse(args: readonly string[]): Options {
         decide: { type: 'string' },
         by: { type: 'string' },
         resume: { type: 'string' },
+        journal: { type: 'string' },
         json: { type: 'boolean', default: false },
       },
     });
@@ -60,7 +64,7 @@ function parse(args: readonly string[]): Options {
   if (values.mode !== 'strict' && values.mode !== 'relaxed') throw new UsageError(`--mode must be strict or relaxed, got ${JSON.stringify(values.mode)}`);
   if (values.decide !== undefined && values.decide !== 'approve' && values.decide !== 'reject') throw new UsageError(`--decide must be approve or reject, got ${JSON.stringify(values.decide)}`);
   if (values.resume !== undefined && values.decide === undefined) throw new UsageError('--resume needs --decide approve|reject');
-  return { file, overlays: values.overlays, store: values.store, mode: values.mode, decide: values.decide, by: values.by ?? userInfo().username, resume: values.resume, json: values.json };
+  return { file, overlays: values.overlays, store: values.store, mode: values.mode, decide: values.decide, by: values.by ?? userInfo().username, resume: values.resume, journal: values.journal, json: values.json };
 }
 
 async function readRunInput(file: string): Promise<Record<string, unknown>> {
@@ -112,7 +116,7 @@ async function run(args: readonly string[], io: CliIO): Promise<number> {
     const options = parse(args);
     const input = options.file === undefined ? undefined : await readRunInput(options.file);
     const overlays = options.overlays ?? (await exampleOverlays(io));
-    const kernel = await createKernel({ logger: commandLogger(io), store: cliStore(options.store) });
+    const kernel = await createKernel({ logger: commandLogger(io), store: cliStore(options.store), ...(options.journal === undefined ? {} : { journal: { kind: 'sqlite' as const, path: options.journal } }) });
     try {
       await kernel.overlays.loadDirectory(overlays, { grant: 'declared', mode: options.mode });
       const decision = options.decide === undefined ? undefined : { decision: options.decide, by: options.by, reason: 'decided on the command line' };
@@ -124,7 +128,12 @@ async function run(args: readonly string[], io: CliIO): Promise<number> {
       }
       if (outcome === 'awaitingDecision') {
         const view = pipelineRun.view();
-        const next = options.store === 'neo4j' ? `forge-kernel run --resume ${pipelineRun.id} --decide approve|reject --store neo4j` : 'rerun with --decide approve|reject (the memory store forgets the run when this process exits)';
+        const next =
+          options.journal !== undefined
+            ? `forge-kernel run --resume ${pipelineRun.id} --decide approve|reject --journal ${options.journal}`
+            : options.store === 'neo4j'
+              ? `forge-kernel run --resume ${pipelineRun.id} --decide approve|reject --store neo4j`
+              : 'rerun with --decide approve|reject (the memory store forgets the run when this process exits)';
         if (json) io.stdout(`${JSON.stringify({ ok: true, id: pipelineRun.id, status: 'awaitingDecision', phases: view.phases, data: view.data, next })}\n`);
         else io.stdout(`run ${pipelineRun.id}: awaitingDecision (${JSON.stringify((view.data.consensus as { reason?: string } | undefined)?.reason ?? 'consensus asks for a human decision')})\nnext: ${next}\n`);
         return 0;
