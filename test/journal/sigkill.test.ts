@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SqliteJournal } from '../../src/journal/sqlite-journal.ts';
 import { PHASES } from '../../src/manifest.ts';
-import { budget, until } from '../support/wait.ts';
+import { budget } from '../support/wait.ts';
 
 const WORKER = join(import.meta.dirname, 'fixtures', 'journal-worker.ts');
 const KILLS = 50;
