@@ -6,6 +6,7 @@ import type { BenchOptions, BenchRow } from './harness.ts';
 import { busBenchmarks } from './bus.bench.ts';
 import { clusterBenchmarks } from './cluster.bench.ts';
 import { inspectBenchmarks } from './inspect.bench.ts';
+import { journalBenchmarks } from './journal.bench.ts';
 import { natsBenchmarks } from './nats.bench.ts';
 import { overlayBenchmarks } from './overlays.bench.ts';
 import { pipelineBenchmarks } from './pipeline.bench.ts';
@@ -15,7 +16,23 @@ import { wasmBenchmarks } from './wasm.bench.ts';
 const options: BenchOptions = { quick: process.argv.includes('--quick') };
 const json = process.argv.includes('--json');
 
-const rows: BenchRow[] = [...(await wasmBenchmarks(options)), ...(await overlayBenchmarks(options)), ...(await busBenchmarks(options)), ...(await pipelineBenchmarks(options)), ...(await inspectBenchmarks(options)), ...(await storeBenchmarks(options)), ...(await natsBenchmarks(options)), ...(await clusterBenchmarks(options))];
+/** `-- --only <name>[,<name>…]`: just those groups (wasm, overlays, bus, pipeline, journal, inspect, store, nats, cluster). */
+const onlyAt = process.argv.indexOf('--only');
+const only = onlyAt === -1 ? undefined : new Set((process.argv[onlyAt + 1] ?? '').split(','));
+const groups: [string, (options: BenchOptions) => Promise<BenchRow[]>][] = [
+  ['wasm', wasmBenchmarks],
+  ['overlays', overlayBenchmarks],
+  ['bus', busBenchmarks],
+  ['pipeline', pipelineBenchmarks],
+  ['journal', journalBenchmarks],
+  ['inspect', inspectBenchmarks],
+  ['store', storeBenchmarks],
+  ['nats', natsBenchmarks],
+  ['cluster', clusterBenchmarks],
+];
+if (only !== undefined) for (const name of only) if (!groups.some(([group]) => group === name)) throw new Error(`--only: no benchmark group "${name}" (${groups.map(([g]) => g).join(', ')})`);
+const rows: BenchRow[] = [];
+for (const [name, bench] of groups) if (only === undefined || only.has(name)) rows.push(...(await bench(options)));
 
 const format = (n: number | null): string => (n === null ? '—' : n >= 100 ? n.toFixed(0) : n >= 1 ? n.toFixed(2) : n.toFixed(4));
 const report = {

@@ -12,11 +12,13 @@ export interface Journal {
   /** Opens the backend (creates files and tables, checks what is there); idempotent. */
   open(): Promise<void>;
   /**
-   * Appends `entries` to `stream` only if its last sequence number is still `expectedSeq` (0: the stream must not
-   * exist). Resolves with the new last sequence number once durable, or undefined when another writer got there
-   * first. An append whose `dedupeKey` equals the stream's last append's resolves with that append's result instead.
+   * Appends `entries` to `stream` only if the stream is still as `expected` says: its last sequence number (0: the
+   * stream must not exist), or `{ after }` the dedupe key of its last append (null: the stream must not exist) — a
+   * writer chaining appends on its own keys needs no answer in between. Resolves with the new last sequence number
+   * once durable, or undefined when another writer got there first. An append whose `dedupeKey` equals the stream's
+   * last append's resolves with that append's result instead (a retry lands once).
    */
-  append(stream: string, expectedSeq: number, entries: readonly NewEntry[], options: AppendOptions): Promise<number | undefined>;
+  append(stream: string, expected: Expected, entries: readonly NewEntry[], options: AppendOptions): Promise<number | undefined>;
   /** The stream's entries from `fromSeq` (1-based) on, in order; [] when it does not exist. */
   read(stream: string, fromSeq?: number): Promise<JournalEntry[]>;
   /** The stream's head (last sequence number and status), or undefined. */
@@ -30,12 +32,20 @@ export interface Journal {
 
 export type StreamType = 'run' | 'chain';
 
+/** What an append expects of its stream: the last sequence number, or the dedupe key of the last append. */
+export type Expected = number | { after: string | null };
+
 export interface AppendOptions {
   /** The stream's status after this append (what `list` filters on). */
   status: string;
   /** Whether the stream's work is over after this append (settled streams are what retention may drop). */
   settled?: boolean;
   dedupeKey?: string;
+  /**
+   * May be committed with later appends (group commit, within the backend's commit interval) instead of at once: for
+   * progress nobody is told of. Its promise still resolves only once it is durable.
+   */
+  lazy?: boolean;
 }
 
 export interface RetentionPolicy {
@@ -56,6 +66,8 @@ export interface StreamHead {
   updatedAt: number;
   /** Bytes the stream's entries take (encoded). */
   bytes: number;
+  /** The dedupe key of the stream's last append (what an `{ after }` append names), or null. */
+  lastKey: string | null;
 }
 
 /** Version of the entry format (`v` of each entry). */
@@ -120,9 +132,13 @@ export function streamType(stream: unknown): StreamType {
 }
 
 /** Checks an append's arguments (every backend, before it writes anything). */
-export function checkAppend(stream: unknown, expectedSeq: unknown, entries: unknown, options: unknown): void {
+export function checkAppend(stream: unknown, expected: unknown, entries: unknown, options: unknown): void {
   streamType(stream);
-  if (typeof expectedSeq !== 'number' || !Number.isInteger(expectedSeq) || expectedSeq < 0) throw new JournalInputError(`expectedSeq must be an integer ≥ 0, got ${JSON.stringify(expectedSeq)}.`);
+  if (typeof expected === 'object' && expected !== null) {
+    const { after } = expected as { after?: unknown };
+    if (after !== null && (typeof after !== 'string' || after === '')) throw new JournalInputError(`expected.after must be the dedupe key of the stream's last append, or null, got ${JSON.stringify(after)}.`);
+    if (typeof (options as { dedupeKey?: unknown } | null)?.dedupeKey !== 'string') throw new JournalInputError('An append chained { after } a key needs its own dedupeKey (the next append names it).');
+  } else if (typeof expected !== 'number' || !Number.isInteger(expected) || expected < 0) throw new JournalInputError(`expected must be a sequence number ≥ 0 or { after: <key> | null }, got ${JSON.stringify(expected)}.`);
   if (!Array.isArray(entries) || entries.length === 0) throw new JournalInputError('An append needs at least one entry.');
   for (const [index, entry] of entries.entries()) {
     const { kind, at, body } = (entry ?? {}) as { kind?: unknown; at?: unknown; body?: unknown };
@@ -133,6 +149,12 @@ export function checkAppend(stream: unknown, expectedSeq: unknown, entries: unkn
   const { status, dedupeKey } = (options ?? {}) as { status?: unknown; dedupeKey?: unknown };
   if (typeof status !== 'string' || status === '') throw new JournalInputError('An append names the stream\'s status after it.');
   if (dedupeKey !== undefined && (typeof dedupeKey !== 'string' || dedupeKey === '')) throw new JournalInputError('dedupeKey must be a non-empty string.');
+}
+
+/** Whether a stream's head (undefined: none) is what an append expects. */
+export function meets(head: { seq: number; lastKey: string | null } | undefined, expected: Expected): boolean {
+  if (typeof expected === 'number') return (head?.seq ?? 0) === expected;
+  return expected.after === null ? head === undefined || head.seq === 0 : head?.lastKey === expected.after;
 }
 
 /** The stored form of an entry: its JSON text and a checksum of it (bit rot and torn writes show as a mismatch). */

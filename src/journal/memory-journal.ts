@@ -1,5 +1,5 @@
 import { copy } from '../store/store.ts';
-import { checkAppend, checkRetention, JOURNAL_FORMAT, retentionVictims, streamType, type AppendOptions, type Journal, type JournalEntry, type NewEntry, type RetentionPolicy, type StreamHead, type StreamType } from './journal.ts';
+import { checkAppend, checkRetention, JOURNAL_FORMAT, meets, retentionVictims, streamType, type AppendOptions, type Expected, type Journal, type JournalEntry, type NewEntry, type RetentionPolicy, type StreamHead, type StreamType } from './journal.ts';
 
 /** Settled streams the memory journal keeps at most, unless told otherwise (the oldest go first). */
 export const DEFAULT_MEMORY_STREAMS = 1_000;
@@ -7,7 +7,6 @@ export const DEFAULT_MEMORY_STREAMS = 1_000;
 interface MemoryStream {
   head: StreamHead;
   entries: JournalEntry[];
-  lastKey: string | undefined;
 }
 
 /**
@@ -29,22 +28,21 @@ export class MemoryJournal implements Journal {
     // Nothing to open.
   }
 
-  append(stream: string, expectedSeq: number, entries: readonly NewEntry[], options: AppendOptions): Promise<number | undefined> {
-    return settle(() => this.#append(stream, expectedSeq, entries, options));
+  append(stream: string, expected: Expected, entries: readonly NewEntry[], options: AppendOptions): Promise<number | undefined> {
+    return settle(() => this.#append(stream, expected, entries, options));
   }
 
-  #append(stream: string, expectedSeq: number, entries: readonly NewEntry[], options: AppendOptions): number | undefined {
-    checkAppend(stream, expectedSeq, entries, options);
+  #append(stream: string, expected: Expected, entries: readonly NewEntry[], options: AppendOptions): number | undefined {
+    checkAppend(stream, expected, entries, options);
     const current = this.#streams.get(stream);
-    if (options.dedupeKey !== undefined && current?.lastKey === options.dedupeKey) return current.head.seq;
-    if ((current?.head.seq ?? 0) !== expectedSeq) return undefined;
+    if (options.dedupeKey !== undefined && current?.head.lastKey === options.dedupeKey) return current.head.seq;
+    if (!meets(current?.head, expected)) return undefined;
     const now = Date.now();
-    const target = current ?? { head: { stream, type: streamType(stream), seq: 0, status: options.status, settled: false, createdAt: now, updatedAt: now, bytes: 0 }, entries: [], lastKey: undefined };
+    const target = current ?? { head: { stream, type: streamType(stream), seq: 0, status: options.status, settled: false, createdAt: now, updatedAt: now, bytes: 0, lastKey: null }, entries: [] };
     let seq = target.head.seq;
     for (const entry of entries) target.entries.push({ ...entry, v: JOURNAL_FORMAT, stream, seq: ++seq });
     const wasSettled = target.head.settled;
-    target.head = { ...target.head, seq, status: options.status, settled: options.settled === true, updatedAt: now };
-    target.lastKey = options.dedupeKey;
+    target.head = { ...target.head, seq, status: options.status, settled: options.settled === true, updatedAt: now, lastKey: options.dedupeKey ?? null };
     if (current === undefined) this.#streams.set(stream, target);
     if (target.head.settled && !wasSettled) this.#settled++;
     if (this.#settled > this.#maxStreams) this.#evict();

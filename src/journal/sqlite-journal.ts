@@ -10,9 +10,11 @@ import {
   JournalEntryError,
   JournalInputError,
   JournalUnavailableError,
+  meets,
   retentionVictims,
   streamType,
   type AppendOptions,
+  type Expected,
   type Journal,
   type JournalEntry,
   type NewEntry,
@@ -31,17 +33,27 @@ export interface SqliteJournalOptions {
   durability?: 'normal' | 'full';
   /** How long a write waits for another process's write lock (ms, default 5000). */
   busyTimeoutMs?: number;
+  /**
+   * How long a lazy append (a run's progress nobody waits for) may wait to be committed with others (ms, default 20):
+   * an append someone waits for commits everything queued at once.
+   */
+  commitIntervalMs?: number;
   logger?: Logger;
 }
 
 interface Pending {
   stream: string;
-  expectedSeq: number;
+  expected: Expected;
   entries: readonly NewEntry[];
   options: AppendOptions;
   resolve: (seq: number | undefined) => void;
   reject: (error: unknown) => void;
 }
+
+/** WAL pages (4 KiB) between automatic checkpoints (SQLite's default is 1,000). */
+const WAL_CHECKPOINT_PAGES = 8_000;
+/** Default commit interval of lazy appends (ms). */
+const DEFAULT_COMMIT_INTERVAL_MS = 20;
 
 type StatementName = 'head' | 'insert' | 'upsert' | 'read' | 'lastEntry' | 'truncate' | 'setSeq' | 'dropEntries' | 'dropStream';
 
@@ -67,12 +79,14 @@ CREATE INDEX IF NOT EXISTS journal_streams_status ON journal_streams (status);
 CREATE INDEX IF NOT EXISTS journal_streams_updated ON journal_streams (updated_at);
 CREATE TABLE IF NOT EXISTS journal_entries (
   stream TEXT NOT NULL, seq INTEGER NOT NULL, text TEXT NOT NULL, crc INTEGER NOT NULL, PRIMARY KEY (stream, seq)
-) WITHOUT ROWID;
+);
 `;
 
 /** The schema version this code writes; a newer file is refused rather than misread. */
 const SCHEMA_VERSION = 1;
 
+// Entries are kilobytes of JSON: a rowid table (the key in its own index) writes them ≈2.5× faster here than a
+// WITHOUT ROWID table, which stores each row inside the key's B-tree.
 /**
  * The journal in a SQLite file through Node's built-in `node:sqlite` (no native addon): WAL mode, appends of one
  * turn of the event loop committed in one transaction, each conditional on its stream's last sequence number inside
@@ -87,6 +101,10 @@ export class SqliteJournal implements Journal {
   #pending: Pending[] = [];
   /** The commit of the queued appends, once scheduled: resolves when they are decided. */
   #batch: Promise<void> | undefined;
+  /** Commits the queued appends now (set while a commit is scheduled). */
+  #commitNow: (() => void) | undefined;
+  /** The lazy commit's timer, while only lazy appends are queued. */
+  #lazyTimer: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(options: SqliteJournalOptions) {
@@ -106,6 +124,9 @@ export class SqliteJournal implements Journal {
       db.exec(`PRAGMA busy_timeout = ${Math.trunc(this.#options.busyTimeoutMs ?? 5_000)}`);
       db.exec('PRAGMA journal_mode = WAL');
       db.exec(`PRAGMA synchronous = ${this.#options.durability === 'full' ? 'FULL' : 'NORMAL'}`);
+      // Checkpoints of the WAL into the database file are what a commit occasionally pays for: fewer, larger ones
+      // cost less per commit (measured here: 0.59 → 0.37 ms a commit of 8 entries going from 1,000 to 10,000 pages).
+      db.exec(`PRAGMA wal_autocheckpoint = ${WAL_CHECKPOINT_PAGES}`);
       db.exec(SCHEMA);
       const version = db.prepare("SELECT value FROM journal_meta WHERE key = 'schema'").get() as { value: string } | undefined;
       if (version === undefined) db.prepare("INSERT INTO journal_meta (key, value) VALUES ('schema', ?)").run(String(SCHEMA_VERSION));
@@ -134,19 +155,45 @@ export class SqliteJournal implements Journal {
     this.#repairTails();
   }
 
-  append(stream: string, expectedSeq: number, entries: readonly NewEntry[], options: AppendOptions): Promise<number | undefined> {
-    checkAppend(stream, expectedSeq, entries, options);
+  append(stream: string, expected: Expected, entries: readonly NewEntry[], options: AppendOptions): Promise<number | undefined> {
+    try {
+      checkAppend(stream, expected, entries, options);
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
     if (this.#closed || this.#db === undefined) return Promise.reject(new JournalUnavailableError(`The journal ${this.path} is ${this.#closed ? 'closed' : 'not open'}.`));
     return new Promise((resolve, reject) => {
-      this.#pending.push({ stream, expectedSeq, entries, options, resolve, reject });
-      this.#batch ??= new Promise<void>((done) =>
-        setImmediate(() => {
-          this.#batch = undefined;
-          this.#commit();
-          done();
-        }),
-      );
+      this.#pending.push({ stream, expected, entries, options, resolve, reject });
+      this.#schedule(options.lazy === true);
     });
+  }
+
+  /**
+   * Schedules the commit of what is queued: on the next turn of the event loop, or, while only lazy appends wait,
+   * after the commit interval (so a run's progress through several phases lands in one transaction).
+   */
+  #schedule(lazy: boolean): void {
+    if (this.#batch === undefined) {
+      this.#batch = new Promise<void>((done) => {
+        this.#commitNow = () => {
+          clearTimeout(this.#lazyTimer);
+          this.#lazyTimer = undefined;
+          this.#commitNow = undefined;
+          setImmediate(() => {
+            this.#batch = undefined;
+            this.#commit();
+            done();
+          });
+        };
+      });
+      if (lazy) {
+        this.#lazyTimer = setTimeout(() => this.#commitNow?.(), this.#options.commitIntervalMs ?? DEFAULT_COMMIT_INTERVAL_MS);
+        this.#lazyTimer.unref();
+      } else this.#commitNow!();
+      return;
+    }
+    // A commit is scheduled: an append someone waits for hurries one that waits out the lazy interval.
+    if (!lazy && this.#lazyTimer !== undefined) this.#commitNow?.();
   }
 
   async read(stream: string, fromSeq = 1): Promise<JournalEntry[]> {
@@ -215,7 +262,11 @@ export class SqliteJournal implements Journal {
 
   /** Resolves once every append queued so far is committed (or refused). */
   async #flushed(): Promise<void> {
-    while (this.#batch !== undefined) await this.#batch;
+    while (this.#batch !== undefined) {
+      // A reader does not wait out the lazy interval: what is queued commits now.
+      if (this.#lazyTimer !== undefined) this.#commitNow?.();
+      await this.#batch;
+    }
   }
 
   #database(): DatabaseSync {
@@ -244,34 +295,39 @@ export class SqliteJournal implements Journal {
       return;
     }
     try {
-      // What this batch wrote so far per stream (an earlier append of the same batch moves the head).
-      const heads = new Map<string, { seq: number; lastKey: string | null; exists: boolean }>();
+      // What this batch wrote so far per stream (an earlier append of the same batch moves the head); each stream's
+      // head row is written once per batch, after its appends (a run's phases often share a commit).
+      const heads = new Map<string, { seq: number; lastKey: string | null; exists: boolean; status?: string; settled?: boolean; bytes: number }>();
       for (const p of batch) {
         let head = heads.get(p.stream);
         if (head === undefined) {
           const row = this.#stmt('head').get(p.stream) as HeadRow | undefined;
-          head = { seq: row?.seq ?? 0, lastKey: row?.last_key ?? null, exists: row !== undefined };
+          head = { seq: row?.seq ?? 0, lastKey: row?.last_key ?? null, exists: row !== undefined, bytes: 0 };
           heads.set(p.stream, head);
         }
         if (p.options.dedupeKey !== undefined && head.lastKey === p.options.dedupeKey) {
           results.push(head.seq);
           continue;
         }
-        if (head.seq !== p.expectedSeq) {
+        if (!meets(head.exists ? { seq: head.seq, lastKey: head.lastKey } : undefined, p.expected)) {
           results.push(undefined);
           continue;
         }
-        let seq = head.seq;
-        let bytes = 0;
         for (const entry of p.entries) {
-          const { text, crc } = encodeEntry(p.stream, ++seq, entry);
-          bytes += text.length;
-          this.#stmt('insert').run(p.stream, seq, text, crc);
+          const { text, crc } = encodeEntry(p.stream, ++head.seq, entry);
+          head.bytes += text.length;
+          this.#stmt('insert').run(p.stream, head.seq, text, crc);
         }
-        const now = Date.now();
-        this.#stmt('upsert').run(p.stream, streamType(p.stream), seq, p.options.status, p.options.settled === true ? 1 : 0, now, now, bytes, p.options.dedupeKey ?? null);
-        heads.set(p.stream, { seq, lastKey: p.options.dedupeKey ?? null, exists: true });
-        results.push(seq);
+        head.exists = true;
+        head.lastKey = p.options.dedupeKey ?? null;
+        head.status = p.options.status;
+        head.settled = p.options.settled === true;
+        results.push(head.seq);
+      }
+      const now = Date.now();
+      for (const [stream, head] of heads) {
+        if (head.status === undefined) continue;
+        this.#stmt('upsert').run(stream, streamType(stream), head.seq, head.status, head.settled === true ? 1 : 0, now, now, head.bytes, head.lastKey);
       }
       db.exec('COMMIT');
     } catch (error) {
@@ -310,5 +366,5 @@ export class SqliteJournal implements Journal {
 }
 
 function toHead(row: HeadRow): StreamHead {
-  return { stream: row.stream, type: row.type as StreamType, seq: row.seq, status: row.status, settled: row.settled === 1, createdAt: row.created_at, updatedAt: row.updated_at, bytes: row.bytes };
+  return { stream: row.stream, type: row.type as StreamType, seq: row.seq, status: row.status, settled: row.settled === 1, createdAt: row.created_at, updatedAt: row.updated_at, bytes: row.bytes, lastKey: row.last_key };
 }

@@ -9,7 +9,7 @@ import type { Logger } from '../logger.ts';
 import { PHASES, type Phase } from '../manifest.ts';
 import type { Journal, RecordedOverlay } from '../journal/journal.ts';
 import { VERSION } from '../package-root.ts';
-import type { Store } from '../store/store.ts';
+import type { RunSnapshot, Store } from '../store/store.ts';
 import {
   checkDecisionTimeout,
   checkPhaseRecord,
@@ -26,7 +26,7 @@ import {
   type RunResult,
 } from './config.ts';
 import { DeadlineScheduler } from './deadlines.ts';
-import { ENDED_STATUSES, JournalRunRecords, StoreRunRecords, type RunRecords } from './run-records.ts';
+import { ENDED_STATUSES, JournalRunRecords, sameVersion, StoreRunRecords, type RunRecords } from './run-records.ts';
 import { PipelineRun, RUN_SNAPSHOT_VERSION, RunStateError, SYSTEM_CLOCK, type CallOverlay, type PipelineClock, type RunEnvironment, type StoredVersion } from './run.ts';
 
 /** Runs driving phases at once, unless the kernel sets another limit. */
@@ -227,6 +227,8 @@ export class Pipelines {
       random: options.random ?? Math.random,
       save: (runId, status, snapshot, entries) => records.save(runId, status, snapshot, entries),
       replace: (runId, expected, status, snapshot, entries) => records.replace(runId, expected, status, snapshot, entries),
+      // A journal on disk takes phase checkpoints lazily (group commit); the memory journal and the store do not.
+      ...(records.checkpoint === undefined || journal?.kind === 'memory' ? {} : { checkpoint: records.checkpoint }),
       // A journaled run keeps its journal (its history, for replay) once it ends; a stored snapshot goes.
       forget: (runId, expected) => (records.kind === 'journal' ? Promise.resolve() : this.#forget(runId, expected)),
       publish: (type, run, payload) => deps.publish(type, { runId: run.id, ...payload }, run.correlationId),
@@ -305,7 +307,7 @@ export class Pipelines {
     if (own !== undefined && this.#remote.get(runId) !== own) return;
     if (own !== undefined) {
       const stored = await this.#records.load(runId);
-      const current = stored === undefined || own.storedVersion === undefined || (stored.status === own.storedVersion.status && stored.updatedAt === own.storedVersion.updatedAt);
+      const current = stored === undefined || own.storedVersion === undefined || sameVersion(stored, own.storedVersion);
       if (!current || stored === undefined || ENDED_STATUSES.has(stored.status)) {
         // Another process drove or ended the run since this handle was saved: leave it to the store's state.
         await this.#deps.leases.release(runId);
@@ -514,7 +516,7 @@ export class Pipelines {
       // Claimed from the queue meanwhile (the lease is re-entrant within a process): it is driven here already.
       if (own === undefined && this.#live.has(record.runId)) continue;
       const stored = own?.storedVersion;
-      if (own !== undefined && stored !== undefined && stored.status === record.status && stored.updatedAt === record.updatedAt) {
+      if (own !== undefined && stored !== undefined && sameVersion(stored, record)) {
         this.#remote.delete(record.runId);
         this.#admit(own);
         taken.push(own);
@@ -571,7 +573,7 @@ export class Pipelines {
     return fresh;
   }
 
-  #revive(record: { runId: string; version: number; status: string; updatedAt: number; snapshot: unknown }): PipelineRun | undefined {
+  #revive(record: RunSnapshot): PipelineRun | undefined {
     if (record.version !== RUN_SNAPSHOT_VERSION || !isRunSnapshot(record.snapshot, record.runId)) {
       this.#deps.logger.warn({ runId: record.runId, version: record.version }, 'a persisted run is not a pipeline snapshot of this version: left in the store');
       return undefined;
@@ -579,7 +581,7 @@ export class Pipelines {
     const snapshot = record.snapshot;
     // The input is not used when a snapshot is given; XState's types still ask for one.
     const actor = createActor(pipelineMachine, { snapshot, input: snapshot.context, clock: this.#clock });
-    const run = new PipelineRun(this.#env, actor, { status: record.status, updatedAt: record.updatedAt });
+    const run = new PipelineRun(this.#env, actor, { status: record.status, updatedAt: record.updatedAt, ...(record.token === undefined ? {} : { token: record.token }) });
     this.#live.set(run.id, run);
     this.#list(run);
     const { value } = actor.getSnapshot();

@@ -1,6 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import { createActor, type Snapshot } from 'xstate';
 import { pipelineMachine, type PipelineEvent, type PipelineInput } from '../../actors/pipeline.ts';
-import { JournalEntryError, type Journal, type JournalEntry, type NewEntry } from '../journal/journal.ts';
+import { JournalEntryError, type Expected, type Journal, type JournalEntry, type NewEntry } from '../journal/journal.ts';
 import type { Logger } from '../logger.ts';
 import type { RunSnapshot, Store } from '../store/store.ts';
 import { RUN_SNAPSHOT_VERSION, type StoredVersion } from './run.ts';
@@ -24,6 +25,17 @@ export interface RunRecords {
   list(): Promise<RunSnapshot[]>;
   /** Removes an ended run's record if it is still `expected` (the store); the journal keeps it for replay. */
   remove(runId: string, expected?: StoredVersion): Promise<boolean>;
+  /**
+   * Progress nobody waits for (a phase's checkpoint), appended after `expected` without waiting for it to land: the
+   * version it will have is known at once, so the run goes on and the next save chains on it. `landed` says whether it
+   * landed (false: another writer got there first). Only where a group commit pays (a journal on disk).
+   */
+  checkpoint?: (runId: string, expected: StoredVersion, status: string, entries: readonly NewEntry[]) => { next: StoredVersion; landed: Promise<boolean> };
+}
+
+/** Whether two versions of a run's record are the same write. */
+export function sameVersion(a: StoredVersion, b: StoredVersion): boolean {
+  return a.status === b.status && (a.token !== undefined || b.token !== undefined ? a.token === b.token : a.updatedAt === b.updatedAt);
 }
 
 /** Runs as snapshots in the store, versioned by the time written (with a random fraction). */
@@ -86,19 +98,28 @@ export class JournalRunRecords implements RunRecords {
   }
 
   async save(runId: string, status: string, _snapshot: Snapshot<unknown>, entries: readonly NewEntry[]): Promise<StoredVersion> {
-    const seq = await this.journal.append(runId, 0, entries, { status, settled: ENDED_STATUSES.has(status) });
+    const token = newToken();
+    const seq = await this.journal.append(runId, { after: null }, entries, { status, settled: ENDED_STATUSES.has(status), dedupeKey: token });
     if (seq === undefined) throw new JournalEntryError('JOURNAL_CORRUPT', runId, 1, 'the run\'s journal exists already (run ids are unique): refusing to write a second start.');
-    return { status, updatedAt: seq };
+    return { status, updatedAt: seq, token };
   }
 
   async replace(runId: string, expected: StoredVersion, status: string, _snapshot: Snapshot<unknown>, entries: readonly NewEntry[]): Promise<StoredVersion | undefined> {
     if (entries.length === 0) {
       const head = await this.journal.head(runId);
-      return head?.seq === expected.updatedAt ? expected : undefined;
+      const current = head !== undefined && (expected.token === undefined ? head.seq === expected.updatedAt : head.lastKey === expected.token);
+      return current ? expected : undefined;
     }
-    const seq = await this.journal.append(runId, expected.updatedAt, entries, { status, settled: ENDED_STATUSES.has(status) });
-    return seq === undefined ? undefined : { status, updatedAt: seq };
+    const token = newToken();
+    const seq = await this.journal.append(runId, expectation(expected), entries, { status, settled: ENDED_STATUSES.has(status), dedupeKey: token });
+    return seq === undefined ? undefined : { status, updatedAt: seq, token };
   }
+
+  checkpoint = (runId: string, expected: StoredVersion, status: string, entries: readonly NewEntry[]): { next: StoredVersion; landed: Promise<boolean> } => {
+    const token = newToken();
+    const landed = this.journal.append(runId, expectation(expected), entries, { status, dedupeKey: token, lazy: true }).then((seq) => seq !== undefined);
+    return { next: { status, updatedAt: expected.updatedAt + entries.length, token }, landed };
+  };
 
   async load(runId: string): Promise<RunSnapshot | undefined> {
     // The head (status, last sequence number) and the entries are read apart: read again if an append came between.
@@ -107,7 +128,7 @@ export class JournalRunRecords implements RunRecords {
       if (head === undefined) return undefined;
       const entries = await this.journal.read(runId);
       if ((entries.at(-1)?.seq ?? 0) !== head.seq) continue;
-      return { runId, version: RUN_SNAPSHOT_VERSION, status: head.status, snapshot: foldRun(runId, entries), updatedAt: head.seq };
+      return { runId, version: RUN_SNAPSHOT_VERSION, status: head.status, snapshot: foldRun(runId, entries), updatedAt: head.seq, ...(head.lastKey === null ? {} : { token: head.lastKey }) };
     }
   }
 
@@ -130,6 +151,16 @@ export class JournalRunRecords implements RunRecords {
   }
 }
 
+/** A fresh append key: what the run's next append names as the one it comes after. */
+function newToken(): string {
+  return randomUUID();
+}
+
+/** What an append after `version` expects: the key of that append, or (a record without one) its sequence number. */
+function expectation(version: StoredVersion): Expected {
+  return version.token === undefined ? version.updatedAt : { after: version.token };
+}
+
 /** A clock whose timers never fire: a fold only replays what happened (timers are re-armed when the run goes on). */
 const STILL_CLOCK = { setTimeout: () => 0, clearTimeout: () => undefined };
 
@@ -147,8 +178,10 @@ export function foldRun(runId: string, entries: readonly JournalEntry[]): Snapsh
   try {
     for (const entry of entries) {
       if (entry.kind !== 'run.event') continue;
-      const event = entry.body.event as unknown as PipelineEvent;
-      if (typeof event !== 'object' || event === null || typeof event.type !== 'string') throw new JournalEntryError('JOURNAL_CORRUPT', runId, entry.seq, 'run.event holds no event.');
+      const recorded = entry.body.event as unknown as PipelineEvent & { dataDelta?: true };
+      if (typeof recorded !== 'object' || recorded === null || typeof recorded.type !== 'string') throw new JournalEntryError('JOURNAL_CORRUPT', runId, entry.seq, 'run.event holds no event.');
+      // A phase's event is journaled with what it changed in the run's data: merged back onto the data so far.
+      const event = recorded.dataDelta === true && 'data' in recorded ? { ...recorded, data: { ...actor.getSnapshot().context.data, ...recorded.data } } : recorded;
       actor.send(event);
     }
     return actor.getPersistedSnapshot();

@@ -73,6 +73,11 @@ export interface RunEnvironment {
   save(runId: string, status: string, snapshot: Snapshot<unknown>, entries: readonly NewEntry[]): Promise<StoredVersion>;
   /** Saves it only if what is kept is still `expected` (compare and set); undefined when another writer got there first. */
   replace(runId: string, expected: StoredVersion, status: string, snapshot: Snapshot<unknown>, entries: readonly NewEntry[]): Promise<StoredVersion | undefined>;
+  /**
+   * A phase's checkpoint appended without waiting for it (group commit): its version at once, and whether it landed.
+   * Absent where every save is awaited (the store, the memory journal).
+   */
+  checkpoint?: (runId: string, expected: StoredVersion, status: string, entries: readonly NewEntry[]) => { next: StoredVersion; landed: Promise<boolean> };
   /** Removes the ended run's snapshot if it is still `expected` (this copy's last save); never throws (retries itself). */
   forget(runId: string, expected: StoredVersion | undefined): Promise<void>;
   publish(type: string, run: PipelineRun, payload: Record<string, unknown>): void;
@@ -93,6 +98,8 @@ type PipelineActor = Actor<typeof pipelineMachine>;
 export interface StoredVersion {
   status: string;
   updatedAt: number;
+  /** In a journal: the key of the run's last append (what its next append names as the one it comes after). */
+  token?: string;
 }
 /** The events that report a phase. */
 type PhaseEvent = Extract<PipelineEvent, { outcome: PhaseOutcome }>;
@@ -147,11 +154,21 @@ export class PipelineRun {
   #stored: StoredVersion | undefined;
   /** Journal entries not saved yet (when the environment journals runs), oldest first. */
   readonly #unsaved: NewEntry[] = [];
+  /** How many of the unsaved entries are on their way in lazy checkpoints (the first ones). */
+  #sent = 0;
+  /** The lazy checkpoints in flight: resolves once each has landed or failed. */
+  #landing: Promise<void> = Promise.resolve();
+  /** The last version known to have landed (where a save starts over after a lazy checkpoint failed). */
+  #landed: StoredVersion | undefined;
+  /** A lazy checkpoint was refused (another writer got there first), or failed (the fault). */
+  #lazyLost = false;
+  #lazyFault: unknown;
 
   constructor(env: RunEnvironment, actor: PipelineActor, stored?: StoredVersion) {
     this.#env = env;
     this.#actor = actor;
     this.#stored = stored;
+    this.#landed = stored;
     const { runId, correlationId } = actor.getSnapshot().context;
     this.id = runId;
     this.correlationId = correlationId;
@@ -338,6 +355,7 @@ export class PipelineRun {
         this.#interrupted = true;
       }
       for (;;) {
+        this.#raiseLazyFailure();
         const status = this.status;
         if (this.#actor.getSnapshot().status !== 'active') break;
         if (status === 'paused' || status === 'awaitingDecision') {
@@ -370,7 +388,10 @@ export class PipelineRun {
           return;
         } else {
           this.#env.publish('pipeline.phase_completed', this, { phase, status: event.outcome.status, durationMs: event.outcome.durationMs });
-          if (this.#env.checkpoints && this.#actor.getSnapshot().status === 'active') await this.#persist('running');
+          if (this.#env.checkpoints && this.#actor.getSnapshot().status === 'active') {
+            if (this.#env.checkpoint !== undefined && this.#stored !== undefined) this.#checkpointLazily('running');
+            else await this.#persist('running');
+          }
         }
       }
     } catch (error) {
@@ -417,12 +438,72 @@ export class PipelineRun {
    * writer got there first). The journal entries it carries are dropped from the unsaved ones once it lands.
    */
   async #write(status: string): Promise<StoredVersion | undefined> {
-    const expected = this.#stored;
-    const snapshot = this.#actor.getPersistedSnapshot();
-    const entries = this.#unsaved.slice();
-    const stored = expected === undefined ? await this.#env.save(this.id, status, snapshot, entries) : await this.#env.replace(this.id, expected, status, snapshot, entries);
-    if (stored !== undefined) this.#unsaved.splice(0, entries.length);
-    return stored;
+    for (;;) {
+      // Chained after the lazy checkpoints in flight (which this write hurries into the same commit): it lands only
+      // if they all did.
+      const expected = this.#stored;
+      const snapshot = this.#actor.getPersistedSnapshot();
+      const entries = this.#unsaved.slice(this.#sent);
+      let stored: StoredVersion | undefined;
+      try {
+        stored = expected === undefined ? await this.#env.save(this.id, status, snapshot, entries) : await this.#env.replace(this.id, expected, status, snapshot, entries);
+      } finally {
+        await this.#landing;
+        // A lazy checkpoint that failed is written again with this copy's next save, from the last landed version.
+        if (this.#lazyFault !== undefined) this.#startOver();
+      }
+      if (stored !== undefined) {
+        this.#unsaved.splice(0, entries.length);
+        this.#landed = stored;
+        return stored;
+      }
+      // Refused: another writer has the run, unless a lazy checkpoint before it failed (then try again from there).
+      if (this.#stored === this.#landed && this.#sent === 0 && !this.#lazyLost && expected !== this.#landed) continue;
+      return undefined;
+    }
+  }
+
+  /** Forgets the lazy checkpoints that did not land: the next save starts from the last version that did. */
+  #startOver(): void {
+    this.#stored = this.#landed;
+    this.#sent = 0;
+    this.#lazyLost = false;
+    this.#lazyFault = undefined;
+  }
+
+  /**
+   * A phase's checkpoint, not waited for: the run goes on at once and the journal commits it with others. Whether it
+   * landed is known by the next phase boundary (another writer took the run: this copy stops; the journal failed:
+   * the run halts) and before any save that is acknowledged to someone.
+   */
+  #checkpointLazily(status: string): void {
+    const entries = this.#unsaved.slice(this.#sent);
+    if (entries.length === 0) return;
+    const { next, landed } = this.#env.checkpoint!(this.id, this.#stored!, status, entries);
+    this.#sent += entries.length;
+    this.#stored = next;
+    const landing = landed.then(
+      (ok) => {
+        if (!ok) {
+          this.#lazyLost = true;
+          return;
+        }
+        // Landed (so did every append before it: they are chained): its entries are saved, whatever failed after it.
+        this.#unsaved.splice(0, entries.length);
+        this.#sent -= entries.length;
+        this.#landed = next;
+      },
+      (error: unknown) => {
+        this.#lazyFault ??= error;
+      },
+    );
+    this.#landing = Promise.all([this.#landing, landing]).then(() => undefined);
+  }
+
+  /** Stops the drive when a lazy checkpoint was refused (RUN_CLAIMED) or failed (its fault halts the run). */
+  #raiseLazyFailure(): void {
+    if (this.#lazyFault !== undefined) throw this.#lazyFault instanceof Error ? this.#lazyFault : new ForgeError('JOURNAL_UNAVAILABLE', 'A checkpoint could not be journaled.');
+    if (this.#lazyLost) throw new RunStateError('RUN_CLAIMED', this.id, this.status, `Run ${this.id} is driven by another kernel process now: this copy stops.`);
   }
 
   /** Records a journal entry to be saved with the run's next save (when the environment journals runs). */

@@ -86,6 +86,8 @@ export interface RunSnapshot {
   status: string;
   snapshot: unknown;
   updatedAt: number;
+  /** The key of the journal append it was folded up to (a run kept in a journal). */
+  token?: string;
 }
 
 export interface OverlayRegistration {

@@ -75,6 +75,22 @@ describe.each(backends)('journal contract: %s', (_name, make) => {
     expect(await journal.read('run_a')).toHaveLength(2);
   });
 
+  it('chains appends on their keys: { after } the last append\'s key, refused after any other', async () => {
+    const journal = await make();
+    expect(await journal.append('run_k', { after: null }, [event('A')], { status: 'running', dedupeKey: 'k1' })).toBe(1);
+    expect(await journal.append('run_k', { after: null }, [event('X')], { status: 'running', dedupeKey: 'kx' })).toBeUndefined();
+    // Two appends chained without waiting in between: both land, in order.
+    const [second, third] = await Promise.all([
+      journal.append('run_k', { after: 'k1' }, [event('B')], { status: 'running', dedupeKey: 'k2', lazy: true }),
+      journal.append('run_k', { after: 'k2' }, [event('C')], { status: 'paused', dedupeKey: 'k3' }),
+    ]);
+    expect([second, third]).toEqual([2, 3]);
+    // A writer still chaining on an older key lost the run.
+    expect(await journal.append('run_k', { after: 'k2' }, [event('Y')], { status: 'running', dedupeKey: 'ky' })).toBeUndefined();
+    expect(await journal.head('run_k')).toMatchObject({ seq: 3, status: 'paused', lastKey: 'k3' });
+    await expect(journal.append('run_k', { after: 'k3' }, [event('Z')], { status: 'running' })).rejects.toMatchObject({ code: 'INVALID_JOURNAL_INPUT' });
+  });
+
   it('lists heads by status and type, newest first', async () => {
     const journal = await make();
     await journal.append('run_a', 0, [event('A')], { status: 'running' });
@@ -208,6 +224,23 @@ describe('SQLite journal', () => {
     other.close();
     expect(error).toMatchObject({ code: 'JOURNAL_UNAVAILABLE' });
     expect(await journal.read('run_a')).toHaveLength(1);
+  });
+
+  it('commits lazy appends together within its commit interval, at once when someone waits, and before a read', async () => {
+    const journal = new SqliteJournal({ path: join(tempDir(), 'lazy.db'), commitIntervalMs: 60_000 });
+    journals.push(journal);
+    await journal.open();
+    let landed = 0;
+    const lazies = [1, 2, 3].map((i) => journal.append(`run_l${i}`, 0, [event('A')], { status: 'running', lazy: true }).then((seq) => (landed++, seq)));
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(landed).toBe(0);
+    // An append someone waits for takes the lazy ones with it.
+    expect(await journal.append('run_now', 0, [event('A')], { status: 'running' })).toBe(1);
+    expect(await Promise.all(lazies)).toEqual([1, 1, 1]);
+    const late = journal.append('run_l4', 0, [event('A')], { status: 'running', lazy: true });
+    expect(await journal.read('run_l4')).toHaveLength(1);
+    expect(await late).toBe(1);
   });
 
   it('refuses a malformed configuration', () => {

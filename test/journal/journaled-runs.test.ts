@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { JournalEntry } from '../../src/journal/journal.ts';
+import { JournalUnavailableError, type JournalEntry } from '../../src/journal/journal.ts';
+import { SqliteJournal } from '../../src/journal/sqlite-journal.ts';
 import { createKernel, type JournalOption, type Kernel, type KernelOptions } from '../../src/kernel.ts';
 import type { NativeOverlay } from '../../src/wasm/trusted-engine.ts';
 import { captureLogger } from '../support/engine.ts';
@@ -102,8 +103,10 @@ describe('runs on the SQLite journal', () => {
     const a = await kernel(path, calls, 'a', { decide: false, hold: held });
     const run = a.pipelines.start({ capsule: { id: 'c3' } });
     await until(() => calls.length === 1, 'execution to start');
-    // A second kernel on the file while the first is stuck in execution (the first "died" there).
+    // A second kernel on the file while the first is stuck in execution (the first "died" there), once the first's
+    // checkpoints up to consensus are committed (they are group-committed, within the journal's commit interval).
     const b = await kernel(path, calls, 'b', { decide: false });
+    await until(async () => (await b.journal!.read(run.id)).filter((e) => e.kind === 'run.event').length === 4, 'the checkpoints before execution to be committed');
     const [restored] = await b.pipelines.restore();
     expect(restored?.status).toBe('execution');
     const result = await restored!.done;
@@ -208,6 +211,58 @@ describe('runs on the SQLite journal', () => {
     dirs.push(dir);
     await expect(createKernel({ logger: captureLogger().logger, cacheDir: false, journal: { kind: 'sqlite', path: dir } })).rejects.toMatchObject({ code: 'JOURNAL_UNAVAILABLE' });
     await expect(createKernel({ logger: captureLogger().logger, cacheDir: false, journal: { kind: 'nope' } as unknown as JournalOption })).rejects.toMatchObject({ code: 'INVALID_CONFIG' });
+  });
+});
+
+/** A SQLite journal whose appends fail (the disk is full, say) while `failing` is set. */
+class FailingJournal extends SqliteJournal {
+  failing = false;
+  override append(...args: Parameters<SqliteJournal['append']>): ReturnType<SqliteJournal['append']> {
+    return this.failing ? Promise.reject(new JournalUnavailableError('disk full')) : super.append(...args);
+  }
+}
+
+describe('a journal that cannot be written', () => {
+  it('halts a run whose checkpoint fails with JOURNAL_UNAVAILABLE, records its end once the journal is back, and never reopens it', async () => {
+    const path = journalPath();
+    const journal = new FailingJournal({ path });
+    const calls: string[] = [];
+    const k = await kernel(path, calls, 'a', { decide: false, extra: { journal } });
+    const analysis: NativeOverlay = {
+      manifest: { name: 'breaker', version: '1.0.0', phases: ['analysis'] },
+      exports: {
+        run: () => {
+          journal.failing = true;
+          return { ok: true, data: {} };
+        },
+      },
+    };
+    await k.overlays.load(analysis, TRUSTED);
+    const run = k.pipelines.start({ capsule: { id: 'f1' } });
+    await run.durable;
+    const result = await run.done;
+    expect(result).toMatchObject({ status: 'failed', error: { code: 'JOURNAL_UNAVAILABLE' } });
+    expect(calls).toEqual([]);
+    journal.failing = false;
+    // The end lands once the journal takes writes again (retried in the background).
+    await until(async () => (await journal.head(run.id))?.settled === true, 'the run\'s end to be journaled');
+    const entries = await journal.read(run.id);
+    expect(entries.filter((e) => e.kind === 'run.settled')).toHaveLength(1);
+    await k.stop();
+    const b = await kernel(path, calls, 'b', { decide: false });
+    expect(await b.pipelines.restore()).toEqual([]);
+  });
+
+  it('refuses to start a run it cannot journal, and the run runs nothing', async () => {
+    const path = journalPath();
+    const journal = new FailingJournal({ path });
+    const calls: string[] = [];
+    const k = await kernel(path, calls, 'a', { decide: false, extra: { journal } });
+    journal.failing = true;
+    const run = k.pipelines.start({ capsule: { id: 'f2' } });
+    await expect(run.durable).rejects.toMatchObject({ code: 'JOURNAL_UNAVAILABLE' });
+    expect(await run.done).toMatchObject({ status: 'failed' });
+    expect(calls).toEqual([]);
   });
 });
 
