@@ -38,6 +38,11 @@ export interface SqliteJournalOptions {
    * an append someone waits for commits everything queued at once.
    */
   commitIntervalMs?: number;
+  /**
+   * Settled runs are dropped by age and by the journal's total size (`{ maxAgeMs, maxBytes }`), at open and then
+   * every `pruneEveryMs` (default a minute). Without it every run is kept.
+   */
+  retention?: RetentionPolicy & { pruneEveryMs?: number };
   logger?: Logger;
 }
 
@@ -105,11 +110,17 @@ export class SqliteJournal implements Journal {
   #commitNow: (() => void) | undefined;
   /** The lazy commit's timer, while only lazy appends are queued. */
   #lazyTimer: NodeJS.Timeout | undefined;
+  #pruner: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(options: SqliteJournalOptions) {
     if (typeof options !== 'object' || options === null || typeof options.path !== 'string' || options.path === '') throw new JournalInputError('A SQLite journal needs { path: "<file>" }.');
     if (options.durability !== undefined && options.durability !== 'normal' && options.durability !== 'full') throw new JournalInputError('journal.durability must be "normal" or "full".');
+    if (options.retention !== undefined) {
+      checkRetention(options.retention);
+      const every = options.retention.pruneEveryMs;
+      if (every !== undefined && (typeof every !== 'number' || !Number.isFinite(every) || every < 1)) throw new JournalInputError('journal.retention.pruneEveryMs must be a positive number of ms.');
+    }
     this.#options = options;
     this.path = resolve(options.path);
   }
@@ -153,6 +164,22 @@ export class SqliteJournal implements Journal {
       dropStream: db.prepare('DELETE FROM journal_streams WHERE stream = ?'),
     };
     this.#repairTails();
+    const { retention } = this.#options;
+    if (retention !== undefined) {
+      await this.#prune(retention);
+      this.#pruner = setInterval(() => void this.#prune(retention), retention.pruneEveryMs ?? 60_000);
+      this.#pruner.unref();
+    }
+  }
+
+  /** Applies the retention policy; a failure is logged (the next round tries again). */
+  async #prune(policy: RetentionPolicy): Promise<void> {
+    try {
+      const dropped = await this.prune(policy);
+      if (dropped > 0) this.#options.logger?.info({ dropped }, 'settled runs dropped from the journal (retention)');
+    } catch (error) {
+      this.#options.logger?.warn({ err: error }, 'the journal could not be pruned');
+    }
   }
 
   append(stream: string, expected: Expected, entries: readonly NewEntry[], options: AppendOptions): Promise<number | undefined> {
@@ -254,6 +281,7 @@ export class SqliteJournal implements Journal {
 
   async close(): Promise<void> {
     if (this.#closed) return;
+    clearInterval(this.#pruner);
     await this.#flushed();
     this.#closed = true;
     this.#db?.close();

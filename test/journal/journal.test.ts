@@ -243,6 +243,30 @@ describe('SQLite journal', () => {
     expect(await late).toBe(1);
   });
 
+  it('applies its retention policy at open: settled runs beyond the age or the size go, open ones stay', async () => {
+    const path = join(tempDir(), 'retained.db');
+    const first = await sqlite(path);
+    await first.append('run_old', 0, [event('A')], { status: 'completed', settled: true });
+    await first.append('run_big', 0, [event('x'.repeat(5_000))], { status: 'failed', settled: true });
+    await first.append('run_open', 0, [event('A')], { status: 'paused' });
+    await first.close();
+    const bySize = new SqliteJournal({ path, retention: { maxBytes: 2_000 }, logger: log.logger });
+    journals.push(bySize);
+    await bySize.open();
+    const kept = (await bySize.list()).map((h) => h.stream);
+    expect(kept).toContain('run_open');
+    expect(kept).not.toContain('run_big');
+    expect((await bySize.list()).reduce((sum, h) => sum + h.bytes, 0)).toBeLessThanOrEqual(2_000);
+    await bySize.append('run_new', 0, [event('A')], { status: 'completed', settled: true });
+    await bySize.close();
+    // As if a minute had passed: everything settled is older than 30 s.
+    const byAge = new SqliteJournal({ path, retention: { maxAgeMs: 30_000, now: Date.now() + 60_000 }, logger: log.logger });
+    journals.push(byAge);
+    await byAge.open();
+    expect((await byAge.list()).map((h) => h.stream)).toEqual(['run_open']);
+    expect(() => new SqliteJournal({ path, retention: { maxAgeMs: -5 } })).toThrow(expect.objectContaining({ code: 'INVALID_JOURNAL_INPUT' }) as Error);
+  });
+
   it('refuses a malformed configuration', () => {
     expect(() => new SqliteJournal({ path: '' })).toThrow(expect.objectContaining({ code: 'INVALID_JOURNAL_INPUT' }) as Error);
     expect(() => new SqliteJournal({ path: 'x', durability: 'sometimes' as 'full' })).toThrow(expect.objectContaining({ code: 'INVALID_JOURNAL_INPUT' }) as Error);
