@@ -24,6 +24,8 @@ export interface PhaseOutcome {
   durationMs: number;
   overlays: OverlayOutcome[];
   reason?: string;
+  /** The result was reused from an earlier run with the same input and overlays (the phase cache): nothing ran. */
+  cached?: true;
 }
 
 /** A human decision on a run paused at consensus. */
@@ -59,6 +61,11 @@ export interface PhaseSettings {
   backoffMs: number;
   /** Overlays by name, in call order (default: the loaded overlays declaring the phase, in load order). */
   overlays: readonly string[];
+  /**
+   * Reuse the phase's result for the same input and the same overlay modules (the idempotent phase cache): only a
+   * phase whose overlays all succeeded without a host call or a published event is cached. Default false.
+   */
+  cache?: boolean;
 }
 
 /** A run's configuration: its own frozen value, so changing one run's configuration never changes another's. */

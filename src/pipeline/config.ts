@@ -96,7 +96,7 @@ export class PipelineInputError extends ForgeError {
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
 const isPhase = (value: unknown): value is Phase => typeof value === 'string' && (PHASES as readonly string[]).includes(value);
 
-const SETTING_KEYS = new Set(['enabled', 'required', 'parallel', 'timeoutMs', 'retries', 'backoffMs', 'overlays']);
+const SETTING_KEYS = new Set(['enabled', 'required', 'parallel', 'timeoutMs', 'retries', 'backoffMs', 'overlays', 'cache']);
 
 /** Validates one phase's overrides (from the kernel's options or a run's), naming the first bad field. */
 export function checkPhaseOverrides(raw: unknown, field: string, allowFunctions: boolean): PhaseOverrides & PhaseFunctions {
@@ -109,7 +109,7 @@ export function checkPhaseOverrides(raw: unknown, field: string, allowFunctions:
       continue;
     }
     if (!SETTING_KEYS.has(key)) throw new PipelineConfigError(at, `is not a phase setting (one of ${[...SETTING_KEYS].join(', ')}).`);
-    if (key === 'enabled' || key === 'required' || key === 'parallel') {
+    if (key === 'enabled' || key === 'required' || key === 'parallel' || key === 'cache') {
       if (typeof value !== 'boolean') throw new PipelineConfigError(at, 'must be true or false.');
     } else if (key === 'overlays') {
       if (!Array.isArray(value) || value.some((v) => typeof v !== 'string' || v === '')) throw new PipelineConfigError(at, 'must be an array of overlay names.');

@@ -26,6 +26,7 @@ import {
   type RunResult,
 } from './config.ts';
 import { DeadlineScheduler } from './deadlines.ts';
+import { PhaseCache } from './phase-cache.ts';
 import { ENDED_STATUSES, JournalRunRecords, sameVersion, StoreRunRecords, type RunRecords } from './run-records.ts';
 import { PipelineRun, RUN_SNAPSHOT_VERSION, RunStateError, SYSTEM_CLOCK, type CallOverlay, type PipelineClock, type RunEnvironment, type StoredVersion } from './run.ts';
 
@@ -223,6 +224,7 @@ export class Pipelines {
       // A run is saved after each phase when what keeps it outlives the process.
       checkpoints: options.checkpoints ?? (journal === undefined ? store.kind !== 'memory' : journal.kind !== 'memory'),
       journaled: records.kind === 'journal',
+      ...(deps.describeOverlay === undefined ? {} : { phaseCache: new PhaseCache(deps.describeOverlay) }),
       graph: store.kind === 'neo4j',
       random: options.random ?? Math.random,
       save: (runId, status, snapshot, entries) => records.save(runId, status, snapshot, entries),

@@ -5,6 +5,7 @@ import { deepFreeze, detached } from '../bus/event.ts';
 import { ForgeError, isForgeError, readableMessage } from '../errors.ts';
 import type { NewEntry, RecordedOverlay } from '../journal/journal.ts';
 import type { HostCallRecord, HostTape } from '../wasm/host-functions.ts';
+import type { PhaseCache } from './phase-cache.ts';
 import type { Logger } from '../logger.ts';
 import type { Phase } from '../manifest.ts';
 import type { DeadlineScheduler } from './deadlines.ts';
@@ -67,6 +68,8 @@ export interface RunEnvironment {
   checkpoints: boolean;
   /** True when overlays of this kernel have a graph database (passed to them as `context.graph`). */
   graph: boolean;
+  /** Results of phases configured `cache: true`. */
+  phaseCache?: PhaseCache;
   /** Whether runs record journal entries (what happened: events, overlay calls), handed to `save` / `replace`. */
   journaled: boolean;
   /** Saves the run (its snapshot, or the entries since its last save); resolves with what is now kept for it (a version). */
@@ -661,6 +664,19 @@ export class PipelineRun {
       if (!run) return skipped('condition not met');
     }
     if (settings.overlays.length === 0 && functions?.handler === undefined) return skipped('nothing to run');
+    // The phase cache: a phase of overlays only (a handler is code the cache cannot see), keyed on its input.
+    const cache = settings.cache === true && functions?.handler === undefined && settings.overlays.length > 0 ? this.#env.phaseCache : undefined;
+    const cacheKey = cache?.key(phase, settings, data);
+    const hit = cacheKey === undefined ? undefined : cache!.get(cacheKey);
+    if (hit !== undefined) {
+      const output = hit.output;
+      const merged: Record<string, unknown> = { ...data, [phase]: output };
+      if (isRecord(output.capsule)) merged.capsule = output.capsule;
+      const overlays = hit.overlays.map((o) => ({ ...o, fuelUsed: 0, durationMs: 0, attempts: 0 }));
+      const event = this.#phaseEvent(phase, settings.required, Object.freeze(merged), overlays, started);
+      event.outcome.cached = true;
+      return event;
+    }
 
     const { prePhase, postPhase } = this.#env.hooks;
     if (prePhase !== undefined) this.#hook('prePhase', () => prePhase(phase, { id: this.id, data }));
@@ -671,20 +687,23 @@ export class PipelineRun {
     const phaseContext = { runId: this.id, phase, correlationId: this.correlationId, graph: this.#env.graph };
     const outcomes: OverlayOutcome[] = [];
     let output: Record<string, unknown> = {};
+    let hostCalls = 0;
     try {
       if (settings.parallel) {
         const input = { ...data, context: phaseContext };
         const { overlays } = settings;
         // One overlay needs no Promise.all (its promise and array are a measurable share of a small phase).
-        const results = overlays.length === 1 ? [await this.#callOverlay(overlays[0]!, input, settings, trust, controller.signal, phaseEndsAt)] : await Promise.all(overlays.map((name) => this.#callOverlay(name, input, settings, trust, controller.signal, phaseEndsAt)));
+        const results = overlays.length === 1 ? [await this.#callOverlay(overlays[0]!, input, settings, trust, controller.signal, phaseEndsAt, cacheKey !== undefined)] : await Promise.all(overlays.map((name) => this.#callOverlay(name, input, settings, trust, controller.signal, phaseEndsAt, cacheKey !== undefined)));
         for (const result of results) {
+          hostCalls += result.hostCalls;
           outcomes.push(result.outcome);
           if (result.data !== undefined) output = { ...output, ...result.data };
         }
       } else {
         for (const [index, name] of settings.overlays.entries()) {
           const input = { ...data, [phase]: output, context: phaseContext };
-          const result = await this.#callOverlay(name, input, settings, trust, controller.signal, phaseEndsAt);
+          const result = await this.#callOverlay(name, input, settings, trust, controller.signal, phaseEndsAt, cacheKey !== undefined);
+          hostCalls += result.hostCalls;
           outcomes.push(result.outcome);
           if (result.data !== undefined) output = { ...output, ...result.data };
           // A required phase fails at its first failing overlay: the ones after it do not run (they would work on
@@ -712,6 +731,11 @@ export class PipelineRun {
     // The data before the phase is frozen already: freezing the new output and the new top level is enough.
     deepFreeze(output);
     const event = this.#phaseEvent(phase, settings.required, Object.freeze(merged), outcomes, started);
+    // Cached only when the phase's result is a function of its input: every overlay succeeded at once, asked the host
+    // nothing, and published nothing.
+    if (cacheKey !== undefined && event.type === 'PHASE_DONE' && hostCalls === 0 && outcomes.every((o) => o.status === 'ok' && o.published === undefined)) {
+      cache!.set(cacheKey, { output, overlays: outcomes });
+    }
     if (postPhase !== undefined) this.#hook('postPhase', () => postPhase(phase, event.outcome, { id: this.id, data: event.data }));
     return event;
   }
@@ -735,7 +759,14 @@ export class PipelineRun {
    * the phase ends (`phaseEndsInMs`), so an overlay deadline that would not clearly come first yields to the timer
    * instead of racing it to the same instant and sometimes blaming the overlay for the phase's timeout.
    */
-  async #callOverlay(name: string, input: unknown, settings: { retries: number; backoffMs: number }, trust: number, signal: AbortSignal, phaseEndsAt: number): Promise<{ outcome: OverlayOutcome; data?: Record<string, unknown> }> {
+  async #callOverlay(name: string, input: unknown, settings: { retries: number; backoffMs: number }, trust: number, signal: AbortSignal, phaseEndsAt: number, countHost = false): Promise<{ outcome: OverlayOutcome; data?: Record<string, unknown>; hostCalls: number }> {
+    // Host calls of all attempts, counted when the run is journaled or the phase may be cached.
+    const host = { calls: 0, count: countHost };
+    const result = await this.#callOverlayAttempts(name, input, settings, trust, signal, phaseEndsAt, host);
+    return { ...result, hostCalls: host.calls };
+  }
+
+  async #callOverlayAttempts(name: string, input: unknown, settings: { retries: number; backoffMs: number }, trust: number, signal: AbortSignal, phaseEndsAt: number, counted: { calls: number; count: boolean }): Promise<{ outcome: OverlayOutcome; data?: Record<string, unknown> }> {
     const started = performance.now();
     let fuelUsed = 0;
     let attempts = 0;
@@ -747,8 +778,18 @@ export class PipelineRun {
       let problem: { code: string; message: string };
       const callStarted = performance.now();
       // A journaled run keeps each call's host calls (arguments and answers): a replay plays them back.
-      const host: HostCallRecord[] | undefined = this.#env.journaled ? [] : undefined;
-      const tape = host === undefined ? {} : { tape: { record: (call: HostCallRecord) => void host.push(call) } };
+      const host: HostCallRecord[] | undefined = this.#env.journaled || counted.count ? [] : undefined;
+      const tape =
+        host === undefined
+          ? {}
+          : {
+              tape: {
+                record: (call: HostCallRecord) => {
+                  counted.calls++;
+                  if (this.#env.journaled) host.push(call);
+                },
+              },
+            };
       try {
         const capsule = isRecord(input) && isRecord(input.capsule) && typeof input.capsule.id === 'string' ? input.capsule.id : undefined;
         const result = await this.#env.callOverlay(name, input, { signal, correlationId: this.correlationId, trust, runId: this.id, phaseEndsInMs: phaseEndsAt - this.#env.clock.now(), ...(capsule === undefined ? {} : { capsuleId: capsule }), ...tape });

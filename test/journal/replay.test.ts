@@ -125,11 +125,14 @@ describe('replay of recorded runs', () => {
         return Promise.resolve(JSON.stringify([{ id: `row-${served}` }]));
       },
     };
-    const kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false, hostFunctions: [dbRead] });
+    // The phase may be cached, but a phase that asked the host something never is: its answer can change.
+    const kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false, hostFunctions: [dbRead], pipelines: { phases: { analysis: { cache: true } } } });
     try {
       await kernel.overlays.load(built[0]!.wasm!, { grant: ['DATABASE_READ'], mode: 'relaxed' });
       const run = kernel.pipelines.start({ capsule: GOOD_CAPSULE });
       expect(await run.done).toMatchObject({ status: 'completed', data: { analysis: { rows: [{ id: 'row-1' }] } } });
+      expect(await kernel.pipelines.start({ capsule: GOOD_CAPSULE }).done).toMatchObject({ data: { analysis: { rows: [{ id: 'row-2' }] } } });
+      served = 1;
       const [call] = (await kernel.journal!.read(run.id)).filter((e) => e.kind === 'run.call');
       expect(call).toMatchObject({ body: { host: [{ fn: 'db_read', args: ['MATCH (n) RETURN n.id AS id', '{}'], result: '[{"id":"row-1"}]' }] } });
       const report = await kernel.replay(run.id);
