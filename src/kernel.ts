@@ -461,7 +461,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     const entries: readonly JournalEntry[] = given ?? (await journal!.read(id));
     if (entries.length === 0) throw new RunNotFoundError(id);
     const first = entries[0];
-    const started: RecordedOverlay[] = first?.kind === 'run.started' ? first.body.overlays : [];
+    const started: RecordedOverlay[] = first?.kind === 'run.started' && Array.isArray(first.body.overlays) ? first.body.overlays : [];
     const candidates = new Map<string, OverlayEngine>();
     try {
       for (const [name, source] of Object.entries(versions)) {

@@ -64,6 +64,8 @@ function describeEntry(entry: JournalEntry): string {
     }
     case 'run.call':
       return `${String(entry.seq).padStart(4)} ${at} call      ${entry.body.phase} ${entry.body.overlay} #${entry.body.attempt} ${entry.body.error === undefined ? 'ok' : entry.body.error.code} fuel ${entry.body.fuelUsed}${entry.body.host === undefined ? '' : ` host calls ${entry.body.host.length}`}`;
+    case 'run.driven':
+      return `${String(entry.seq).padStart(4)} ${at} driven    by ${entry.body.by}`;
     case 'run.settled':
       return `${String(entry.seq).padStart(4)} ${at} settled   ${entry.body.status}`;
     case 'chain.started':
@@ -171,7 +173,7 @@ async function replayCommandRun(args: readonly string[], io: CliIO): Promise<num
       runId = id;
     }
     const first = entries[0];
-    const recorded = first?.kind === 'run.started' ? first.body.overlays : [];
+    const recorded = first?.kind === 'run.started' && Array.isArray(first.body.overlays) ? first.body.overlays : [];
     const dir = values.overlays ?? (await exampleOverlays(io));
     const kernel = await createKernel({ logger: commandLogger(io), journal: false });
     try {

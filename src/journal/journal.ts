@@ -90,6 +90,8 @@ export interface EntryBodies {
   'run.event': { event: Record<string, unknown> & { type: string } };
   /** One overlay call of a phase (each attempt): what it was given and what it answered, with its fuel. */
   'run.call': { phase: string; overlay: string; attempt: number; input: unknown; output?: unknown; error?: { code: string; message: string }; fuelUsed: number; durationMs: number; host?: HostCallRecord[]; cached?: boolean };
+  /** A process took the run up (restored or revived it): its first write, which only one copy can make. */
+  'run.driven': { by: string };
   /** The run ended: how, and its error. */
   'run.settled': { status: string; error: unknown };
   'chain.started': { chain: Record<string, unknown> };
@@ -97,7 +99,7 @@ export interface EntryBodies {
   'chain.ended': { status: string; chain: Record<string, unknown> };
 }
 export type EntryKind = keyof EntryBodies;
-export const ENTRY_KINDS: readonly EntryKind[] = ['run.started', 'run.event', 'run.call', 'run.settled', 'chain.started', 'chain.hop', 'chain.ended'];
+export const ENTRY_KINDS: readonly EntryKind[] = ['run.started', 'run.event', 'run.call', 'run.driven', 'run.settled', 'chain.started', 'chain.hop', 'chain.ended'];
 
 export type NewEntry = { [K in EntryKind]: { kind: K; at: number; body: EntryBodies[K] } }[EntryKind];
 export type JournalEntry = NewEntry & { v: number; stream: string; seq: number };
@@ -157,10 +159,18 @@ export function meets(head: { seq: number; lastKey: string | null } | undefined,
   return expected.after === null ? head === undefined || head.seq === 0 : head?.lastKey === expected.after;
 }
 
-/** The stored form of an entry: its JSON text and a checksum of it (bit rot and torn writes show as a mismatch). */
-export function encodeEntry(stream: string, seq: number, entry: NewEntry): { text: string; crc: number } {
-  const text = JSON.stringify({ v: JOURNAL_FORMAT, stream, seq, kind: entry.kind, at: entry.at, body: entry.body });
+/**
+ * The stored form of an entry: its JSON text and a checksum of it (bit rot and torn writes show as a mismatch).
+ * `body`: the body already encoded as JSON, when the caller has it.
+ */
+export function encodeEntry(stream: string, seq: number, entry: NewEntry, body?: string): { text: string; crc: number } {
+  const text = `{"v":${JOURNAL_FORMAT},"stream":${JSON.stringify(stream)},"seq":${seq},"kind":${JSON.stringify(entry.kind)},"at":${JSON.stringify(entry.at)},"body":${body ?? JSON.stringify(entry.body)}}`;
   return { text, crc: crc32(text) };
+}
+
+/** Checks a read's first sequence number (a whole number ≥ 1). */
+export function checkFromSeq(fromSeq: unknown): void {
+  if (typeof fromSeq !== 'number' || !Number.isInteger(fromSeq) || fromSeq < 1) throw new JournalInputError(`fromSeq must be a whole number ≥ 1, got ${JSON.stringify(fromSeq)}.`);
 }
 
 /** Reads a stored entry back, checking its checksum, its place in the stream and its format. */

@@ -1,5 +1,5 @@
 import { copy } from '../store/store.ts';
-import { checkAppend, checkRetention, JOURNAL_FORMAT, meets, retentionVictims, streamType, type AppendOptions, type Expected, type Journal, type JournalEntry, type NewEntry, type RetentionPolicy, type StreamHead, type StreamType } from './journal.ts';
+import { checkAppend, checkFromSeq, checkRetention, JournalInputError, JOURNAL_FORMAT, meets, retentionVictims, streamType, type AppendOptions, type Expected, type Journal, type JournalEntry, type NewEntry, type RetentionPolicy, type StreamHead, type StreamType } from './journal.ts';
 
 /** Settled streams the memory journal keeps at most, unless told otherwise (the oldest go first). */
 export const DEFAULT_MEMORY_STREAMS = 1_000;
@@ -21,7 +21,9 @@ export class MemoryJournal implements Journal {
   #settled = 0;
 
   constructor(options: { maxStreams?: number } = {}) {
-    this.#maxStreams = options.maxStreams ?? DEFAULT_MEMORY_STREAMS;
+    const { maxStreams = DEFAULT_MEMORY_STREAMS } = options;
+    if (typeof maxStreams !== 'number' || !Number.isInteger(maxStreams) || maxStreams < 1) throw new JournalInputError(`journal.maxStreams must be a positive whole number, got ${JSON.stringify(maxStreams)}.`);
+    this.#maxStreams = maxStreams;
   }
 
   async open(): Promise<void> {
@@ -55,6 +57,7 @@ export class MemoryJournal implements Journal {
 
   #read(stream: string, fromSeq = 1): JournalEntry[] {
     streamType(stream);
+    checkFromSeq(fromSeq);
     const entries = this.#streams.get(stream)?.entries ?? [];
     return copy(entries.slice(Math.max(0, fromSeq - 1)));
   }

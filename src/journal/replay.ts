@@ -1,7 +1,7 @@
 import { ForgeError, isForgeError } from '../errors.ts';
 import type { OverlayEngine } from '../wasm/engine.ts';
 import type { HostCallRecord, HostTape } from '../wasm/host-functions.ts';
-import { JournalInputError, type EntryBodies, type JournalEntry } from './journal.ts';
+import { JournalEntryError, JournalInputError, type EntryBodies, type JournalEntry } from './journal.ts';
 
 /** The overlay asked the host for something other than what the recorded call asked (a replay cannot answer it). */
 export class ReplayDivergenceError extends ForgeError {
@@ -28,6 +28,12 @@ export interface ReplayReport {
   id: string;
   /** Recorded calls replayed. */
   calls: number;
+  /**
+   * Recorded calls not replayed: refused before they ran (overlay not loaded or inactive, breaker open, trust too
+   * low), cut short by their phase (cancelled, timed out: where they stopped is not recorded), or of a native
+   * (trusted TypeScript) overlay, whose code the sandbox does not contain and may act on the world.
+   */
+  skipped: { seq: number; overlay: string; reason: string }[];
   /** True when every replayed call gave the recorded output, error and fuel. */
   identical: boolean;
   /** The first difference, if any (entry, phase, overlay, JSON path). */
@@ -52,7 +58,9 @@ export async function replayRun(id: string, entries: readonly JournalEntry[], en
   const started = performance.now();
   const first = entries[0];
   if (first?.kind !== 'run.started') throw new JournalInputError(`${id} has no recorded start: only a run's journal can be replayed.`);
+  if (!Array.isArray(first.body.overlays) || typeof first.body.input !== 'object' || first.body.input === null) throw new JournalEntryError('JOURNAL_CORRUPT', id, first.seq, 'run.started holds no input or no overlays.');
   const recordedOverlays = new Map(first.body.overlays.map((o) => [o.name, o]));
+  const skipped: ReplayReport['skipped'] = [];
   const overlays = new Map<string, ReplayReport['overlays'][number]>();
   const differences: CallDifference[] = [];
   const fuel = { recorded: 0, replayed: 0 };
@@ -60,10 +68,19 @@ export async function replayRun(id: string, entries: readonly JournalEntry[], en
   for (const entry of entries) {
     if (entry.kind !== 'run.call') continue;
     const call = entry.body;
+    if (typeof call !== 'object' || call === null || typeof call.overlay !== 'string' || typeof call.phase !== 'string' || typeof call.fuelUsed !== 'number') throw new JournalEntryError('JOURNAL_CORRUPT', id, entry.seq, 'run.call does not describe a call.');
+    if (call.error !== undefined && NOT_REPLAYED.has(call.error.code)) {
+      skipped.push({ seq: entry.seq, overlay: call.overlay, reason: call.error.code });
+      continue;
+    }
     const recorded = recordedOverlays.get(call.overlay) ?? null;
     const found = engines(call.overlay, recorded === null ? null : { version: recorded.version, sha256: recorded.sha256 });
     if (found === undefined) throw new ForgeError('OVERLAY_NOT_FOUND', `Replay of ${id} needs overlay "${call.overlay}"${recorded === null ? '' : ` ${recorded.version} (sha256 ${recorded.sha256})`}: load it, or give its module.`, { details: { overlay: call.overlay } });
     const { engine, candidate } = found;
+    if (engine.mode === 'trusted') {
+      skipped.push({ seq: entry.seq, overlay: call.overlay, reason: 'native overlay (not sandboxed: not re-run)' });
+      continue;
+    }
     if (!overlays.has(call.overlay)) overlays.set(call.overlay, { name: call.overlay, recorded: recorded === null ? null : { version: recorded.version, sha256: recorded.sha256 }, replayed: { version: engine.manifest.version, sha256: engine.manifest.sha256 }, candidate });
     calls++;
     fuel.recorded += call.fuelUsed;
@@ -89,8 +106,14 @@ export async function replayRun(id: string, entries: readonly JournalEntry[], en
       else if (((error as { fuelUsed?: number }).fuelUsed ?? 0) !== call.fuelUsed) differ('fuel', call.fuelUsed, (error as { fuelUsed?: number }).fuelUsed ?? 0);
     }
   }
-  return { id, calls, identical: differences.length === 0, firstDivergence: differences[0] ?? null, differences, overlays: [...overlays.values()], fuel, durationMs: performance.now() - started };
+  return { id, calls, skipped, identical: differences.length === 0, firstDivergence: differences[0] ?? null, differences, overlays: [...overlays.values()], fuel, durationMs: performance.now() - started };
 }
+
+/**
+ * Recorded outcomes of calls that did not run to their end in the sandbox: refused by the registry before they ran,
+ * or cut short by their phase (where they stopped is not recorded). They are not replayed.
+ */
+const NOT_REPLAYED = new Set(['OVERLAY_NOT_FOUND', 'OVERLAY_INACTIVE', 'CIRCUIT_OPEN', 'TRUST_INSUFFICIENT', 'INVALID_INPUT', 'CANCELLED', 'PHASE_TIMEOUT']);
 
 /** A tape answering a call's host calls from its recording, in order. */
 function playback(call: EntryBodies['run.call']): { tape: HostTape; unused: () => number } {

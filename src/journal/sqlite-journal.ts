@@ -10,6 +10,7 @@ import {
   JournalEntryError,
   JournalInputError,
   JournalUnavailableError,
+  checkFromSeq,
   meets,
   retentionVictims,
   streamType,
@@ -31,7 +32,10 @@ export interface SqliteJournalOptions {
    * with synchronous=NORMAL). `full`: every commit is on disk before it is acknowledged (an fsync per batch).
    */
   durability?: 'normal' | 'full';
-  /** How long a write waits for another process's write lock (ms, default 5000). */
+  /**
+   * How long a write waits for another process's write lock (ms, default 1000). The wait blocks the event loop
+   * (node:sqlite is synchronous): keep it short when processes share a file.
+   */
   busyTimeoutMs?: number;
   /**
    * How long a lazy append (a run's progress nobody waits for) may wait to be committed with others (ms, default 20):
@@ -50,6 +54,8 @@ interface Pending {
   stream: string;
   expected: Expected;
   entries: readonly NewEntry[];
+  /** Each entry's body, as JSON. */
+  bodies: readonly string[];
   options: AppendOptions;
   resolve: (seq: number | undefined) => void;
   reject: (error: unknown) => void;
@@ -57,6 +63,11 @@ interface Pending {
 
 /** WAL pages (4 KiB) between automatic checkpoints (SQLite's default is 1,000). */
 const WAL_CHECKPOINT_PAGES = 8_000;
+/**
+ * How long a write waits for another process's write lock by default (ms). node:sqlite is synchronous: the wait
+ * blocks this process's event loop, so it is short.
+ */
+const DEFAULT_BUSY_TIMEOUT_MS = 1_000;
 /** Default commit interval of lazy appends (ms). */
 const DEFAULT_COMMIT_INTERVAL_MS = 20;
 
@@ -116,6 +127,10 @@ export class SqliteJournal implements Journal {
   constructor(options: SqliteJournalOptions) {
     if (typeof options !== 'object' || options === null || typeof options.path !== 'string' || options.path === '') throw new JournalInputError('A SQLite journal needs { path: "<file>" }.');
     if (options.durability !== undefined && options.durability !== 'normal' && options.durability !== 'full') throw new JournalInputError('journal.durability must be "normal" or "full".');
+    for (const name of ['busyTimeoutMs', 'commitIntervalMs'] as const) {
+      const value = options[name];
+      if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value < 0)) throw new JournalInputError(`journal.${name} must be a whole number of ms ≥ 0, got ${JSON.stringify(value)}.`);
+    }
     if (options.retention !== undefined) {
       checkRetention(options.retention);
       const every = options.retention.pruneEveryMs;
@@ -132,7 +147,7 @@ export class SqliteJournal implements Journal {
     try {
       mkdirSync(dirname(this.path), { recursive: true });
       db = new DatabaseSync(this.path);
-      db.exec(`PRAGMA busy_timeout = ${Math.trunc(this.#options.busyTimeoutMs ?? 5_000)}`);
+      db.exec(`PRAGMA busy_timeout = ${this.#options.busyTimeoutMs ?? DEFAULT_BUSY_TIMEOUT_MS}`);
       db.exec('PRAGMA journal_mode = WAL');
       db.exec(`PRAGMA synchronous = ${this.#options.durability === 'full' ? 'FULL' : 'NORMAL'}`);
       // Checkpoints of the WAL into the database file are what a commit occasionally pays for: fewer, larger ones
@@ -183,14 +198,23 @@ export class SqliteJournal implements Journal {
   }
 
   append(stream: string, expected: Expected, entries: readonly NewEntry[], options: AppendOptions): Promise<number | undefined> {
+    let bodies: string[];
     try {
       checkAppend(stream, expected, entries, options);
+      // Encoded now, so an entry that is not JSON (a BigInt, a cycle) fails its own append, not the whole commit.
+      bodies = entries.map((entry, index) => {
+        try {
+          return JSON.stringify(entry.body);
+        } catch (error) {
+          throw new JournalInputError(`entries[${index}].body is not JSON: ${(error as Error).message}`);
+        }
+      });
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
     if (this.#closed || this.#db === undefined) return Promise.reject(new JournalUnavailableError(`The journal ${this.path} is ${this.#closed ? 'closed' : 'not open'}.`));
     return new Promise((resolve, reject) => {
-      this.#pending.push({ stream, expected, entries, options, resolve, reject });
+      this.#pending.push({ stream, expected, entries, bodies, options, resolve, reject });
       this.#schedule(options.lazy === true);
     });
   }
@@ -225,6 +249,7 @@ export class SqliteJournal implements Journal {
 
   async read(stream: string, fromSeq = 1): Promise<JournalEntry[]> {
     streamType(stream);
+    checkFromSeq(fromSeq);
     await this.#flushed();
     const rows = this.#stmt('read').all(stream, fromSeq) as { seq: number; text: string; crc: number }[];
     let expected = fromSeq;
@@ -265,7 +290,11 @@ export class SqliteJournal implements Journal {
     await this.#flushed();
     const victims = retentionVictims(await this.list(), policy);
     const db = this.#database();
-    db.exec('BEGIN IMMEDIATE');
+    try {
+      db.exec('BEGIN IMMEDIATE');
+    } catch (error) {
+      throw new JournalUnavailableError(`The journal ${this.path} could not be pruned: ${(error as Error).message}`, error);
+    }
     try {
       for (const stream of victims) {
         this.#stmt('dropEntries').run(stream);
@@ -341,8 +370,8 @@ export class SqliteJournal implements Journal {
           results.push(undefined);
           continue;
         }
-        for (const entry of p.entries) {
-          const { text, crc } = encodeEntry(p.stream, ++head.seq, entry);
+        for (const [index, entry] of p.entries.entries()) {
+          const { text, crc } = encodeEntry(p.stream, ++head.seq, entry, p.bodies[index]);
           head.bytes += text.length;
           this.#stmt('insert').run(p.stream, head.seq, text, crc);
         }

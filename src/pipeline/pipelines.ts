@@ -224,6 +224,7 @@ export class Pipelines {
       // A run is saved after each phase when what keeps it outlives the process.
       checkpoints: options.checkpoints ?? (journal === undefined ? store.kind !== 'memory' : journal.kind !== 'memory'),
       journaled: records.kind === 'journal',
+      stopping: () => this.#stopping,
       ...(deps.describeOverlay === undefined ? {} : { phaseCache: new PhaseCache(deps.describeOverlay) }),
       graph: store.kind === 'neo4j',
       random: options.random ?? Math.random,

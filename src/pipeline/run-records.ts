@@ -122,12 +122,18 @@ export class JournalRunRecords implements RunRecords {
   };
 
   async load(runId: string): Promise<RunSnapshot | undefined> {
-    // The head (status, last sequence number) and the entries are read apart: read again if an append came between.
-    for (;;) {
+    // The head (status, last sequence number) and the entries are read apart: read again if an append came between,
+    // and give up on a journal whose head and entries disagree for good (entries lost).
+    for (let attempt = 1; ; attempt++) {
       const head = await this.journal.head(runId);
       if (head === undefined) return undefined;
       const entries = await this.journal.read(runId);
-      if ((entries.at(-1)?.seq ?? 0) !== head.seq) continue;
+      const last = entries.at(-1)?.seq ?? 0;
+      if (last !== head.seq) {
+        if (attempt >= 3) throw new JournalEntryError('JOURNAL_CORRUPT', runId, last + 1, `the run's journal should hold ${head.seq} entries and holds ${last}.`);
+        await new Promise((resolve) => setImmediate(resolve));
+        continue;
+      }
       return { runId, version: RUN_SNAPSHOT_VERSION, status: head.status, snapshot: foldRun(runId, entries), updatedAt: head.seq, ...(head.lastKey === null ? {} : { token: head.lastKey }) };
     }
   }

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import type { Actor, Snapshot } from 'xstate';
 import type { pipelineMachine} from '../../actors/pipeline.ts';
 import { type Decision, type OverlayOutcome, type PhaseOutcome, type PipelineEvent, type PipelineStatus, type RunData } from '../../actors/pipeline.ts';
@@ -52,6 +53,11 @@ export type CallOverlay = (
   options: { signal: AbortSignal; correlationId: string; trust: number; runId: string; capsuleId?: string; phaseEndsInMs: number; tape?: HostTape },
 ) => Promise<{ output: unknown; fuelUsed: number; events?: readonly { type: string }[] }>;
 
+/** Attempts at journaling a run's end, and the wait before the second (doubling, at most the maximum), ms. */
+const SEAL_ATTEMPTS = 8;
+const SEAL_RETRY_MS = 100;
+const SEAL_RETRY_MAX_MS = 1_000;
+
 /** Events listed per overlay outcome at most (their types; the events themselves are on the bus). */
 const MAX_PUBLISHED_LISTED = 100;
 
@@ -70,6 +76,8 @@ export interface RunEnvironment {
   graph: boolean;
   /** Results of phases configured `cache: true`. */
   phaseCache?: PhaseCache;
+  /** True once the kernel is stopping (a run stops retrying what it cannot write, and ends interrupted). */
+  stopping?: () => boolean;
   /** Whether runs record journal entries (what happened: events, overlay calls), handed to `save` / `replace`. */
   journaled: boolean;
   /** Saves the run (its snapshot, or the entries since its last save); resolves with what is now kept for it (a version). */
@@ -163,6 +171,8 @@ export class PipelineRun {
   #landing: Promise<void> = Promise.resolve();
   /** The last version known to have landed (where a save starts over after a lazy checkpoint failed). */
   #landed: StoredVersion | undefined;
+  /** Whether this copy has written the run (its first save, or any since): a copy brought back must first. */
+  #claimed = false;
   /** A lazy checkpoint was refused (another writer got there first), or failed (the fault). */
   #lazyLost = false;
   #lazyFault: unknown;
@@ -357,6 +367,12 @@ export class PipelineRun {
         this.#log.info('pipeline run is driven by another process');
         this.#interrupted = true;
       }
+      if (this.#env.journaled && !this.#claimed && this.#stored !== undefined && !this.#interrupted) {
+        // A copy brought back from the journal (restored, taken over) writes before it runs anything: of two copies
+        // restored at once, only the one whose write lands drives the run; the other stops here (RUN_CLAIMED).
+        this.#record({ kind: 'run.driven', at: this.#env.clock.now(), body: { by: this.#env.processId ?? `${hostname()}:${process.pid}` } });
+        await this.#persist('running');
+      }
       for (;;) {
         this.#raiseLazyFailure();
         const status = this.status;
@@ -458,6 +474,7 @@ export class PipelineRun {
       if (stored !== undefined) {
         this.#unsaved.splice(0, entries.length);
         this.#landed = stored;
+        this.#claimed = true;
         return stored;
       }
       // Refused: another writer has the run, unless a lazy checkpoint before it failed (then try again from there).
@@ -516,8 +533,13 @@ export class PipelineRun {
 
   /** Sends an event to the run's actor, and journals it: a restore replays the run's events in order. */
   #send(event: PipelineEvent): void {
+    const before = this.#env.journaled && 'data' in event ? this.#actor.getSnapshot().context.data : undefined;
     this.#actor.send(event);
-    this.#record({ kind: 'run.event', at: this.#env.clock.now(), body: { event: event } });
+    if (!this.#env.journaled) return;
+    // A phase's event carries the run's whole data after it: the journal keeps what the phase changed (a fold merges
+    // it back), so a run's journal grows with its data once, not once per phase.
+    const recorded = before === undefined || !('data' in event) ? event : { ...event, data: changed(before, event.data), dataDelta: true };
+    this.#record({ kind: 'run.event', at: this.#env.clock.now(), body: { event: recorded } });
   }
 
   /** Journals how the run began: its actor's input and the overlays it will call (the first entry of its journal). */
@@ -533,39 +555,35 @@ export class PipelineRun {
 
   /**
    * Ends the run in the store as a compare and set on this copy's last checkpoint (its snapshot, marked with how it
-   * ended): false when another process wrote since, and then this copy must record nothing. A store that fails here
-   * does not stop the ending (its removal is retried); true then.
+   * ended): `lost` when another process wrote since, and then this copy must record nothing. A store that fails here
+   * does not stop the ending (its removal is retried): `sealed`. A journal that fails is tried again for a while —
+   * a run is ended only once its journal says so — and, if it stays down (or the kernel stops), `unrecorded`: the run
+   * did not end as far as anyone can know, so this copy ends interrupted and a restore continues it.
    */
-  async #seal(): Promise<boolean> {
+  async #seal(): Promise<'sealed' | 'lost' | 'unrecorded'> {
     const { error } = this.#actor.getSnapshot().context;
     this.#record({ kind: 'run.settled', at: this.#env.clock.now(), body: { status: this.status, error } });
-    try {
-      const sealed = await this.#write(this.status);
-      if (sealed === undefined) return false;
-      this.#stored = sealed;
-    } catch (error) {
-      this.#log.warn({ err: error }, 'the ended run could not be marked ended in the store');
-      // A journaled run whose end is not in its journal would be restored and driven again: keep trying.
-      if (this.#env.journaled) this.#sealLater(1);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const sealed = await this.#write(this.status);
+        if (sealed === undefined) return 'lost';
+        this.#stored = sealed;
+        return 'sealed';
+      } catch (error) {
+        // The store's removal is retried later; a run the journal never took has nothing there to reopen.
+        if (!this.#env.journaled || this.#landed === undefined) {
+          this.#log.warn({ err: error }, 'the ended run could not be marked ended in the store');
+          return 'sealed';
+        }
+        if (attempt >= SEAL_ATTEMPTS || this.#env.stopping?.() === true) {
+          this.#log.error({ err: error, attempts: attempt }, 'the end of the run could not be journaled: it ends here as interrupted, and a restore continues it');
+          return 'unrecorded';
+        }
+        if (attempt === 1) this.#log.warn({ err: error }, 'the end of the run could not be journaled yet: retrying');
+        // Real time, not the run's clock: this waits for a disk or a server, not for the run's own timers.
+        await new Promise((resolve) => setTimeout(resolve, Math.min(SEAL_RETRY_MAX_MS, SEAL_RETRY_MS * 2 ** (attempt - 1))));
+      }
     }
-    return true;
-  }
-
-  /** Retries recording the run's end in its journal, with backoff (to 30 s), until it lands or another writer won. */
-  #sealLater(attempt: number): void {
-    const status = this.status;
-    const timer = setTimeout(() => {
-      this.#write(status).then(
-        (stored) => {
-          if (stored !== undefined) this.#stored = stored;
-        },
-        (error: unknown) => {
-          if (attempt === 3) this.#log.error({ err: error }, 'the ended run still cannot be recorded in its journal: retrying');
-          this.#sealLater(attempt + 1);
-        },
-      );
-    }, Math.min(30_000, 250 * 2 ** attempt));
-    timer.unref();
   }
 
   /** Saves the run as `queued` before anything else happens to it (see `durable`); returns that save. */
@@ -597,9 +615,11 @@ export class PipelineRun {
     const snapshot = this.#actor.getSnapshot();
     const { context } = snapshot;
     let ended = snapshot.status === 'done';
-    if (ended && (this.#stored !== undefined || this.#env.journaled) && !(await this.#seal())) {
-      // Another process drove the run on since this copy's last checkpoint: it owns the ending, this copy does not.
-      this.#log.warn('pipeline run ended here, but another process drives it: this copy ends interrupted and records nothing');
+    const sealed = ended && (this.#stored !== undefined || this.#env.journaled) ? await this.#seal() : 'sealed';
+    if (sealed !== 'sealed') {
+      // Another process drove the run on since this copy's last checkpoint (it owns the ending), or the journal would
+      // not take the end: either way this copy records nothing of an ending.
+      if (sealed === 'lost') this.#log.warn('pipeline run ended here, but another process drives it: this copy ends interrupted and records nothing');
       ended = false;
       this.#interrupted = true;
     }
@@ -892,6 +912,13 @@ function isJsonObject(value: unknown): value is Record<string, unknown> {
   } catch {
     return false;
   }
+}
+
+/** The top-level keys of `after` whose values are not those of `before` (a phase only adds or replaces keys). */
+function changed(before: RunData, after: RunData): Record<string, unknown> {
+  const delta: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(after)) if (before[key] !== value) delta[key] = value;
+  return delta;
 }
 
 /** Consensus asks for a human decision when one of its overlays says so (`needsDecision: true`). */

@@ -56,6 +56,7 @@ describe.each(backends)('journal contract: %s', (_name, make) => {
     expect((await journal.read('run_a', 3)).map((e) => e.seq)).toEqual([3]);
     expect(await journal.head('run_a')).toMatchObject({ stream: 'run_a', type: 'run', seq: 3, status: 'paused', settled: false });
     expect(await journal.read('run_none')).toEqual([]);
+    for (const from of [0, -1, 1.5, '2']) await expect(journal.read('run_a', from as number)).rejects.toMatchObject({ code: 'INVALID_JOURNAL_INPUT' });
     expect(await journal.head('run_none')).toBeUndefined();
   });
 
@@ -267,8 +268,22 @@ describe('SQLite journal', () => {
     expect(() => new SqliteJournal({ path, retention: { maxAgeMs: -5 } })).toThrow(expect.objectContaining({ code: 'INVALID_JOURNAL_INPUT' }) as Error);
   });
 
+  it('refuses an entry that is not JSON on its own, and the other appends of its commit land', async () => {
+    const journal = await sqlite();
+    const [bad, good] = await Promise.allSettled([
+      journal.append('run_bad', 0, [{ kind: 'run.event', at: 1, body: { event: { type: 'X', n: 1n } } }], { status: 'running' }),
+      journal.append('run_good', 0, [event('A')], { status: 'running' }),
+    ]);
+    expect(bad).toMatchObject({ status: 'rejected', reason: { code: 'INVALID_JOURNAL_INPUT' } });
+    expect(good).toMatchObject({ status: 'fulfilled', value: 1 });
+    expect(await journal.head('run_bad')).toBeUndefined();
+  });
+
   it('refuses a malformed configuration', () => {
     expect(() => new SqliteJournal({ path: '' })).toThrow(expect.objectContaining({ code: 'INVALID_JOURNAL_INPUT' }) as Error);
     expect(() => new SqliteJournal({ path: 'x', durability: 'sometimes' as 'full' })).toThrow(expect.objectContaining({ code: 'INVALID_JOURNAL_INPUT' }) as Error);
+    expect(() => new SqliteJournal({ path: 'x', busyTimeoutMs: 'abc' as never })).toThrow(expect.objectContaining({ code: 'INVALID_JOURNAL_INPUT' }) as Error);
+    expect(() => new SqliteJournal({ path: 'x', commitIntervalMs: -1 })).toThrow(expect.objectContaining({ code: 'INVALID_JOURNAL_INPUT' }) as Error);
+    expect(() => new MemoryJournal({ maxStreams: 'many' as never })).toThrow(expect.objectContaining({ code: 'INVALID_JOURNAL_INPUT' }) as Error);
   });
 });

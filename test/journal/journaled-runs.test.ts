@@ -142,6 +142,33 @@ describe('runs on the SQLite journal', () => {
     expect((await a.journal!.read(run.id)).length).toBe(entries.length);
   });
 
+  it('lets exactly one of two kernels restoring the same run drive it: the other runs no phase', async () => {
+    const path = journalPath();
+    const a = await createKernel({ logger: captureLogger().logger, cacheDir: false, journal: { kind: 'sqlite', path } });
+    kernels.push(a);
+    const stuck: NativeOverlay = { manifest: { name: 'stuck', version: '1.0.0', phases: ['analysis'] }, exports: { run: () => hold().then(() => ({ ok: true, data: {} })) } };
+    await a.overlays.load(stuck, TRUSTED);
+    const run = a.pipelines.start({ capsule: { id: 'r2' } });
+    await run.durable;
+    const calls: string[] = [];
+    const restorer = async (name: string): Promise<Kernel> => {
+      const k = await kernel(path, calls, name, { decide: false });
+      await k.overlays.load({ manifest: { name: 'stuck', version: '1.0.0', phases: ['analysis'] }, exports: { run: () => (calls.push(`${name}:analysis`), { ok: true, data: {} }) } }, TRUSTED);
+      return k;
+    };
+    const [b, c] = await Promise.all([restorer('b'), restorer('c')]);
+    const [fromB, fromC] = await Promise.all([b.pipelines.restore(), c.pipelines.restore()]);
+    const results = await Promise.all([...fromB, ...fromC].map((r) => r.done));
+    expect(results.map((r) => r.status).sort()).toEqual(['completed', 'interrupted']);
+    const winner = results.find((r) => r.status === 'completed')!;
+    expect(new Set(calls.map((c) => c.split(':')[0])).size).toBe(1);
+    expect(calls.filter((c) => c.endsWith(':analysis'))).toHaveLength(1);
+    expect(winner.phases.map((p) => p.phase)).toEqual(['ingestion', 'analysis', 'validation', 'consensus', 'execution', 'propagation', 'settlement']);
+    const entries = await b.journal!.read(run.id);
+    expect(kinds(entries).filter((k) => k === 'run.driven')).toHaveLength(1);
+    expect(kinds(entries).filter((k) => k === 'run.settled')).toHaveLength(1);
+  });
+
   it('refuses to resume a run the journal holds as running, reviving nothing', async () => {
     const path = journalPath();
     const calls: string[] = [];
@@ -206,6 +233,25 @@ describe('runs on the SQLite journal', () => {
     expect(log.lines().some((l) => l.runId === first.id && (l.err as { code?: string } | undefined)?.code === 'JOURNAL_CORRUPT')).toBe(true);
   });
 
+  it('restores the others when a run lost entries at its end (no hang: the run is named in the log)', async () => {
+    const path = journalPath();
+    const calls: string[] = [];
+    const a = await kernel(path, calls, 'a');
+    const first = a.pipelines.start({ capsule: { id: 'g1' } });
+    const second = a.pipelines.start({ capsule: { id: 'g2' } });
+    await until(() => first.status === 'awaitingDecision' && second.status === 'awaitingDecision', 'both runs to wait');
+    await a.stop();
+    const raw = new DatabaseSync(path);
+    const { seq } = raw.prepare('SELECT seq FROM journal_streams WHERE stream = ?').get(first.id) as { seq: number };
+    raw.prepare('DELETE FROM journal_entries WHERE stream = ? AND seq >= ?').run(first.id, seq - 1);
+    raw.close();
+    const log = captureLogger();
+    const b = await createKernel({ logger: log.logger, cacheDir: false, journal: { kind: 'sqlite', path } });
+    kernels.push(b);
+    expect((await b.pipelines.restore()).map((r) => r.id)).toEqual([second.id]);
+    expect(log.lines().some((l) => l.runId === first.id && (l.err as { code?: string } | undefined)?.code === 'JOURNAL_CORRUPT')).toBe(true);
+  });
+
   it('refuses to start a kernel whose journal cannot be opened, with a typed error', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'forge-runs-'));
     dirs.push(dir);
@@ -214,43 +260,66 @@ describe('runs on the SQLite journal', () => {
   });
 });
 
-/** A SQLite journal whose appends fail (the disk is full, say) while `failing` is set. */
+/** A SQLite journal whose next `failNext` appends fail (the disk is full, say). */
 class FailingJournal extends SqliteJournal {
-  failing = false;
+  failNext = 0;
   override append(...args: Parameters<SqliteJournal['append']>): ReturnType<SqliteJournal['append']> {
-    return this.failing ? Promise.reject(new JournalUnavailableError('disk full')) : super.append(...args);
+    if (this.failNext > 0) {
+      this.failNext--;
+      return Promise.reject(new JournalUnavailableError('disk full'));
+    }
+    return super.append(...args);
   }
 }
 
 describe('a journal that cannot be written', () => {
-  it('halts a run whose checkpoint fails with JOURNAL_UNAVAILABLE, records its end once the journal is back, and never reopens it', async () => {
+  /** A kernel whose analysis overlay makes the journal fail its next `failures` appends. */
+  async function failingKernel(failures: number): Promise<{ k: Kernel; journal: FailingJournal; path: string; calls: string[] }> {
     const path = journalPath();
     const journal = new FailingJournal({ path });
     const calls: string[] = [];
     const k = await kernel(path, calls, 'a', { decide: false, extra: { journal } });
-    const analysis: NativeOverlay = {
+    const breaker: NativeOverlay = {
       manifest: { name: 'breaker', version: '1.0.0', phases: ['analysis'] },
       exports: {
         run: () => {
-          journal.failing = true;
+          journal.failNext = failures;
           return { ok: true, data: {} };
         },
       },
     };
-    await k.overlays.load(analysis, TRUSTED);
+    await k.overlays.load(breaker, TRUSTED);
+    return { k, journal, path, calls };
+  }
+
+  it('halts a run whose checkpoint fails with JOURNAL_UNAVAILABLE, and resolves it only once its end is journaled', async () => {
+    // The checkpoint after analysis fails, and so does the first try at journaling the end; the second lands.
+    const { k, journal, path, calls } = await failingKernel(2);
     const run = k.pipelines.start({ capsule: { id: 'f1' } });
     await run.durable;
-    const result = await run.done;
-    expect(result).toMatchObject({ status: 'failed', error: { code: 'JOURNAL_UNAVAILABLE' } });
+    expect(await run.done).toMatchObject({ status: 'failed', error: { code: 'JOURNAL_UNAVAILABLE' } });
     expect(calls).toEqual([]);
-    journal.failing = false;
-    // The end lands once the journal takes writes again (retried in the background).
-    await until(async () => (await journal.head(run.id))?.settled === true, 'the run\'s end to be journaled');
-    const entries = await journal.read(run.id);
-    expect(entries.filter((e) => e.kind === 'run.settled')).toHaveLength(1);
+    expect(await journal.head(run.id)).toMatchObject({ settled: true, status: 'failed' });
+    expect((await journal.read(run.id)).filter((e) => e.kind === 'run.settled')).toHaveLength(1);
     await k.stop();
     const b = await kernel(path, calls, 'b', { decide: false });
     expect(await b.pipelines.restore()).toEqual([]);
+  });
+
+  it('ends a run whose end cannot be journaled as interrupted, and a restore continues it once the journal is back', async () => {
+    const { k, path, calls } = await failingKernel(Number.POSITIVE_INFINITY);
+    const run = k.pipelines.start({ capsule: { id: 'f3' } });
+    await run.durable;
+    // Halted (its actor failed) while the end keeps failing to land; the kernel stops meanwhile.
+    await until(() => run.status === 'failed', 'the run to halt');
+    await k.stop();
+    expect(await run.done).toMatchObject({ status: 'interrupted' });
+    const b = await kernel(path, calls, 'b', { decide: false });
+    await b.overlays.load({ manifest: { name: 'breaker', version: '1.0.0', phases: ['analysis'] }, exports: { run: () => ({ ok: true, data: {} }) } }, TRUSTED);
+    const [restored] = await b.pipelines.restore();
+    expect(restored?.id).toBe(run.id);
+    expect(await restored!.done).toMatchObject({ status: 'completed' });
+    expect(calls).toEqual(['b']);
   });
 
   it('refuses to start a run it cannot journal, and the run runs nothing', async () => {
@@ -258,7 +327,7 @@ describe('a journal that cannot be written', () => {
     const journal = new FailingJournal({ path });
     const calls: string[] = [];
     const k = await kernel(path, calls, 'a', { decide: false, extra: { journal } });
-    journal.failing = true;
+    journal.failNext = Number.POSITIVE_INFINITY;
     const run = k.pipelines.start({ capsule: { id: 'f2' } });
     await expect(run.durable).rejects.toMatchObject({ code: 'JOURNAL_UNAVAILABLE' });
     expect(await run.done).toMatchObject({ status: 'failed' });

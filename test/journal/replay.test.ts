@@ -173,6 +173,27 @@ describe('replay of recorded runs', () => {
     }
   }, COMPILE_BUDGET_MS);
 
+  it('does not re-run native overlays or calls that never ran in the sandbox, and says so', async () => {
+    let nativeRuns = 0;
+    const kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false, pipelines: { trust: 10 } });
+    try {
+      await kernel.overlays.load({ manifest: { name: 'native', version: '1.0.0', phases: ['analysis'] }, exports: { run: () => (nativeRuns++, { ok: true, data: {} }) } }, { internal: true, trusted: true });
+      const { bytes, manifest } = examples['security-validator'];
+      await kernel.overlays.load(bytes, { manifest, grant: (manifest.capabilities as never[] | undefined) ?? [], mode: 'relaxed' });
+      await kernel.overlays.load({ manifest: { name: 'picky', version: '1.0.0', phases: ['consensus'], trustRequired: 90 }, exports: { run: () => ({ ok: true, data: {} }) } }, { internal: true, trusted: true });
+      const run = kernel.pipelines.start({ capsule: GOOD_CAPSULE });
+      await run.done;
+      expect(nativeRuns).toBe(1);
+      const report = await kernel.replay(run.id);
+      expect(nativeRuns).toBe(1);
+      expect(report.skipped.map((s) => [s.overlay, s.reason])).toEqual(expect.arrayContaining([['native', expect.stringContaining('native') as string], ['picky', 'TRUST_INSUFFICIENT']]));
+      expect(report.calls).toBe(1);
+      expect(report.identical).toBe(true);
+    } finally {
+      await kernel.stop();
+    }
+  });
+
   it('refuses malformed replay requests with typed errors', async () => {
     const kernel = await createKernel({ logger: captureLogger().logger, cacheDir: false });
     try {
@@ -182,6 +203,8 @@ describe('replay of recorded runs', () => {
       await expect(kernel.replay('run_x', { entries: 'x' as never })).rejects.toMatchObject({ code: 'INVALID_INPUT' });
       const notARun: JournalEntry[] = [{ v: 1, stream: 'run_x', seq: 1, kind: 'run.settled', at: 1, body: { status: 'completed', error: null } }];
       await expect(kernel.replay('run_x', { entries: notARun })).rejects.toMatchObject({ code: 'INVALID_JOURNAL_INPUT' });
+      const noOverlays = [{ v: 1, stream: 'run_x', seq: 1, kind: 'run.started', at: 1, body: { input: {} } }] as unknown as JournalEntry[];
+      await expect(kernel.replay('run_x', { entries: noOverlays })).rejects.toMatchObject({ code: 'JOURNAL_CORRUPT' });
     } finally {
       await kernel.stop();
     }
