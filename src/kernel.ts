@@ -245,7 +245,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   const catalog = new ActorCatalog();
   const adapter = new InspectionAdapter(catalog);
   if (options.inspect === true) adapter.enable();
-  const manager = new CascadeManager({ store, logger, catalog, ...(options.maxLiveChains === undefined ? {} : { maxLiveChains: options.maxLiveChains }) });
+  const manager = new CascadeManager({ store, logger, catalog, ...(journal === undefined ? {} : { journal }), ...(options.maxLiveChains === undefined ? {} : { maxLiveChains: options.maxLiveChains }) });
   await manager.restore();
   /** The cascade an overlay call belongs to, so the insights it emits continue that chain. */
   const cascadeOfCall = new AsyncLocalStorage<string>();
@@ -515,6 +515,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
       if (undelivered.length > 0) logger.warn({ undelivered: undelivered.length }, 'events not delivered before stop');
       await manager.persistAll();
       manager.stop();
+      await manager.journaled();
       await overlays.close();
       await journal?.close();
       await store.close();

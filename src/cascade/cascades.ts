@@ -1,8 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import { nanoid } from 'nanoid';
 import { createActor, type Actor, type ActorOptions } from 'xstate';
 import { cascadeMachine, type CascadeCounter, type CascadeInput } from '../../actors/cascade.ts';
 import { ForgeError } from '../errors.ts';
 import type { ActorCatalog } from '../inspect/catalog.ts';
+import type { Journal, NewEntry } from '../journal/journal.ts';
 import type { Logger } from '../logger.ts';
 import type { ChainRecord, Store } from '../store/store.ts';
 
@@ -32,6 +34,8 @@ export interface CascadeOptions {
   clock?: ActorOptions<typeof cascadeMachine>['clock'];
   /** The time source for timestamps and deadlines (default Date.now). */
   now?: () => number;
+  /** Chains are also journaled here (started, each hop, ended), for `forge-kernel journal show <chainId>`. */
+  journal?: Journal;
 }
 
 /** What callers see of a chain: its stored record (a live chain always has a deadline). */
@@ -50,6 +54,8 @@ export class CascadeManager {
   readonly #loggers = new WeakMap<Actor<typeof cascadeMachine>, Logger>();
   readonly #options: CascadeOptions;
   readonly #now: () => number;
+  /** Per journaled chain, its appends in order: each resolves with the key of the chain's last append. */
+  readonly #journalWrites = new Map<string, Promise<string | null>>();
 
   constructor(options: CascadeOptions) {
     this.#options = options;
@@ -102,7 +108,9 @@ export class CascadeManager {
     const after = actor.getSnapshot().context;
     // A hop is one write-behind record; the chain's node is written on start, completion and expiry, and a restore
     // rebuilds hops and visited overlays from the hop records.
-    this.#options.store.appendHop({ chainId, index: after.hops, from, to, eventType: after.insightType, at: this.#now() });
+    const hop = { chainId, index: after.hops, from, to, eventType: after.insightType, at: this.#now() };
+    this.#options.store.appendHop(hop);
+    this.#journal(chainId, { kind: 'chain.hop', at: hop.at, body: { hop: { ...hop } } }, 'active');
     this.#log(actor).debug({ from, to, hops: after.hops }, 'cascade hop');
     return this.#view(actor);
   }
@@ -251,7 +259,39 @@ export class CascadeManager {
   }
 
   #persist(actor: Actor<typeof cascadeMachine>): Promise<void> {
-    return this.#options.store.saveChain(this.#record(actor));
+    const record = this.#record(actor);
+    if (record.status !== 'active') this.#journal(record.id, { kind: 'chain.ended', at: this.#now(), body: { status: record.status, chain: { ...record } } }, record.status);
+    else if (!this.#journalWrites.has(record.id)) this.#journal(record.id, { kind: 'chain.started', at: this.#now(), body: { chain: { ...record } } }, 'active');
+    return this.#options.store.saveChain(record);
+  }
+
+  /**
+   * Appends to the chain's journal, after its earlier appends (write-behind, like its hops in the store: a failure is
+   * logged, never the chain's problem). A chain this process did not start continues from its journal's head.
+   */
+  #journal(chainId: string, entry: NewEntry, status: string): void {
+    const journal = this.#options.journal;
+    if (journal === undefined) return;
+    const ended = status !== 'active';
+    const previous = this.#journalWrites.get(chainId) ?? journal.head(chainId).then((head) => head?.lastKey ?? null, () => null);
+    const next = previous.then(async (after) => {
+      const key = randomUUID();
+      try {
+        const seq = await journal.append(chainId, { after }, [entry], { status, settled: ended, dedupeKey: key, lazy: !ended });
+        if (seq !== undefined) return key;
+        this.#options.logger.warn({ cascadeId: chainId }, 'a chain\'s journal was written by another process: this entry was not journaled');
+      } catch (err) {
+        this.#options.logger.warn({ err, cascadeId: chainId }, 'a chain entry could not be journaled');
+      }
+      return after;
+    });
+    this.#journalWrites.set(chainId, next);
+    if (ended) void next.then(() => this.#journalWrites.get(chainId) === next && this.#journalWrites.delete(chainId));
+  }
+
+  /** Resolves once every chain entry handed to the journal so far is written (or failed). */
+  async journaled(): Promise<void> {
+    await Promise.all([...this.#journalWrites.values()]);
   }
 
   #view(actor: Actor<typeof cascadeMachine>): CascadeView {

@@ -10,13 +10,14 @@ const JOURNAL_HELP = `Usage: forge-kernel journal list --journal <file> [--statu
        forge-kernel journal show <runId> --journal <file> [--json]
        forge-kernel journal export <runId> --journal <file> [--out <file.jsonl>]
 
-A quick look into a SQLite run journal (createKernel({ journal: { kind: 'sqlite', path } }), or forge-kernel run
---journal <file>): the runs it holds, one run's entries, or one run's journal as JSON Lines that forge-kernel replay
---from accepts on another machine (for a bug report).
+A quick look into a SQLite journal (createKernel({ journal: { kind: 'sqlite', path } }), or forge-kernel run
+--journal <file>): the runs and cascade chains it holds, one run's or chain's entries, or one run's journal as JSON
+Lines that forge-kernel replay --from accepts on another machine (for a bug report).
 
 Options:
   --journal <file>   the journal's SQLite file
-  --status <s>       list only runs with this status (queued, running, paused, awaitingDecision, completed, failed, cancelled)
+  --status <s>       list only those with this status (runs: queued, running, paused, awaitingDecision, completed,
+                     failed, cancelled; chains: active, completed, expired, stopped)
   --limit <n>        list at most n runs, newest first (default 50)
   --out <file>       export into this file (default: standard output)
   --json             print JSON
@@ -69,9 +70,11 @@ function describeEntry(entry: JournalEntry): string {
     case 'run.settled':
       return `${String(entry.seq).padStart(4)} ${at} settled   ${entry.body.status}`;
     case 'chain.started':
+      return `${String(entry.seq).padStart(4)} ${at} started   ${String(entry.body.chain.insightType)} from ${String(entry.body.chain.source)}`;
     case 'chain.hop':
+      return `${String(entry.seq).padStart(4)} ${at} hop       ${String(entry.body.hop.from)} → ${String(entry.body.hop.to)}`;
     case 'chain.ended':
-      return `${String(entry.seq).padStart(4)} ${at} ${entry.kind}`;
+      return `${String(entry.seq).padStart(4)} ${at} ended     ${entry.body.status}${typeof entry.body.chain.endReason === 'string' ? ` (${entry.body.chain.endReason})` : ''}`;
   }
 }
 
@@ -93,10 +96,10 @@ async function journalRun(args: readonly string[], io: CliIO): Promise<number> {
     const journal = await openJournal(values.journal);
     try {
       if (action === 'list') {
-        const heads = await journal.list({ type: 'run', limit, ...(values.status === undefined ? {} : { statuses: [values.status] }) });
+        const heads = await journal.list({ limit, ...(values.status === undefined ? {} : { statuses: [values.status] }) });
         if (json) io.stdout(`${JSON.stringify({ ok: true, runs: heads })}\n`);
         else if (heads.length === 0) io.stdout('no runs\n');
-        else for (const head of heads) io.stdout(`${head.stream}  ${head.status.padEnd(16)} ${String(head.seq).padStart(4)} entries  ${new Date(head.updatedAt).toISOString()}\n`);
+        else for (const head of heads) io.stdout(`${head.stream}  ${head.type.padEnd(5)} ${head.status.padEnd(16)} ${String(head.seq).padStart(4)} entries  ${new Date(head.updatedAt).toISOString()}\n`);
         return 0;
       }
       const entries = await journal.read(id!);

@@ -125,11 +125,11 @@ export class JournalInputError extends ForgeError {
   }
 }
 
-const STREAM_ID = /^(run|chain)_[A-Za-z0-9_-]{1,64}$/;
+const STREAM_ID = /^(run|csc|chain)_[A-Za-z0-9_-]{1,64}$/;
 
-/** The stream's type, from its id (`run_…` or `chain_…`); throws on any other id. */
+/** The stream's type, from its id (a run's `run_…`, a cascade chain's `csc_…`); throws on any other id. */
 export function streamType(stream: unknown): StreamType {
-  if (typeof stream !== 'string' || !STREAM_ID.test(stream)) throw new JournalInputError(`A journal stream is a run or chain id (run_… / chain_…), got ${JSON.stringify(stream)}.`);
+  if (typeof stream !== 'string' || !STREAM_ID.test(stream)) throw new JournalInputError(`A journal stream is a run or chain id (run_… / csc_…), got ${JSON.stringify(stream)}.`);
   return stream.startsWith('run_') ? 'run' : 'chain';
 }
 
