@@ -150,6 +150,8 @@ export class Pipelines {
   readonly #trust: number;
   readonly #decisionTimeoutMs: number | null;
   readonly #clock: PipelineClock;
+  /** Overlays as runs record them, by name (cleared when overlays load or unload). */
+  readonly #described = new Map<string, RecordedOverlay>();
   /** Where runs are kept: the journal, or the store's snapshots. */
   readonly #records: RunRecords;
   /** Runs that ended here whose snapshot could not be removed yet (the store was down): never restored. */
@@ -209,7 +211,10 @@ export class Pipelines {
       }, TAKEOVER_INTERVAL_MS);
       this.#takeover.unref();
     }
-    deps.watchOverlays(() => (this.#baseConfig = undefined));
+    deps.watchOverlays(() => {
+      this.#baseConfig = undefined;
+      this.#described.clear();
+    });
     for (const phase of PHASES) this.#phaseStats.set(phase, { window: new LatencyWindow(STATS_WINDOW), completed: 0, failed: 0, skipped: 0 });
     const { store, journal } = deps;
     this.#records = journal === undefined ? new StoreRunRecords(store) : new JournalRunRecords(journal, deps.logger);
@@ -225,7 +230,7 @@ export class Pipelines {
       checkpoints: options.checkpoints ?? (journal === undefined ? store.kind !== 'memory' : journal.kind !== 'memory'),
       journaled: records.kind === 'journal',
       stopping: () => this.#stopping,
-      ...(deps.describeOverlay === undefined ? {} : { phaseCache: new PhaseCache(deps.describeOverlay) }),
+      ...(deps.describeOverlay === undefined ? {} : { phaseCache: new PhaseCache((name) => this.#described.get(name) ?? this.#describeLoaded(name)) }),
       graph: store.kind === 'neo4j',
       random: options.random ?? Math.random,
       save: (runId, status, snapshot, entries) => records.save(runId, status, snapshot, entries),
@@ -465,7 +470,18 @@ export class Pipelines {
   /** The overlays a run's phases name: name, version and sha256, as its journal records them. */
   #describe(config: RunConfig): RecordedOverlay[] {
     const names = new Set(PHASES.flatMap((phase) => config.phases[phase].overlays));
-    return [...names].map((name) => this.#deps.describeOverlay?.(name) ?? { name, version: 'unknown', sha256: 'unknown' });
+    return [...names].map((name) => this.#described.get(name) ?? this.#describeOne(name));
+  }
+
+  /** An overlay as runs record it, kept until the overlays change (a registry handle costs a few µs to make). */
+  #describeOne(name: string): RecordedOverlay {
+    return this.#describeLoaded(name) ?? { name, version: 'unknown', sha256: 'unknown' };
+  }
+
+  #describeLoaded(name: string): RecordedOverlay | undefined {
+    const described = this.#deps.describeOverlay?.(name);
+    if (described !== undefined) this.#described.set(name, described);
+    return described;
   }
 
   /**
