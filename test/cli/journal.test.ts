@@ -5,19 +5,13 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildOverlays } from '../../src/build/build.ts';
-import { main } from '../../src/cli/main.ts';
+import { cli } from '../support/cli.ts';
 import { buildExamples, EXAMPLES_OUT, GOOD_CAPSULE, PERSONAL_CAPSULE } from '../support/examples.ts';
 import { budget } from '../support/wait.ts';
 
 const ROOT = resolve(import.meta.dirname, '..', '..');
 const BIN = join(ROOT, 'bin', 'forge-kernel.js');
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const code = await main(args, { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
-  return { code, stdout, stderr };
-}
 
 describe('forge-kernel journal and replay', () => {
   const dir = mkdtempSync(join(tmpdir(), 'forge-journal-cli-'));

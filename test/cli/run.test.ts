@@ -4,19 +4,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.ts';
+import { cli } from '../support/cli.ts';
 import { buildExamples, EXAMPLES_OUT, GOOD_CAPSULE, LEAKY_CAPSULE, PERSONAL_CAPSULE } from '../support/examples.ts';
 import { budget } from '../support/wait.ts';
 
 const BIN = new URL('../../bin/forge-kernel.js', import.meta.url).pathname;
 
-/** Runs the CLI in this process (fast); the result's stdout and exit code. */
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const code = await main(args, { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
-  return { code, stdout, stderr };
-}
 
 describe('forge-kernel run', () => {
   const dir = mkdtempSync(join(tmpdir(), 'forge-run-'));
