@@ -376,10 +376,8 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     {
       store,
       ...(journal === undefined ? {} : { journal }),
-      describeOverlay: (name) => {
-        const overlay = overlays.get(name);
-        return overlay === undefined ? undefined : { name: overlay.name, version: overlay.version, sha256: overlay.sha256, mode: overlay.mode, grant: [...overlay.grant] };
-      },
+      describeOverlay: (name) => overlays.describe(name),
+      admits: (name, trust) => overlays.admits(name, trust),
       logger,
       callOverlay: (name, input, call) => overlays.call(name, 'run', input, call),
       overlaysOf: (phase) => overlays.byPhase(phase).map((overlay) => overlay.name),

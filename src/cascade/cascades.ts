@@ -79,6 +79,7 @@ export class CascadeManager {
     }
     const id = `csc_${nanoid(12)}`;
     const actor = this.#spawn({ id, source, insightType, correlationId: options.correlationId ?? id, maxHops, createdAt: this.#now(), ttlMs });
+    this.#journal(id, { kind: 'chain.started', at: this.#now(), body: { chain: { ...this.#record(actor) } } }, 'active');
     await this.#persist(actor);
     this.#log(actor).info({ insightType, maxHops, ttlMs }, 'cascade started');
     return this.#view(actor);
@@ -261,7 +262,6 @@ export class CascadeManager {
   #persist(actor: Actor<typeof cascadeMachine>): Promise<void> {
     const record = this.#record(actor);
     if (record.status !== 'active') this.#journal(record.id, { kind: 'chain.ended', at: this.#now(), body: { status: record.status, chain: { ...record } } }, record.status);
-    else if (!this.#journalWrites.has(record.id)) this.#journal(record.id, { kind: 'chain.started', at: this.#now(), body: { chain: { ...record } } }, 'active');
     return this.#options.store.saveChain(record);
   }
 

@@ -238,8 +238,8 @@ export class SqliteJournal implements Journal {
         };
       });
       if (lazy) {
+        // Not unref'd: a process must not exit (or a stop hang on it) with appends still waiting to be committed.
         this.#lazyTimer = setTimeout(() => this.#commitNow?.(), this.#options.commitIntervalMs ?? DEFAULT_COMMIT_INTERVAL_MS);
-        this.#lazyTimer.unref();
       } else this.#commitNow!();
       return;
     }

@@ -503,6 +503,21 @@ export class OverlayRegistry extends EventEmitter {
     });
   }
 
+  /** An overlay as a run records it (name, version, sha256, mode, grant), without building a whole handle. */
+  describe(idOrName: string): { name: string; version: string; sha256: string; mode: string; grant: string[] } | undefined {
+    const entry = this.#find(idOrName);
+    return entry === undefined ? undefined : { name: entry.manifest.name, version: entry.manifest.version, sha256: entry.manifest.sha256, mode: entry.engine.mode, grant: [...entry.grant] };
+  }
+
+  /**
+   * Whether a call with this trust would be admitted now (loaded, active, breaker closed, trust enough), without
+   * making one: a phase served from the cache must pass what its calls would have had to.
+   */
+  admits(idOrName: string, trust: number): boolean {
+    const entry = this.#find(idOrName);
+    return entry !== undefined && entry.actor.getSnapshot().value === 'active' && entry.breaker.getSnapshot().value === 'closed' && trust >= entry.manifest.trustRequired;
+  }
+
   /**
    * The engine serving an overlay's calls, for a replay (which calls it directly: no breaker, no statistics, no
    * events published). Undefined when no such overlay is loaded.

@@ -20,22 +20,33 @@ export interface CachedPhase {
 export class PhaseCache {
   readonly #entries = new Map<string, CachedPhase>();
   readonly #describe: (name: string) => RecordedOverlay | undefined;
+  readonly #admits: (name: string, trust: number) => boolean;
   readonly #limit: number;
 
-  constructor(describe: (name: string) => RecordedOverlay | undefined, limit = PHASE_CACHE_ENTRIES) {
+  constructor(describe: (name: string) => RecordedOverlay | undefined, admits: (name: string, trust: number) => boolean, limit = PHASE_CACHE_ENTRIES) {
     this.#describe = describe;
+    this.#admits = admits;
     this.#limit = limit;
   }
 
-  /** The key of a phase run on `data`, or undefined when an overlay it names is not loaded (nothing to key on). */
-  key(phase: Phase, settings: PhaseSettings, data: RunData): string | undefined {
+  /**
+   * The key of a phase run on `data` with `trust`, or undefined when the phase cannot be cached: an overlay it names
+   * is not loaded, or is native (trusted TypeScript: its sha256 covers its manifest, not its code, and it may act on
+   * the world).
+   */
+  key(phase: Phase, settings: PhaseSettings, data: RunData, trust: number): string | undefined {
     const overlays: [string, string, string][] = [];
     for (const name of settings.overlays) {
       const overlay = this.#describe(name);
-      if (overlay === undefined) return undefined;
+      if (overlay === undefined || overlay.mode === 'trusted') return undefined;
       overlays.push([overlay.name, overlay.version, overlay.sha256]);
     }
-    return createHash('sha256').update(JSON.stringify([phase, settings.parallel, settings.required, overlays, data])).digest('hex');
+    return createHash('sha256').update(JSON.stringify([phase, settings.parallel, settings.required, trust, overlays, data])).digest('hex');
+  }
+
+  /** Whether every overlay of the phase would admit the run's calls now (a hit must pass what the calls would). */
+  admits(settings: PhaseSettings, trust: number): boolean {
+    return settings.overlays.every((name) => this.#admits(name, trust));
   }
 
   get(key: string): CachedPhase | undefined {

@@ -131,6 +131,8 @@ export interface PipelinesDependencies {
   journal?: Journal;
   /** An overlay's version and sha256 by name (recorded when a run starts). */
   describeOverlay?: (name: string) => RecordedOverlay | undefined;
+  /** Whether a call of that overlay with that trust would be admitted now (a phase-cache hit must pass it too). */
+  admits?: (name: string, trust: number) => boolean;
 }
 
 /** How often a clustered kernel looks for runs whose process died (ms). */
@@ -150,8 +152,6 @@ export class Pipelines {
   readonly #trust: number;
   readonly #decisionTimeoutMs: number | null;
   readonly #clock: PipelineClock;
-  /** Overlays as runs record them, by name (cleared when overlays load or unload). */
-  readonly #described = new Map<string, RecordedOverlay>();
   /** Where runs are kept: the journal, or the store's snapshots. */
   readonly #records: RunRecords;
   /** Runs that ended here whose snapshot could not be removed yet (the store was down): never restored. */
@@ -211,10 +211,7 @@ export class Pipelines {
       }, TAKEOVER_INTERVAL_MS);
       this.#takeover.unref();
     }
-    deps.watchOverlays(() => {
-      this.#baseConfig = undefined;
-      this.#described.clear();
-    });
+    deps.watchOverlays(() => (this.#baseConfig = undefined));
     for (const phase of PHASES) this.#phaseStats.set(phase, { window: new LatencyWindow(STATS_WINDOW), completed: 0, failed: 0, skipped: 0 });
     const { store, journal } = deps;
     this.#records = journal === undefined ? new StoreRunRecords(store) : new JournalRunRecords(journal, deps.logger);
@@ -230,11 +227,11 @@ export class Pipelines {
       checkpoints: options.checkpoints ?? (journal === undefined ? store.kind !== 'memory' : journal.kind !== 'memory'),
       journaled: records.kind === 'journal',
       stopping: () => this.#stopping,
-      ...(deps.describeOverlay === undefined ? {} : { phaseCache: new PhaseCache((name) => this.#described.get(name) ?? this.#describeLoaded(name)) }),
+      ...(deps.describeOverlay === undefined ? {} : { phaseCache: new PhaseCache(deps.describeOverlay, deps.admits ?? (() => false)) }),
       graph: store.kind === 'neo4j',
       random: options.random ?? Math.random,
-      save: (runId, status, snapshot, entries) => records.save(runId, status, snapshot, entries),
-      replace: (runId, expected, status, snapshot, entries) => records.replace(runId, expected, status, snapshot, entries),
+      save: (runId, status, snapshot, entries, token) => records.save(runId, status, snapshot, entries, token),
+      replace: (runId, expected, status, snapshot, entries, token) => records.replace(runId, expected, status, snapshot, entries, token),
       // A journal on disk takes phase checkpoints lazily (group commit); the memory journal and the store do not.
       ...(records.checkpoint === undefined || journal?.kind === 'memory' ? {} : { checkpoint: records.checkpoint }),
       // A journaled run keeps its journal (its history, for replay) once it ends; a stored snapshot goes.
@@ -470,18 +467,7 @@ export class Pipelines {
   /** The overlays a run's phases name: name, version and sha256, as its journal records them. */
   #describe(config: RunConfig): RecordedOverlay[] {
     const names = new Set(PHASES.flatMap((phase) => config.phases[phase].overlays));
-    return [...names].map((name) => this.#described.get(name) ?? this.#describeOne(name));
-  }
-
-  /** An overlay as runs record it, kept until the overlays change (a registry handle costs a few µs to make). */
-  #describeOne(name: string): RecordedOverlay {
-    return this.#describeLoaded(name) ?? { name, version: 'unknown', sha256: 'unknown' };
-  }
-
-  #describeLoaded(name: string): RecordedOverlay | undefined {
-    const described = this.#deps.describeOverlay?.(name);
-    if (described !== undefined) this.#described.set(name, described);
-    return described;
+    return [...names].map((name) => this.#deps.describeOverlay?.(name) ?? { name, version: 'unknown', sha256: 'unknown' });
   }
 
   /**

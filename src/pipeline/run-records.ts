@@ -18,8 +18,9 @@ const OPEN_STATUSES = ['queued', 'running', 'paused', 'awaitingDecision'] as con
  */
 export interface RunRecords {
   readonly kind: 'store' | 'journal';
-  save(runId: string, status: string, snapshot: Snapshot<unknown>, entries: readonly NewEntry[]): Promise<StoredVersion>;
-  replace(runId: string, expected: StoredVersion, status: string, snapshot: Snapshot<unknown>, entries: readonly NewEntry[]): Promise<StoredVersion | undefined>;
+  /** `token`: the append's key (the same on every retry of one write, so a retry of a write that landed is recognised). */
+  save(runId: string, status: string, snapshot: Snapshot<unknown>, entries: readonly NewEntry[], token?: string): Promise<StoredVersion>;
+  replace(runId: string, expected: StoredVersion, status: string, snapshot: Snapshot<unknown>, entries: readonly NewEntry[], token?: string): Promise<StoredVersion | undefined>;
   load(runId: string): Promise<RunSnapshot | undefined>;
   /** Runs not over (queued, running, paused, awaiting a decision). */
   list(): Promise<RunSnapshot[]>;
@@ -97,20 +98,18 @@ export class JournalRunRecords implements RunRecords {
     this.#logger = logger;
   }
 
-  async save(runId: string, status: string, _snapshot: Snapshot<unknown>, entries: readonly NewEntry[]): Promise<StoredVersion> {
-    const token = newToken();
+  async save(runId: string, status: string, _snapshot: Snapshot<unknown>, entries: readonly NewEntry[], token = newToken()): Promise<StoredVersion> {
     const seq = await this.journal.append(runId, { after: null }, entries, { status, settled: ENDED_STATUSES.has(status), dedupeKey: token });
     if (seq === undefined) throw new JournalEntryError('JOURNAL_CORRUPT', runId, 1, 'the run\'s journal exists already (run ids are unique): refusing to write a second start.');
     return { status, updatedAt: seq, token };
   }
 
-  async replace(runId: string, expected: StoredVersion, status: string, _snapshot: Snapshot<unknown>, entries: readonly NewEntry[]): Promise<StoredVersion | undefined> {
+  async replace(runId: string, expected: StoredVersion, status: string, _snapshot: Snapshot<unknown>, entries: readonly NewEntry[], token = newToken()): Promise<StoredVersion | undefined> {
     if (entries.length === 0) {
       const head = await this.journal.head(runId);
       const current = head !== undefined && (expected.token === undefined ? head.seq === expected.updatedAt : head.lastKey === expected.token);
       return current ? expected : undefined;
     }
-    const token = newToken();
     const seq = await this.journal.append(runId, expectation(expected), entries, { status, settled: ENDED_STATUSES.has(status), dedupeKey: token });
     return seq === undefined ? undefined : { status, updatedAt: seq, token };
   }

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Actor, Snapshot } from 'xstate';
 import type { pipelineMachine} from '../../actors/pipeline.ts';
@@ -81,9 +82,9 @@ export interface RunEnvironment {
   /** Whether runs record journal entries (what happened: events, overlay calls), handed to `save` / `replace`. */
   journaled: boolean;
   /** Saves the run (its snapshot, or the entries since its last save); resolves with what is now kept for it (a version). */
-  save(runId: string, status: string, snapshot: Snapshot<unknown>, entries: readonly NewEntry[]): Promise<StoredVersion>;
+  save(runId: string, status: string, snapshot: Snapshot<unknown>, entries: readonly NewEntry[], token?: string): Promise<StoredVersion>;
   /** Saves it only if what is kept is still `expected` (compare and set); undefined when another writer got there first. */
-  replace(runId: string, expected: StoredVersion, status: string, snapshot: Snapshot<unknown>, entries: readonly NewEntry[]): Promise<StoredVersion | undefined>;
+  replace(runId: string, expected: StoredVersion, status: string, snapshot: Snapshot<unknown>, entries: readonly NewEntry[], token?: string): Promise<StoredVersion | undefined>;
   /**
    * A phase's checkpoint appended without waiting for it (group commit): its version at once, and whether it landed.
    * Absent where every save is awaited (the store, the memory journal).
@@ -171,6 +172,8 @@ export class PipelineRun {
   #landing: Promise<void> = Promise.resolve();
   /** The last version known to have landed (where a save starts over after a lazy checkpoint failed). */
   #landed: StoredVersion | undefined;
+  /** The ending in progress, once one started. */
+  #finishing: Promise<void> | undefined;
   /** Whether this copy has written the run (its first save, or any since): a copy brought back must first. */
   #claimed = false;
   /** A lazy checkpoint was refused (another writer got there first), or failed (the fault). */
@@ -456,7 +459,7 @@ export class PipelineRun {
    * Writes the run as `status`: its first save, or a compare and set on this copy's last one (undefined when another
    * writer got there first). The journal entries it carries are dropped from the unsaved ones once it lands.
    */
-  async #write(status: string): Promise<StoredVersion | undefined> {
+  async #write(status: string, token?: string): Promise<StoredVersion | undefined> {
     for (;;) {
       // Chained after the lazy checkpoints in flight (which this write hurries into the same commit): it lands only
       // if they all did.
@@ -465,7 +468,7 @@ export class PipelineRun {
       const entries = this.#unsaved.slice(this.#sent);
       let stored: StoredVersion | undefined;
       try {
-        stored = expected === undefined ? await this.#env.save(this.id, status, snapshot, entries) : await this.#env.replace(this.id, expected, status, snapshot, entries);
+        stored = expected === undefined ? await this.#env.save(this.id, status, snapshot, entries, token) : await this.#env.replace(this.id, expected, status, snapshot, entries, token);
       } finally {
         await this.#landing;
         // A lazy checkpoint that failed is written again with this copy's next save, from the last landed version.
@@ -563,9 +566,11 @@ export class PipelineRun {
   async #seal(): Promise<'sealed' | 'lost' | 'unrecorded'> {
     const { error } = this.#actor.getSnapshot().context;
     this.#record({ kind: 'run.settled', at: this.#env.clock.now(), body: { status: this.status, error } });
+    // One key for every try: a try that landed but whose answer was lost is recognised by the next, not refused.
+    const token = randomUUID();
     for (let attempt = 1; ; attempt++) {
       try {
-        const sealed = await this.#write(this.status);
+        const sealed = await this.#write(this.status, token);
         if (sealed === undefined) return 'lost';
         this.#stored = sealed;
         return 'sealed';
@@ -607,7 +612,12 @@ export class PipelineRun {
     this.#actor.stop();
   }
 
-  async #finish(): Promise<void> {
+  /** Ends the handle once: a stop arriving while the end is being journaled waits for that, not a second ending. */
+  #finish(): Promise<void> {
+    return (this.#finishing ??= this.#finishOnce());
+  }
+
+  async #finishOnce(): Promise<void> {
     if (this.#result !== null) return;
     // A first save still in flight lands before the end is recorded (else it would store an ended run as queued).
     await this.#firstSave.catch(() => undefined);
@@ -684,10 +694,14 @@ export class PipelineRun {
       if (!run) return skipped('condition not met');
     }
     if (settings.overlays.length === 0 && functions?.handler === undefined) return skipped('nothing to run');
-    // The phase cache: a phase of overlays only (a handler is code the cache cannot see), keyed on its input.
+    // The phase cache: a phase of overlays only (a handler is code the cache cannot see), keyed on its input, the
+    // run's trust and the overlays' modules; a hit must pass what its calls would have (active, breaker, trust).
     const cache = settings.cache === true && functions?.handler === undefined && settings.overlays.length > 0 ? this.#env.phaseCache : undefined;
-    const cacheKey = cache?.key(phase, settings, data);
-    const hit = cacheKey === undefined ? undefined : cache!.get(cacheKey);
+    const cacheKey = cache?.key(phase, settings, data, trust);
+    const hit = cacheKey === undefined || !cache!.admits(settings, trust) ? undefined : cache!.get(cacheKey);
+
+    const { prePhase, postPhase } = this.#env.hooks;
+    if (prePhase !== undefined) this.#hook('prePhase', () => prePhase(phase, { id: this.id, data }));
     if (hit !== undefined) {
       const output = hit.output;
       const merged: Record<string, unknown> = { ...data, [phase]: output };
@@ -695,11 +709,9 @@ export class PipelineRun {
       const overlays = hit.overlays.map((o) => ({ ...o, fuelUsed: 0, durationMs: 0, attempts: 0 }));
       const event = this.#phaseEvent(phase, settings.required, Object.freeze(merged), overlays, started);
       event.outcome.cached = true;
+      if (postPhase !== undefined) this.#hook('postPhase', () => postPhase(phase, event.outcome, { id: this.id, data: event.data }));
       return event;
     }
-
-    const { prePhase, postPhase } = this.#env.hooks;
-    if (prePhase !== undefined) this.#hook('prePhase', () => prePhase(phase, { id: this.id, data }));
     // One controller serves the run's phases until one aborts (an AbortController costs about a microsecond).
     const controller = (this.#controller ??= new AbortController());
     const cancelDeadline = this.#env.deadlines.add(settings.timeoutMs, () => controller.abort(new ForgeError('PHASE_TIMEOUT', `Phase ${phase} did not finish within ${settings.timeoutMs} ms.`)));
@@ -751,10 +763,11 @@ export class PipelineRun {
     // The data before the phase is frozen already: freezing the new output and the new top level is enough.
     deepFreeze(output);
     const event = this.#phaseEvent(phase, settings.required, Object.freeze(merged), outcomes, started);
-    // Cached only when the phase's result is a function of its input: every overlay succeeded at once, asked the host
-    // nothing, and published nothing.
-    if (cacheKey !== undefined && event.type === 'PHASE_DONE' && hostCalls === 0 && outcomes.every((o) => o.status === 'ok' && o.published === undefined)) {
-      cache!.set(cacheKey, { output, overlays: outcomes });
+    // Cached only when the phase's result is a function of its input: every overlay succeeded at its first attempt,
+    // asked the host nothing, and published nothing (a frozen copy of the outcomes: no run can change another's).
+    // The key is taken again: an overlay reloaded during the phase must not file its old version's result under the new.
+    if (cacheKey !== undefined && event.type === 'PHASE_DONE' && hostCalls === 0 && outcomes.every((o) => o.status === 'ok' && o.attempts === 1 && o.published === undefined) && cache!.key(phase, settings, data, trust) === cacheKey) {
+      cache!.set(cacheKey, { output, overlays: deepFreeze(outcomes.map((o) => ({ ...o }))) });
     }
     if (postPhase !== undefined) this.#hook('postPhase', () => postPhase(phase, event.outcome, { id: this.id, data: event.data }));
     return event;

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.ts';
 import { SqliteJournal } from '../../src/journal/sqlite-journal.ts';
 import { createKernel, type Kernel } from '../../src/kernel.ts';
+import { MemoryStore } from '../../src/store/memory-store.ts';
 import { captureLogger } from '../support/engine.ts';
 
 const kernels: Kernel[] = [];
@@ -16,6 +17,27 @@ afterEach(async () => {
 });
 
 describe('cascade chains in the journal', () => {
+  it('journals a restored chain\'s start once, and its hops before a stop lets the process exit', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'forge-chains-'));
+    dirs.push(dir);
+    const path = join(dir, 'journal.db');
+    const store = new MemoryStore();
+    const first = await createKernel({ logger: captureLogger().logger, cacheDir: false, store, journal: { kind: 'sqlite', path } });
+    const chain = await first.cascades.start('demo', 'insight.detected');
+    await first.cascades.propagate(chain.id, 'a');
+    await first.stop();
+    const second = await createKernel({ logger: captureLogger().logger, cacheDir: false, store, journal: { kind: 'sqlite', path } });
+    await second.cascades.propagate(chain.id, 'b');
+    await second.stop();
+    const journal = new SqliteJournal({ path });
+    await journal.open();
+    try {
+      expect((await journal.read(chain.id)).map((e) => e.kind)).toEqual(['chain.started', 'chain.hop', 'chain.hop']);
+    } finally {
+      await journal.close();
+    }
+  });
+
   it('journals a chain\'s start, hops and end, and a chain its guard stopped', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'forge-chains-'));
     dirs.push(dir);

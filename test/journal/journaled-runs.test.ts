@@ -322,6 +322,42 @@ describe('a journal that cannot be written', () => {
     expect(calls).toEqual(['b']);
   });
 
+  it('recognises an end that landed though its answer was lost: the run completes, journaled once', async () => {
+    const path = journalPath();
+    /** Commits the run's end, then reports a failure (the answer lost on the way back), once. */
+    class LostAnswer extends SqliteJournal {
+      lose = true;
+      override async append(...args: Parameters<SqliteJournal['append']>): ReturnType<SqliteJournal['append']> {
+        const seq = await super.append(...args);
+        if (this.lose && args[3].settled === true) {
+          this.lose = false;
+          throw new JournalUnavailableError('connection reset');
+        }
+        return seq;
+      }
+    }
+    const journal = new LostAnswer({ path });
+    const k = await kernel(path, [], 'a', { decide: false, extra: { journal } });
+    const run = k.pipelines.start({ capsule: { id: 'l1' } });
+    expect(await run.done).toMatchObject({ status: 'completed' });
+    expect((await journal.read(run.id)).filter((e) => e.kind === 'run.settled')).toHaveLength(1);
+  });
+
+  it('ends a run once when the kernel stops while its end is being retried', async () => {
+    const { k, path } = await failingKernel(2);
+    const run = k.pipelines.start({ capsule: { id: 's1' } });
+    await run.durable;
+    await until(() => run.status === 'failed', 'the run to halt');
+    await k.stop();
+    const result = await run.done;
+    const reader = new SqliteJournal({ path });
+    await reader.open();
+    const settled = (await reader.read(run.id)).filter((e) => e.kind === 'run.settled');
+    await reader.close();
+    expect(settled.length).toBeLessThanOrEqual(1);
+    expect(result.status).toBe(settled.length === 1 ? 'failed' : 'interrupted');
+  });
+
   it('refuses to start a run it cannot journal, and the run runs nothing', async () => {
     const path = journalPath();
     const journal = new FailingJournal({ path });
