@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { JournalUnavailableError, type JournalEntry } from '../../src/journal/journal.ts';
 import { SqliteJournal } from '../../src/journal/sqlite-journal.ts';
 import { createKernel, type JournalOption, type Kernel, type KernelOptions } from '../../src/kernel.ts';
+import type { PipelineRun } from '../../src/pipeline/pipelines.ts';
 import type { NativeOverlay } from '../../src/wasm/trusted-engine.ts';
 import { captureLogger } from '../support/engine.ts';
 import { until } from '../support/wait.ts';
@@ -54,6 +55,15 @@ async function kernel(path: string, calls: string[], name: string, options: { ho
   return k;
 }
 
+/**
+ * Resolves once the run waits for a decision as the journal knows it: its status flips when consensus asks, and the
+ * pause is acknowledged (`pause()` resolves, `pipeline.paused` is published) once it is journaled.
+ */
+async function waiting(run: PipelineRun): Promise<void> {
+  await until(() => run.status === 'awaitingDecision', 'the run to wait for a decision');
+  await run.pause();
+}
+
 const kinds = (entries: JournalEntry[]): string[] => entries.map((e) => (e.kind === 'run.event' ? `event:${e.body.event.type}` : e.kind));
 
 describe('runs on the SQLite journal', () => {
@@ -80,7 +90,7 @@ describe('runs on the SQLite journal', () => {
     const calls: string[] = [];
     const a = await kernel(path, calls, 'a');
     const run = a.pipelines.start({ capsule: { id: 'c2' } });
-    await until(() => run.status === 'awaitingDecision', 'the run to wait for a decision');
+    await waiting(run);
     await a.stop();
     const b = await kernel(path, calls, 'b');
     const [restored] = await b.pipelines.restore();
@@ -125,7 +135,7 @@ describe('runs on the SQLite journal', () => {
     const calls: string[] = [];
     const a = await kernel(path, calls, 'a');
     const run = a.pipelines.start({ capsule: { id: 'c4' } });
-    await until(() => run.status === 'awaitingDecision', 'the run to wait for a decision');
+    await waiting(run);
     const b = await kernel(path, calls, 'b');
     const c = await kernel(path, calls, 'c');
     const outcomes = await Promise.allSettled([b.pipelines.resume(run.id, { decision: 'approve', by: 'bob' }), c.pipelines.resume(run.id, { decision: 'reject', by: 'carol' })]);
@@ -177,7 +187,7 @@ describe('runs on the SQLite journal', () => {
     const a = await kernel(path, calls, 'a', { hold: held });
     const b = await kernel(path, calls, 'b');
     const run = a.pipelines.start({ capsule: { id: 'c5' } });
-    await until(() => run.status === 'awaitingDecision', 'the run to wait for a decision');
+    await waiting(run);
     await a.pipelines.resume(run.id, { decision: 'approve', by: 'ops' });
     await until(() => calls.length === 1, 'execution to start');
     await expect(b.pipelines.resume(run.id)).rejects.toMatchObject({ code: 'RUN_NOT_PAUSED' });
@@ -193,7 +203,7 @@ describe('runs on the SQLite journal', () => {
     const calls: string[] = [];
     const a = await kernel(path, calls, 'a', { hold: hold() });
     const run = a.pipelines.start({ capsule: { id: 'c6' } });
-    await until(() => run.status === 'awaitingDecision', 'the run to wait for a decision');
+    await waiting(run);
     await a.pipelines.resume(run.id, { decision: 'approve', by: 'ops', reason: 'looks right' });
     const b = await kernel(path, calls, 'b');
     const [restored] = await b.pipelines.restore();
@@ -214,42 +224,36 @@ describe('runs on the SQLite journal', () => {
     expect(restored?.id).toBe(run.id);
   });
 
-  it('restores the other runs when one run\'s journal is damaged, naming the damaged one in the log', async () => {
+  /**
+   * Two runs wait for a decision; the kernel stops; `damage` spoils the first one's journal in the file; a new kernel
+   * restores: the second comes back, and the log names the first with JOURNAL_CORRUPT.
+   */
+  async function restoreAfterDamage(damage: (raw: DatabaseSync, runId: string) => void): Promise<void> {
     const path = journalPath();
-    const calls: string[] = [];
-    const a = await kernel(path, calls, 'a');
+    const a = await kernel(path, [], 'a');
     const first = a.pipelines.start({ capsule: { id: 'd1' } });
     const second = a.pipelines.start({ capsule: { id: 'd2' } });
     await until(() => first.status === 'awaitingDecision' && second.status === 'awaitingDecision', 'both runs to wait');
     await a.stop();
     const raw = new DatabaseSync(path);
-    raw.prepare("UPDATE journal_entries SET text = replace(text, 'd1', 'x1') WHERE stream = ? AND seq = 1").run(first.id);
-    raw.close();
-    const log = captureLogger();
-    const b = await createKernel({ logger: log.logger, cacheDir: false, journal: { kind: 'sqlite', path } });
-    kernels.push(b);
-    const restored = await b.pipelines.restore();
-    expect(restored.map((r) => r.id)).toEqual([second.id]);
-    expect(log.lines().some((l) => l.runId === first.id && (l.err as { code?: string } | undefined)?.code === 'JOURNAL_CORRUPT')).toBe(true);
-  });
-
-  it('restores the others when a run lost entries at its end (no hang: the run is named in the log)', async () => {
-    const path = journalPath();
-    const calls: string[] = [];
-    const a = await kernel(path, calls, 'a');
-    const first = a.pipelines.start({ capsule: { id: 'g1' } });
-    const second = a.pipelines.start({ capsule: { id: 'g2' } });
-    await until(() => first.status === 'awaitingDecision' && second.status === 'awaitingDecision', 'both runs to wait');
-    await a.stop();
-    const raw = new DatabaseSync(path);
-    const { seq } = raw.prepare('SELECT seq FROM journal_streams WHERE stream = ?').get(first.id) as { seq: number };
-    raw.prepare('DELETE FROM journal_entries WHERE stream = ? AND seq >= ?').run(first.id, seq - 1);
+    damage(raw, first.id);
     raw.close();
     const log = captureLogger();
     const b = await createKernel({ logger: log.logger, cacheDir: false, journal: { kind: 'sqlite', path } });
     kernels.push(b);
     expect((await b.pipelines.restore()).map((r) => r.id)).toEqual([second.id]);
     expect(log.lines().some((l) => l.runId === first.id && (l.err as { code?: string } | undefined)?.code === 'JOURNAL_CORRUPT')).toBe(true);
+  }
+
+  it('restores the other runs when one run\'s journal is damaged, naming the damaged one in the log', async () => {
+    await restoreAfterDamage((raw, runId) => raw.prepare("UPDATE journal_entries SET text = replace(text, 'd1', 'x1') WHERE stream = ? AND seq = 1").run(runId));
+  });
+
+  it('restores the others when a run lost entries at its end (no hang: the run is named in the log)', async () => {
+    await restoreAfterDamage((raw, runId) => {
+      const { seq } = raw.prepare('SELECT seq FROM journal_streams WHERE stream = ?').get(runId) as { seq: number };
+      raw.prepare('DELETE FROM journal_entries WHERE stream = ? AND seq >= ?').run(runId, seq - 1);
+    });
   });
 
   it('refuses to start a kernel whose journal cannot be opened, with a typed error', async () => {
