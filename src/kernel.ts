@@ -9,6 +9,7 @@ import { JournalUnavailableError, type Journal, type JournalEntry, type Recorded
 import { replayRun, type ReplayReport } from './journal/replay.ts';
 import { MemoryJournal } from './journal/memory-journal.ts';
 import { SqliteJournal, type SqliteJournalOptions } from './journal/sqlite-journal.ts';
+import { JetStreamJournal, type JetStreamJournalOptions } from './journal/jetstream-journal.ts';
 import type { BreakerConfig } from '../actors/circuit-breaker.ts';
 import { OverlayRegistry } from './overlays/registry.ts';
 import type { CallResult, OverlayEngine, PublishedEvent } from './wasm/engine.ts';
@@ -37,7 +38,14 @@ export type StoreOption = ({ kind: 'memory' } & MemoryStoreOptions) | { kind: 'n
  * Where pipeline runs are journaled (the source of truth for them: restore folds the journal): in memory, in a
  * SQLite file (durable in one process, no services), a Journal of your own, or false (runs kept as store snapshots).
  */
-export type JournalOption = 'memory' | { kind: 'memory'; maxStreams?: number } | ({ kind: 'sqlite' } & Omit<SqliteJournalOptions, 'logger'>) | Journal | false;
+export type JournalOption =
+  | 'memory'
+  | { kind: 'memory'; maxStreams?: number }
+  | ({ kind: 'sqlite' } & Omit<SqliteJournalOptions, 'logger'>)
+  /** NATS JetStream, for a cluster: `servers` default to the NATS bus's, `name` to the bus's stream. */
+  | ({ kind: 'jetstream' } & Partial<Omit<JetStreamJournalOptions, 'logger'>>)
+  | Journal
+  | false;
 
 export interface KernelOptions {
   store?: StoreOption;
@@ -189,7 +197,7 @@ function isJournal(value: unknown): value is Journal {
   return typeof value === 'object' && value !== null && typeof (value as Journal).append === 'function' && typeof (value as Journal).read === 'function';
 }
 
-function openJournal(option: JournalOption | undefined, storeOption: StoreOption | undefined, logger: Logger): Journal | undefined {
+function openJournal(option: JournalOption | undefined, storeOption: StoreOption | undefined, busOption: KernelOptions['bus'], logger: Logger): Journal | undefined {
   // By default, runs are journaled in memory with the kernel's own memory store; a store the embedder hands over (or
   // Neo4j) keeps them as snapshots.
   if (option === undefined) return storeOption === undefined || (!isStore(storeOption) && storeOption.kind === 'memory') ? new MemoryJournal() : undefined;
@@ -198,7 +206,20 @@ function openJournal(option: JournalOption | undefined, storeOption: StoreOption
   if (isJournal(option)) return option;
   if (typeof option === 'object' && option !== null && option.kind === 'memory') return new MemoryJournal(option.maxStreams === undefined ? {} : { maxStreams: option.maxStreams });
   if (typeof option === 'object' && option !== null && option.kind === 'sqlite') return new SqliteJournal({ ...option, logger: logger.child({ component: 'journal' }) });
-  throw new ForgeError('INVALID_CONFIG', `journal must be "memory", { kind: "sqlite", path }, a Journal or false, got ${JSON.stringify(option)}.`);
+  if (typeof option === 'object' && option !== null && option.kind === 'jetstream') {
+    // In a cluster the journal is on the bus's NATS and named after its stream, unless told otherwise.
+    const nats = busOption !== undefined && 'transport' in busOption && busOption.transport === 'nats' ? busOption : undefined;
+    const servers = option.servers ?? nats?.servers;
+    if (servers === undefined) throw new ForgeError('INVALID_CONFIG', 'journal: { kind: "jetstream" } needs servers (or a NATS bus to share them with).');
+    return new JetStreamJournal({
+      servers,
+      name: option.name ?? nats?.stream ?? 'default',
+      ...(option.replicas === undefined ? {} : { replicas: option.replicas }),
+      ...(option.timeoutMs === undefined ? {} : { timeoutMs: option.timeoutMs }),
+      logger: logger.child({ component: 'journal' }),
+    });
+  }
+  throw new ForgeError('INVALID_CONFIG', `journal must be "memory", { kind: "sqlite", path }, { kind: "jetstream" }, a Journal or false, got ${JSON.stringify(option)}.`);
 }
 
 /** Pipelines from the kernel's options; bad options close what the kernel had opened before they are reported. */
@@ -222,7 +243,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   await store.start();
   let journal: Journal | undefined;
   try {
-    journal = openJournal(options.journal, options.store, logger);
+    journal = openJournal(options.journal, options.store, options.bus, logger);
     await journal?.open();
   } catch (error) {
     await journal?.close();

@@ -8,7 +8,7 @@ import type { HostCallRecord } from '../wasm/host-functions.ts';
  * backend) and idempotent by a dedupe key (a retried append whose acknowledgement was lost lands once).
  */
 export interface Journal {
-  readonly kind: 'memory' | 'sqlite';
+  readonly kind: 'memory' | 'sqlite' | 'jetstream';
   /** Opens the backend (creates files and tables, checks what is there); idempotent. */
   open(): Promise<void>;
   /**
