@@ -444,7 +444,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   };
   if (bus instanceof NatsBus) {
     // The cluster's pipeline work queue: one process of the group takes each new run; every process hears results.
-    bus.subscribe({ name: 'forge-pipeline-runners', types: ['pipeline.enqueued'] }, (event) => pipelines.claimQueued((event.payload as { runId: string }).runId));
+    bus.subscribe({ name: 'forge-pipeline-runners', types: ['pipeline.enqueued'] }, (event) => pipelines.offered((event.payload as { runId: string }).runId));
     bus.subscribe({ name: 'forge-run-results', types: ['pipeline.settled'], broadcast: true }, (event) => pipelines.settledElsewhere(event.payload as RunResult));
   }
 

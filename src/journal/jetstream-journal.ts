@@ -38,9 +38,24 @@ export interface JetStreamJournalOptions {
   logger?: Logger;
 }
 
-/** A stream's head as this journal keeps it: what `StreamHead` says, and the NATS sequence number of its last message. */
+/**
+ * A stream's head as this journal keeps it: what `StreamHead` says, the NATS sequence number of its last message,
+ * and the keys of the appends that message holds (with the sequence number each ended at).
+ */
 interface Head extends StreamHead {
   natsSeq: number;
+  keys: [string, number][];
+}
+
+/** An append waiting for its turn on its stream. */
+interface Pending {
+  expected: Expected;
+  entries: readonly NewEntry[];
+  /** Each entry's body, as JSON. */
+  bodies: readonly string[];
+  options: AppendOptions;
+  resolve: (seq: number | undefined) => void;
+  reject: (error: unknown) => void;
 }
 
 /** What each message's first line says of the stream after it (the entries follow, one per line: `crc\ttext`). */
@@ -50,6 +65,8 @@ interface HeadLine {
   status: string;
   settled: boolean;
   key: string | null;
+  /** The keys of every append the message holds, when it holds more than one (chained appends sent together). */
+  keys?: [string, number][];
   createdAt: number;
   updatedAt: number;
   bytes: number;
@@ -61,6 +78,8 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 const LIST_PARALLELISM = 32;
 /** Settled heads remembered (a settled stream never changes: `list` need not fetch it again). */
 const SETTLED_CACHE = 20_000;
+/** Chained appends sent as one message hold at most this much entry text (NATS's default max payload is 1 MiB). */
+const MERGE_BYTES = 256 * 1024;
 
 /**
  * The journal in NATS JetStream, for a cluster: one stream, one subject per run or chain; every kernel naming the
@@ -81,8 +100,9 @@ export class JetStreamJournal implements Journal {
   #opening: Promise<void> | undefined;
   /** Heads this process wrote or read last, per stream: a hint (checked by the server on every append). */
   readonly #heads = new Map<string, Head>();
-  /** The last append queued per stream: appends to one stream go out one after another. */
-  readonly #tails = new Map<string, Promise<unknown>>();
+  /** Appends waiting per stream: appends to one stream go out one after another (chained ones together). */
+  readonly #queues = new Map<string, Pending[]>();
+  readonly #draining = new Set<Promise<void>>();
   readonly #settled = new Map<string, Head>();
 
   constructor(options: JetStreamJournalOptions) {
@@ -114,7 +134,7 @@ export class JetStreamJournal implements Journal {
     const { servers, timeoutMs, replicas } = this.#options;
     let nc: NatsConnection;
     try {
-      nc = await connect({ servers: [...servers], timeout: timeoutMs, name: `forge-journal-${this.#options.name}` });
+      nc = await connect({ servers: [...servers], timeout: timeoutMs, name: `forge-journal-${this.#options.name}`, noAsyncTraces: true });
     } catch (error) {
       throw new JournalUnavailableError(`The JetStream journal cannot reach NATS at ${servers.join(', ')}: ${(error as Error).message}`, error);
     }
@@ -148,18 +168,49 @@ export class JetStreamJournal implements Journal {
     }
     // Each entry's body is encoded now: the caller may change its objects once append returns.
     const bodies = entries.map((entry) => JSON.stringify(entry.body));
-    const previous = this.#tails.get(stream) ?? Promise.resolve();
-    const next = previous.then(() => this.#append(stream, expected, entries, bodies, options));
-    const tail = next.catch(() => undefined);
-    this.#tails.set(stream, tail);
-    void tail.then(() => {
-      if (this.#tails.get(stream) === tail) this.#tails.delete(stream);
+    return new Promise((resolve, reject) => {
+      const queue = this.#queues.get(stream);
+      const pending: Pending = { expected, entries, bodies, options, resolve, reject };
+      if (queue !== undefined) queue.push(pending);
+      else {
+        this.#queues.set(stream, [pending]);
+        const drained = this.#drain(stream);
+        this.#draining.add(drained);
+        void drained.finally(() => this.#draining.delete(drained));
+      }
     });
-    return next;
   }
 
-  async #append(stream: string, expected: Expected, entries: readonly NewEntry[], bodies: readonly string[], options: AppendOptions): Promise<number | undefined> {
+  /**
+   * Sends a stream's queued appends in order. Appends queued behind one in flight that chain on it (`{ after }` its
+   * key) go out together as one message: a run's checkpoints made while the previous one travels cost one round trip.
+   */
+  async #drain(stream: string): Promise<void> {
+    const queue = this.#queues.get(stream)!;
+    while (queue.length > 0) {
+      const batch = [queue.shift()!];
+      let size = batch[0]!.bodies.reduce((sum, body) => sum + body.length, 0);
+      for (let next = queue[0]; next !== undefined && chainsOn(batch.at(-1), next); next = queue[0]) {
+        const more = next.bodies.reduce((sum, body) => sum + body.length, 0);
+        if (size + more > MERGE_BYTES) break;
+        size += more;
+        batch.push(queue.shift()!);
+      }
+      try {
+        const results = await this.#appendBatch(stream, batch);
+        batch.forEach((pending, index) => pending.resolve(results[index]));
+      } catch (error) {
+        for (const pending of batch) pending.reject(error);
+      }
+    }
+    this.#queues.delete(stream);
+  }
+
+  /** Appends a batch of chained appends as one message; each one's result, in order. */
+  async #appendBatch(stream: string, all: readonly Pending[]): Promise<(number | undefined)[]> {
     const { js } = this.#ready();
+    const results: (number | undefined)[] = [];
+    let batch = all;
     let head = this.#heads.get(stream);
     let fresh = false;
     if (head === undefined) {
@@ -167,10 +218,16 @@ export class JetStreamJournal implements Journal {
       fresh = true;
     }
     for (let attempt = 0; attempt < 4; attempt++) {
-      if (options.dedupeKey !== undefined && head?.lastKey === options.dedupeKey) return head.seq;
-      if (!meets(head, expected)) {
-        // What this process knew may be behind another process's appends: ask once before refusing.
-        if (fresh) return undefined;
+      // Appends the stream's last message holds already (retries whose answers were lost) resolve with their result.
+      while (batch.length > 0 && batch[0]!.options.dedupeKey !== undefined && head?.keys.some(([key]) => key === batch[0]!.options.dedupeKey) === true) {
+        results.push(head.keys.find(([key]) => key === batch[0]!.options.dedupeKey)![1]);
+        batch = batch.slice(1);
+      }
+      if (batch.length === 0) return results;
+      if (!meets(head, batch[0]!.expected)) {
+        // What this process knew may be behind another process's appends: ask once before refusing. The appends
+        // chained on a refused one are refused with it (their key is never written).
+        if (fresh) return [...results, ...batch.map(() => undefined)];
         head = await this.#fetchHead(stream);
         fresh = true;
         continue;
@@ -178,30 +235,40 @@ export class JetStreamJournal implements Journal {
       const now = Date.now();
       const first = (head?.seq ?? 0) + 1;
       let seq = first - 1;
-      const lines = entries.map((entry, index) => {
-        const { text, crc } = encodeEntry(stream, ++seq, entry, bodies[index]);
-        return `${crc}\t${text}`;
-      });
+      const lines: string[] = [];
+      const keys: [string, number][] = [];
+      const ends: number[] = [];
+      for (const pending of batch) {
+        pending.entries.forEach((entry, index) => {
+          const { text, crc } = encodeEntry(stream, ++seq, entry, pending.bodies[index]);
+          lines.push(`${crc}\t${text}`);
+        });
+        ends.push(seq);
+        if (pending.options.dedupeKey !== undefined) keys.push([pending.options.dedupeKey, seq]);
+      }
+      const last = batch.at(-1)!.options;
       const bytes = (head?.bytes ?? 0) + lines.reduce((sum, line) => sum + line.length, 0);
-      const line: HeadLine = { seq, first, status: options.status, settled: options.settled === true, key: options.dedupeKey ?? null, createdAt: head?.createdAt ?? now, updatedAt: now, bytes };
+      const line: HeadLine = { seq, first, status: last.status, settled: last.settled === true, key: last.dedupeKey ?? null, ...(keys.length > 1 ? { keys } : {}), createdAt: head?.createdAt ?? now, updatedAt: now, bytes };
       const payload = `${JSON.stringify(line)}\n${lines.join('\n')}`;
       try {
         const ack = await js.publish(this.#subject(stream), payload, {
           expect: { lastSubjectSequence: head?.natsSeq ?? 0 },
-          ...(options.dedupeKey === undefined ? {} : { msgID: `${stream}:${options.dedupeKey}` }),
+          ...(last.dedupeKey === undefined ? {} : { msgID: `${stream}:${last.dedupeKey}` }),
           timeout: this.#options.timeoutMs,
         });
         if (ack.duplicate) {
-          // JetStream had this append already (a retry whose answer was lost): its result is the stream's head if
-          // nothing came after it.
+          // JetStream had this append already (a retry whose answer was lost): it is settled above if it is still
+          // the stream's last message, and refused if anything came after it.
           head = await this.#fetchHead(stream);
-          return head?.natsSeq === ack.seq ? head.seq : undefined;
+          fresh = true;
+          if (head?.natsSeq !== ack.seq) return [...results, ...batch.map(() => undefined)];
+          continue;
         }
-        this.#remember({ stream, type: streamType(stream), seq, status: line.status, settled: line.settled, createdAt: line.createdAt, updatedAt: now, bytes, lastKey: line.key, natsSeq: ack.seq });
-        return seq;
+        this.#remember(this.#headOf(stream, line, ack.seq));
+        return [...results, ...ends];
       } catch (error) {
         if (error instanceof JetStreamApiError && (error.code === 10071 || error.code === 10164)) {
-          // Another writer appended since: see whether this append (a retry) is the one that landed, or whether the
+          // Another writer appended since: see whether these appends (retries) are what landed, or whether the
           // stream is still as expected.
           head = await this.#fetchHead(stream);
           fresh = true;
@@ -210,7 +277,7 @@ export class JetStreamJournal implements Journal {
         throw new JournalUnavailableError(`The JetStream journal could not append to ${stream}: ${(error as Error).message}`, error);
       }
     }
-    return undefined;
+    return [...results, ...batch.map(() => undefined)];
   }
 
   async read(stream: string, fromSeq = 1): Promise<JournalEntry[]> {
@@ -282,7 +349,7 @@ export class JetStreamJournal implements Journal {
 
   async close(): Promise<void> {
     // Appends under way finish first (their callers are told how they went).
-    await Promise.all([...this.#tails.values()]);
+    while (this.#draining.size > 0) await Promise.all([...this.#draining]);
     const nc = this.#nc;
     this.#nc = undefined;
     this.#js = undefined;
@@ -316,7 +383,8 @@ export class JetStreamJournal implements Journal {
   }
 
   #headOf(stream: string, line: HeadLine, natsSeq: number): Head {
-    return { stream, type: streamType(stream), seq: line.seq, status: line.status, settled: line.settled, createdAt: line.createdAt, updatedAt: line.updatedAt, bytes: line.bytes, lastKey: line.key, natsSeq };
+    const keys = line.keys ?? (line.key === null ? [] : [[line.key, line.seq] as [string, number]]);
+    return { stream, type: streamType(stream), seq: line.seq, status: line.status, settled: line.settled, createdAt: line.createdAt, updatedAt: line.updatedAt, bytes: line.bytes, lastKey: line.key, natsSeq, keys };
   }
 
   #remember(head: Head): void {
@@ -374,7 +442,8 @@ function parseHeadLine(stream: string, text: string, natsSeq: number): HeadLine 
     (line.key === null || typeof line.key === 'string') &&
     typeof line.createdAt === 'number' &&
     typeof line.updatedAt === 'number' &&
-    typeof line.bytes === 'number';
+    typeof line.bytes === 'number' &&
+    (line.keys === undefined || (Array.isArray(line.keys) && line.keys.every((k) => Array.isArray(k) && typeof k[0] === 'string' && Number.isInteger(k[1]))));
   if (!ok) throw new JournalEntryError('JOURNAL_CORRUPT', stream, typeof line?.first === 'number' ? line.first : 0, `JetStream message ${natsSeq} is not a journal append.`);
   return line as HeadLine;
 }
@@ -385,6 +454,12 @@ function parseHeadLine(stream: string, text: string, natsSeq: number): HeadLine 
  */
 function nextBySubject(seq: number, subject: string): MsgRequest {
   return { seq, next_by_subj: subject } as MsgRequest;
+}
+
+/** Whether `next` chains on `previous` (`{ after }` its key), so both can go out as one message. */
+function chainsOn(previous: Pending, next: Pending): boolean {
+  const key = previous.options.dedupeKey;
+  return key !== undefined && typeof next.expected === 'object' && next.expected.after === key;
 }
 
 function publicHead(head: Head): StreamHead {

@@ -137,6 +137,8 @@ export interface PipelinesDependencies {
 
 /** How often a clustered kernel looks for runs whose process died (ms). */
 const TAKEOVER_INTERVAL_MS = 2_000;
+/** Runs from the cluster's queue claimed at once by one process. */
+const CLAIMS_AT_ONCE = 16;
 
 /**
  * The kernel's pipeline runs (`kernel.pipelines`): starts each run as an actor, caps the runs driving phases at once
@@ -154,6 +156,10 @@ export class Pipelines {
   readonly #clock: PipelineClock;
   /** Where runs are kept: the journal, or the store's snapshots. */
   readonly #records: RunRecords;
+  /** Claims of queued runs under way (see `offered`). */
+  readonly #claims = new Set<Promise<void>>();
+  /** The takeover pass under way, if any (one at a time). */
+  #takingOver: Promise<unknown> | undefined;
   /** Runs that ended here whose snapshot could not be removed yet (the store was down): never restored. */
   readonly #ended = new Set<string>();
   readonly #env: RunEnvironment;
@@ -205,16 +211,18 @@ export class Pipelines {
     this.#clock = options.clock ?? SYSTEM_CLOCK;
     this.#deadlines = new DeadlineScheduler(this.#clock);
     this.#worker = options.worker ?? true;
-    if (deps.leases !== undefined && deps.store.kind !== 'memory') {
+    const { store, journal } = deps;
+    this.#records = journal === undefined ? new StoreRunRecords(store) : new JournalRunRecords(journal, deps.logger);
+    if (deps.leases !== undefined && this.#records.shared) {
       this.#takeover = setInterval(() => {
-        this.takeOver().catch((err: unknown) => deps.logger.warn({ err }, 'pipeline takeover failed'));
+        this.#takingOver ??= this.takeOver()
+          .catch((err: unknown) => (this.#stopping ? undefined : deps.logger.warn({ err }, 'pipeline takeover failed')))
+          .finally(() => (this.#takingOver = undefined));
       }, TAKEOVER_INTERVAL_MS);
       this.#takeover.unref();
     }
     deps.watchOverlays(() => (this.#baseConfig = undefined));
     for (const phase of PHASES) this.#phaseStats.set(phase, { window: new LatencyWindow(STATS_WINDOW), completed: 0, failed: 0, skipped: 0 });
-    const { store, journal } = deps;
-    this.#records = journal === undefined ? new StoreRunRecords(store) : new JournalRunRecords(journal, deps.logger);
     const records = this.#records;
     this.#env = {
       logger: deps.logger,
@@ -279,9 +287,9 @@ export class Pipelines {
     return run;
   }
 
-  /** A cluster's queue needs the run in the store before any process can take it. */
+  /** A cluster's queue needs the run where every process reads it (Neo4j, or a JetStream journal) before any can take it. */
   get #clustered(): boolean {
-    return this.#deps.queue !== undefined && this.#deps.leases !== undefined && this.#deps.store.kind !== 'memory';
+    return this.#deps.queue !== undefined && this.#deps.leases !== undefined && this.#records.shared;
   }
 
   async #enqueue(run: PipelineRun): Promise<void> {
@@ -293,6 +301,18 @@ export class Pipelines {
       this.#deps.logger.warn({ err: error, runId: run.id }, 'could not enqueue a pipeline run: running it here');
       if (this.#remote.delete(run.id)) this.#admit(run);
     }
+  }
+
+  /**
+   * A run the cluster's queue offers: claimed side by side with others (a claim reads the run and takes its lease,
+   * round trips each), up to CLAIMS_AT_ONCE; the queue's next run waits beyond that. A claim that fails is left to
+   * the takeover loop (the run is in the journal or the store, and no process holds its lease).
+   */
+  async offered(runId: string): Promise<void> {
+    const claim = this.claimQueued(runId).catch((err: unknown) => this.#deps.logger.warn({ err, runId }, 'a queued run could not be claimed here: the takeover loop will find it'));
+    this.#claims.add(claim);
+    void claim.finally(() => this.#claims.delete(claim));
+    while (this.#claims.size >= CLAIMS_AT_ONCE) await Promise.race(this.#claims);
   }
 
   /**
@@ -510,7 +530,9 @@ export class Pipelines {
     const leases = this.#deps.leases;
     if (leases === undefined || this.#stopping || !this.#worker) return [];
     const taken: PipelineRun[] = [];
-    for (const record of await this.#records.list()) {
+    // Runs this process drives (or waits on) are not read again.
+    const skip = (runId: string, status: string): boolean => (status !== 'running' && status !== 'queued') || (this.#live.has(runId) && this.#remote.get(runId) !== this.#live.get(runId));
+    for (const record of await this.#records.list(skip)) {
       if (record.status !== 'running' && record.status !== 'queued') continue;
       if (this.#live.has(record.runId) && this.#remote.get(record.runId) !== this.#live.get(record.runId)) continue;
       const context = (record.snapshot as { context?: PipelineContext } | undefined)?.context;
@@ -555,6 +577,8 @@ export class Pipelines {
   async stop(): Promise<void> {
     this.#stopping = true;
     clearInterval(this.#takeover);
+    // Claims under way finish first (a claimed run is then halted with the others), and so does a takeover pass.
+    await Promise.allSettled([...this.#claims, this.#takingOver]);
     await Promise.all([...this.#live.values()].map((run) => (this.#remote.get(run.id) === run ? run.abandon() : run.interrupt())));
     this.#deadlines.stop();
   }
@@ -565,7 +589,7 @@ export class Pipelines {
    * on from the store's state instead (this copy's handle resolves with that run's result).
    */
   async #current(run: PipelineRun): Promise<PipelineRun> {
-    if (this.#deps.leases === undefined || this.#deps.store.kind === 'memory') return run;
+    if (this.#deps.leases === undefined || !this.#records.shared) return run;
     const record = await this.#records.load(run.id);
     if (record === undefined) throw new RunStateError('RUN_FINISHED', run.id, 'ended', `Run ${run.id} has ended in another kernel process.`);
     if (record.status !== 'paused' && record.status !== 'awaitingDecision') throw new RunStateError('RUN_CLAIMED', run.id, record.status, `Run ${run.id} was resumed by another kernel process, which drives it now.`);

@@ -18,12 +18,14 @@ const OPEN_STATUSES = ['queued', 'running', 'paused', 'awaitingDecision'] as con
  */
 export interface RunRecords {
   readonly kind: 'store' | 'journal';
+  /** Whether every process of a cluster reads and writes these records (Neo4j, a JetStream journal). */
+  readonly shared: boolean;
   /** `token`: the append's key (the same on every retry of one write, so a retry of a write that landed is recognised). */
   save(runId: string, status: string, snapshot: Snapshot<unknown>, entries: readonly NewEntry[], token?: string): Promise<StoredVersion>;
   replace(runId: string, expected: StoredVersion, status: string, snapshot: Snapshot<unknown>, entries: readonly NewEntry[], token?: string): Promise<StoredVersion | undefined>;
   load(runId: string): Promise<RunSnapshot | undefined>;
-  /** Runs not over (queued, running, paused, awaiting a decision). */
-  list(): Promise<RunSnapshot[]>;
+  /** Runs not over (queued, running, paused, awaiting a decision); `skip` leaves out runs by id and status before they are read, where that saves reading them. */
+  list(skip?: (runId: string, status: string) => boolean): Promise<RunSnapshot[]>;
   /** Removes an ended run's record if it is still `expected` (the store); the journal keeps it for replay. */
   remove(runId: string, expected?: StoredVersion): Promise<boolean>;
   /**
@@ -42,11 +44,13 @@ export function sameVersion(a: StoredVersion, b: StoredVersion): boolean {
 /** Runs as snapshots in the store, versioned by the time written (with a random fraction). */
 export class StoreRunRecords implements RunRecords {
   readonly kind = 'store' as const;
+  readonly shared: boolean;
   readonly #store: Store;
   #lastStamp = 0;
 
   constructor(store: Store) {
     this.#store = store;
+    this.shared = store.kind !== 'memory';
   }
 
   async save(runId: string, status: string, snapshot: Snapshot<unknown>): Promise<StoredVersion> {
@@ -90,12 +94,14 @@ export class StoreRunRecords implements RunRecords {
  */
 export class JournalRunRecords implements RunRecords {
   readonly kind = 'journal' as const;
+  readonly shared: boolean;
   readonly journal: Journal;
   readonly #logger: Logger;
 
   constructor(journal: Journal, logger: Logger) {
     this.journal = journal;
     this.#logger = logger;
+    this.shared = journal.kind === 'jetstream';
   }
 
   async save(runId: string, status: string, _snapshot: Snapshot<unknown>, entries: readonly NewEntry[], token = newToken()): Promise<StoredVersion> {
@@ -138,9 +144,10 @@ export class JournalRunRecords implements RunRecords {
   }
 
   /** The open runs; one whose journal cannot be read is logged and left out (the others go on). */
-  async list(): Promise<RunSnapshot[]> {
+  async list(skip?: (runId: string, status: string) => boolean): Promise<RunSnapshot[]> {
     const records: RunSnapshot[] = [];
     for (const head of await this.journal.list({ type: 'run', statuses: OPEN_STATUSES })) {
+      if (skip?.(head.stream, head.status) === true) continue;
       try {
         const record = await this.load(head.stream);
         if (record !== undefined) records.push(record);

@@ -14,6 +14,8 @@ import { deleteStreams } from '../support/nats.ts';
 import { until, budget } from '../support/wait.ts';
 
 const SCRIPT = join(import.meta.dirname, 'fixtures', 'pipeline-process.ts');
+/** Where a cluster keeps its runs: Neo4j snapshots, or a JetStream journal (the cluster tests run on both). */
+const RUN_KEEPING = ['Neo4j snapshots', 'a JetStream journal'] as const;
 
 /** A kernel process running the fixture script; its JSON lines arrive in order. */
 function kernelProcess(env: Record<string, string>, ...args: string[]): { child: ChildProcess; next: () => Promise<Record<string, unknown>>; exited: Promise<number | null> } {
@@ -71,9 +73,9 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
     await buildExamples();
   }, budget(120_000));
   /** A fresh cluster of the test's own: a tag for its process ids, and its own stream and subject prefix on NATS. */
-  const newCluster = (name: string, prefix: string) => {
+  const newCluster = (name: string, prefix: string, keeping: (typeof RUN_KEEPING)[number] = 'Neo4j snapshots') => {
     const tag = randomUUID().slice(0, 8);
-    return { tag, cluster: { NATS_URL: services.NATS_URL, STREAM: `FORGE_${name}_${tag}`, PREFIX: `${prefix}${tag}` } };
+    return { tag, cluster: { NATS_URL: services.NATS_URL, STREAM: `FORGE_${name}_${tag}`, PREFIX: `${prefix}${tag}`, ...(keeping === 'a JetStream journal' ? { JOURNAL: 'jetstream' } : {}) } };
   };
   /**
    * The runs whose pause the cluster acknowledged, as `kernel` hears it: `pipeline.paused` is published once the
@@ -142,8 +144,8 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
     expect(ran).toEqual(['propagation', 'settlement']);
     expect(result.phases.map((p) => [p.phase, p.status])).toEqual(['ingestion', 'analysis', 'validation', 'consensus', 'execution', 'propagation', 'settlement'].map((p) => [p, 'completed']));
   }, budget(120_000));
-  it('in a cluster on NATS, another kernel process takes over a run whose process was killed, from its last checkpoint', async () => {
-    const { tag, cluster } = newCluster('RUNS', 'r');
+  it.each(RUN_KEEPING)('in a cluster on NATS (runs in %s), another kernel process takes over a run whose process was killed, from its last checkpoint', async (keeping) => {
+    const { tag, cluster } = newCluster('RUNS', 'r', keeping);
     // The doomed process is alone at first, so it takes its own run from the queue and hangs in it.
     const doomed = kernelProcess({ ...env, ...cluster, PROCESS_ID: `doomed-${tag}` }, 'hang', capsuleFile({ ...GOOD_CAPSULE, id: `cap-${randomUUID()}` }), 'propagation');
     const hanging = await doomed.next();
@@ -161,17 +163,18 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
     } finally {
       survivor.child.kill('SIGTERM');
       await survivor.exited;
-      await deleteStreams(services.NATS_URL, [cluster.STREAM]);
+      await deleteStreams(services.NATS_URL, [cluster.STREAM, `FORGE_JOURNAL_${cluster.STREAM}`]);
     }
   }, budget(120_000));
-  it('in a cluster on NATS, runs started on one process are taken from the queue and driven by the others', async () => {
-    const { tag, cluster } = newCluster('QUEUE', 'q');
+  it.each(RUN_KEEPING)('in a cluster on NATS (runs in %s), runs started on one process are taken from the queue and driven by the others', async (keeping) => {
+    const { tag, cluster } = newCluster('QUEUE', 'q', keeping);
     const workers = [kernelProcess({ ...env, ...cluster, PROCESS_ID: `worker-1-${tag}` }, 'serve'), kernelProcess({ ...env, ...cluster, PROCESS_ID: `worker-2-${tag}` }, 'serve')];
     const origin = await createKernel({
       logger: captureLogger().logger,
       cacheDir: false,
       store: { kind: 'neo4j', uri: env.NEO4J_URI, user: env.NEO4J_USER, password: env.NEO4J_PASSWORD },
       bus: { transport: 'nats', servers: cluster.NATS_URL, stream: cluster.STREAM, subjectPrefix: cluster.PREFIX, processId: `origin-${tag}` },
+      ...(keeping === 'a JetStream journal' ? { journal: { kind: 'jetstream' as const } } : {}),
       pipelines: { worker: false },
     });
     try {
@@ -195,7 +198,7 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
       await origin.stop();
       for (const w of workers) w.child.kill('SIGTERM');
       await Promise.all(workers.map((w) => w.exited));
-      await deleteStreams(services.NATS_URL, [cluster.STREAM]);
+      await deleteStreams(services.NATS_URL, [cluster.STREAM, `FORGE_JOURNAL_${cluster.STREAM}`]);
     }
   }, budget(120_000));
 
@@ -230,7 +233,7 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
     } finally {
       await worker.stop();
       await origin.stop();
-      await deleteStreams(services.NATS_URL, [cluster.STREAM]);
+      await deleteStreams(services.NATS_URL, [cluster.STREAM, `FORGE_JOURNAL_${cluster.STREAM}`]);
     }
   }, budget(120_000));
 
@@ -260,7 +263,7 @@ describe('pipeline runs across processes (real Neo4j, real child processes)', ()
       propagation.open();
       await worker.stop();
       await origin.stop();
-      await deleteStreams(services.NATS_URL, [cluster.STREAM]);
+      await deleteStreams(services.NATS_URL, [cluster.STREAM, `FORGE_JOURNAL_${cluster.STREAM}`]);
     }
   }, budget(120_000));
 });
