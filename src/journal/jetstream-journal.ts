@@ -3,6 +3,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from '../logger.ts';
 import {
   checkAppend,
+  checkFeed,
   checkFromSeq,
   checkRetention,
   decodeEntry,
@@ -15,6 +16,7 @@ import {
   streamType,
   type AppendOptions,
   type Expected,
+  type FedAppend,
   type Journal,
   type JournalEntry,
   type NewEntry,
@@ -304,6 +306,31 @@ export class JetStreamJournal implements Journal {
     }
     if (last !== undefined) this.#remember(last);
     return entries;
+  }
+
+  async feed(after: number, limit: number): Promise<FedAppend[]> {
+    checkFeed(after, limit);
+    const { jsm } = this.#ready();
+    const appends: FedAppend[] = [];
+    let cursor = after + 1;
+    while (appends.length < limit) {
+      const message = await this.#request(() => jsm.streams.getMessage(this.#streamName, nextBySubject(cursor, `${this.#prefix}*`)), '(feed)');
+      if (message === null) break;
+      const stream = message.subject.slice(this.#prefix.length);
+      try {
+        const { line, rows } = this.#parse(stream, message.string(), message.seq);
+        appends.push({ position: message.seq, stream, entries: rows.map((row, index) => decodeEntry(stream, line.first + index, row.text, row.crc)) });
+      } catch (error) {
+        appends.push({ position: message.seq, stream, entries: [], damaged: (error as Error).message });
+      }
+      cursor = message.seq + 1;
+    }
+    return appends;
+  }
+
+  async lastPosition(): Promise<number> {
+    const { jsm } = this.#ready();
+    return (await this.#request(() => jsm.streams.info(this.#streamName), '(position)')).state.last_seq;
   }
 
   async head(stream: string): Promise<StreamHead | undefined> {

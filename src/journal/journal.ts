@@ -27,7 +27,30 @@ export interface Journal {
   list(filter?: { statuses?: readonly string[]; type?: StreamType; limit?: number }): Promise<StreamHead[]>;
   /** Drops streams that settled before `olderThan` (ms since the epoch), oldest first, beyond `keepBytes` in all. */
   prune(policy: RetentionPolicy): Promise<number>;
+  /**
+   * Appends after `position` in the journal's one global order, oldest first, at most `limit` of them (what a
+   * projector follows: positions only grow). A backend may give an append's entries as separate items, each with
+   * its own position. Absent on a journal that keeps no global order.
+   */
+  feed?(after: number, limit: number): Promise<FedAppend[]>;
+  /** The position of the journal's last append (0 when empty). */
+  lastPosition?(): Promise<number>;
   close(): Promise<void>;
+}
+
+/** An append as the journal's feed gives it: its place in the global order, its stream, and its entries. */
+export interface FedAppend {
+  position: number;
+  stream: string;
+  entries: JournalEntry[];
+  /** Set when (part of) the append does not read back: its entries are left out, and the feed goes on past it. */
+  damaged?: string;
+}
+
+/** Checks a feed request's arguments. */
+export function checkFeed(after: unknown, limit: unknown): void {
+  if (typeof after !== 'number' || !Number.isInteger(after) || after < 0) throw new JournalInputError(`A feed starts after a position ≥ 0, got ${JSON.stringify(after)}.`);
+  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1) throw new JournalInputError(`A feed's limit is a whole number ≥ 1, got ${JSON.stringify(limit)}.`);
 }
 
 export type StreamType = 'run' | 'chain';

@@ -1,8 +1,10 @@
 import { copy } from '../store/store.ts';
-import { checkAppend, checkFromSeq, checkRetention, JournalInputError, JOURNAL_FORMAT, meets, retentionVictims, streamType, type AppendOptions, type Expected, type Journal, type JournalEntry, type NewEntry, type RetentionPolicy, type StreamHead, type StreamType } from './journal.ts';
+import { checkAppend, checkFeed, checkFromSeq, checkRetention, JournalInputError, JOURNAL_FORMAT, meets, retentionVictims, streamType, type AppendOptions, type Expected, type FedAppend, type Journal, type JournalEntry, type NewEntry, type RetentionPolicy, type StreamHead, type StreamType } from './journal.ts';
 
 /** Settled streams the memory journal keeps at most, unless told otherwise (the oldest go first). */
 export const DEFAULT_MEMORY_STREAMS = 1_000;
+/** Appends the memory journal's feed keeps (a projector further behind skips the oldest). */
+const FEED_KEPT = 100_000;
 
 interface MemoryStream {
   head: StreamHead;
@@ -19,6 +21,9 @@ export class MemoryJournal implements Journal {
   readonly #streams = new Map<string, MemoryStream>();
   readonly #maxStreams: number;
   #settled = 0;
+  /** Appends in order, for `feed` (the oldest beyond FEED_KEPT go). */
+  #feed: { position: number; stream: string; entries: JournalEntry[] }[] = [];
+  #position = 0;
 
   constructor(options: { maxStreams?: number } = {}) {
     const { maxStreams = DEFAULT_MEMORY_STREAMS } = options;
@@ -42,7 +47,11 @@ export class MemoryJournal implements Journal {
     const now = Date.now();
     const target = current ?? { head: { stream, type: streamType(stream), seq: 0, status: options.status, settled: false, createdAt: now, updatedAt: now, bytes: 0, lastKey: null }, entries: [] };
     let seq = target.head.seq;
-    for (const entry of entries) target.entries.push({ ...entry, v: JOURNAL_FORMAT, stream, seq: ++seq });
+    const appended: JournalEntry[] = [];
+    for (const entry of entries) appended.push({ ...entry, v: JOURNAL_FORMAT, stream, seq: ++seq });
+    target.entries.push(...appended);
+    this.#feed.push({ position: ++this.#position, stream, entries: appended });
+    if (this.#feed.length > FEED_KEPT * 1.25) this.#feed = this.#feed.slice(-FEED_KEPT);
     const wasSettled = target.head.settled;
     target.head = { ...target.head, seq, status: options.status, settled: options.settled === true, updatedAt: now, lastKey: options.dedupeKey ?? null };
     if (current === undefined) this.#streams.set(stream, target);
@@ -85,6 +94,19 @@ export class MemoryJournal implements Journal {
     }
     heads.sort((a, b) => b.updatedAt - a.updatedAt);
     return filter.limit === undefined ? heads : heads.slice(0, filter.limit);
+  }
+
+  feed(after: number, limit: number): Promise<FedAppend[]> {
+    return settle(() => {
+      checkFeed(after, limit);
+      // Positions are consecutive: the first one after `after` is found by arithmetic.
+      const start = Math.max(0, after + 1 - (this.#feed[0]?.position ?? after + 1));
+      return copy(this.#feed.slice(start, start + limit));
+    });
+  }
+
+  lastPosition(): Promise<number> {
+    return Promise.resolve(this.#position);
   }
 
   prune(policy: RetentionPolicy): Promise<number> {

@@ -4,6 +4,7 @@ import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import type { Logger } from '../logger.ts';
 import {
   checkAppend,
+  checkFeed,
   checkRetention,
   decodeEntry,
   encodeEntry,
@@ -16,6 +17,7 @@ import {
   streamType,
   type AppendOptions,
   type Expected,
+  type FedAppend,
   type Journal,
   type JournalEntry,
   type NewEntry,
@@ -71,7 +73,7 @@ const DEFAULT_BUSY_TIMEOUT_MS = 1_000;
 /** Default commit interval of lazy appends (ms). */
 const DEFAULT_COMMIT_INTERVAL_MS = 20;
 
-type StatementName = 'head' | 'insert' | 'upsert' | 'read' | 'lastEntry' | 'truncate' | 'setSeq' | 'dropEntries' | 'dropStream';
+type StatementName = 'head' | 'insert' | 'upsert' | 'read' | 'lastEntry' | 'truncate' | 'setSeq' | 'dropEntries' | 'dropStream' | 'top' | 'raiseFloor' | 'feed';
 
 interface HeadRow {
   stream: string;
@@ -167,7 +169,14 @@ export class SqliteJournal implements Journal {
     this.#db = db;
     this.#statements = {
       head: db.prepare('SELECT * FROM journal_streams WHERE stream = ?'),
-      insert: db.prepare('INSERT INTO journal_entries (stream, seq, text, crc) VALUES (?, ?, ?, ?)'),
+      // Each entry's rowid is its place in the feed: given explicitly, above every rowid ever used (deleted rows'
+      // included, through the floor kept in journal_meta), so positions only grow.
+      insert: db.prepare('INSERT INTO journal_entries (rowid, stream, seq, text, crc) VALUES (?, ?, ?, ?, ?)'),
+      top: db.prepare("SELECT max(coalesce((SELECT max(rowid) FROM journal_entries), 0), coalesce((SELECT CAST(value AS INTEGER) FROM journal_meta WHERE key = 'feed_floor'), 0)) AS top"),
+      raiseFloor: db.prepare(
+        "INSERT INTO journal_meta (key, value) VALUES ('feed_floor', (SELECT coalesce(max(rowid), 0) FROM journal_entries)) ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+      ),
+      feed: db.prepare('SELECT rowid AS position, stream, seq, text, crc FROM journal_entries WHERE rowid > ? ORDER BY rowid LIMIT ?'),
       upsert: db.prepare(
         'INSERT INTO journal_streams (stream, type, seq, status, settled, created_at, updated_at, bytes, last_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, status = excluded.status, settled = excluded.settled, updated_at = excluded.updated_at, bytes = journal_streams.bytes + excluded.bytes, last_key = excluded.last_key',
       ),
@@ -285,6 +294,27 @@ export class SqliteJournal implements Journal {
     return rows.map(toHead);
   }
 
+  async feed(after: number, limit: number): Promise<FedAppend[]> {
+    checkFeed(after, limit);
+    await this.#flushed();
+    const rows = this.#stmt('feed').all(after, limit) as { position: number; stream: string; seq: number; text: string; crc: number }[];
+    // Each entry is an item of the feed (its rowid its position): a reader needs no more than the entries in order.
+    const appends: FedAppend[] = [];
+    for (const row of rows) {
+      try {
+        appends.push({ position: row.position, stream: row.stream, entries: [decodeEntry(row.stream, row.seq, row.text, row.crc)] });
+      } catch (error) {
+        appends.push({ position: row.position, stream: row.stream, entries: [], damaged: (error as Error).message });
+      }
+    }
+    return appends;
+  }
+
+  async lastPosition(): Promise<number> {
+    await this.#flushed();
+    return (this.#stmt('top').get() as { top: number }).top;
+  }
+
   async prune(policy: RetentionPolicy): Promise<number> {
     checkRetention(policy);
     await this.#flushed();
@@ -296,6 +326,7 @@ export class SqliteJournal implements Journal {
       throw new JournalUnavailableError(`The journal ${this.path} could not be pruned: ${(error as Error).message}`, error);
     }
     try {
+      this.#stmt('raiseFloor').run();
       for (const stream of victims) {
         this.#stmt('dropEntries').run(stream);
         this.#stmt('dropStream').run(stream);
@@ -355,6 +386,7 @@ export class SqliteJournal implements Journal {
       // What this batch wrote so far per stream (an earlier append of the same batch moves the head); each stream's
       // head row is written once per batch, after its appends (a run's phases often share a commit).
       const heads = new Map<string, { seq: number; lastKey: string | null; exists: boolean; status?: string; settled?: boolean; bytes: number }>();
+      let rowid = (this.#stmt('top').get() as { top: number }).top;
       for (const p of batch) {
         let head = heads.get(p.stream);
         if (head === undefined) {
@@ -373,7 +405,7 @@ export class SqliteJournal implements Journal {
         for (const [index, entry] of p.entries.entries()) {
           const { text, crc } = encodeEntry(p.stream, ++head.seq, entry, p.bodies[index]);
           head.bytes += text.length;
-          this.#stmt('insert').run(p.stream, head.seq, text, crc);
+          this.#stmt('insert').run(++rowid, p.stream, head.seq, text, crc);
         }
         head.exists = true;
         head.lastKey = p.options.dedupeKey ?? null;
@@ -414,6 +446,7 @@ export class SqliteJournal implements Journal {
         decodeEntry(row.stream, row.seq, row.text, row.crc ?? undefined);
       } catch (error) {
         if (!(error instanceof JournalEntryError) || error.code !== 'JOURNAL_CORRUPT') continue;
+        this.#stmt('raiseFloor').run();
         this.#stmt('truncate').run(row.stream, row.seq);
         this.#stmt('setSeq').run(row.seq - 1, row.stream);
         this.#options.logger?.warn({ stream: row.stream, seq: row.seq, problem: error.message }, 'a damaged last journal entry was truncated at open');

@@ -121,4 +121,32 @@ export function journalContract(make: () => Promise<Journal>): void {
       { numRuns: 25 },
     );
   });
+
+  it('feeds appends in one global order, positions only growing (pruning included), from any position', async () => {
+    const journal = await make();
+    expect(await journal.feed!(0, 10)).toEqual([]);
+    await journal.append('run_f1', 0, [event('A')], { status: 'running' });
+    await journal.append('run_f1', 1, [event('C')], { status: 'running' });
+    // The newest append is a settled stream's, which the prune below drops.
+    await journal.append('run_f2', 0, [event('B')], { status: 'completed', settled: true });
+    const all = await journal.feed!(0, 10);
+    expect(all.map((a) => [a.stream, a.entries.map((e) => e.seq)])).toEqual([
+      ['run_f1', [1]],
+      ['run_f1', [2]],
+      ['run_f2', [1]],
+    ]);
+    const positions = all.map((a) => a.position);
+    expect([...positions].sort((a, b) => a - b)).toEqual(positions);
+    expect(new Set(positions).size).toBe(3);
+    expect(await journal.lastPosition!()).toBe(positions[2]);
+    expect((await journal.feed!(positions[1]!, 1)).map((a) => a.stream)).toEqual(['run_f2']);
+    expect(await journal.feed!(positions[2]!, 10)).toEqual([]);
+    // A pruned stream leaves no room for a later append to take a position a follower has passed.
+    await journal.prune({ maxAgeMs: 0, now: Date.now() + 1_000 });
+    await journal.append('run_f3', 0, [event('D')], { status: 'running' });
+    const [next] = await journal.feed!(positions[2]!, 10);
+    expect(next).toMatchObject({ stream: 'run_f3' });
+    expect(next!.position).toBeGreaterThan(positions[2]!);
+    for (const [after, limit] of [[-1, 1], [0, 0], [0.5, 1], ['1', 1]]) await expect(journal.feed!(after as number, limit as number)).rejects.toMatchObject({ code: 'INVALID_JOURNAL_INPUT' });
+  });
 }
