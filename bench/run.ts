@@ -10,13 +10,14 @@ import { journalBenchmarks } from './journal.bench.ts';
 import { natsBenchmarks } from './nats.bench.ts';
 import { overlayBenchmarks } from './overlays.bench.ts';
 import { pipelineBenchmarks } from './pipeline.bench.ts';
+import { projectionBenchmarks } from './projection.bench.ts';
 import { storeBenchmarks } from './store.bench.ts';
 import { wasmBenchmarks } from './wasm.bench.ts';
 
 const options: BenchOptions = { quick: process.argv.includes('--quick') };
 const json = process.argv.includes('--json');
 
-/** `-- --only <name>[,<name>…]`: just those groups (wasm, overlays, bus, pipeline, journal, inspect, store, nats, cluster). */
+/** `-- --only <name>[,<name>…]`: just those groups (wasm, overlays, bus, pipeline, journal, inspect, store, nats, cluster, projection). */
 const onlyAt = process.argv.indexOf('--only');
 const only = onlyAt === -1 ? undefined : new Set((process.argv[onlyAt + 1] ?? '').split(','));
 const groups: [string, (options: BenchOptions) => Promise<BenchRow[]>][] = [
@@ -29,6 +30,7 @@ const groups: [string, (options: BenchOptions) => Promise<BenchRow[]>][] = [
   ['store', storeBenchmarks],
   ['nats', natsBenchmarks],
   ['cluster', clusterBenchmarks],
+  ['projection', projectionBenchmarks],
 ];
 if (only !== undefined) for (const name of only) if (!groups.some(([group]) => group === name)) throw new Error(`--only: no benchmark group "${name}" (${groups.map(([g]) => g).join(', ')})`);
 const rows: BenchRow[] = [];

@@ -8,6 +8,7 @@ import type { Store } from './store/store.ts';
 import { JournalUnavailableError, type Journal, type JournalEntry, type RecordedOverlay } from './journal/journal.ts';
 import { replayRun, type ReplayReport } from './journal/replay.ts';
 import { MemoryJournal } from './journal/memory-journal.ts';
+import { AuditProjector, type ProjectionStatus } from './journal/projector.ts';
 import { SqliteJournal, type SqliteJournalOptions } from './journal/sqlite-journal.ts';
 import { JetStreamJournal, type JetStreamJournalOptions } from './journal/jetstream-journal.ts';
 import type { BreakerConfig } from '../actors/circuit-breaker.ts';
@@ -144,6 +145,11 @@ export interface Kernel {
   readonly store: Store;
   /** The run journal (undefined when runs are kept as store snapshots). */
   readonly journal: Journal | undefined;
+  /**
+   * The audit projection: with a journal and Neo4j, completed runs' audit entries are written behind from the
+   * journal (runs never wait for Neo4j). Its position and lag; null without one.
+   */
+  projection(): ProjectionStatus | null;
   readonly overlays: OverlayRegistry;
   readonly bus: Bus;
   readonly cascades: Cascades;
@@ -251,6 +257,8 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     throw error;
   }
   const graph = store instanceof Neo4jStore ? graphHostFunctions(graphOptions(store, options.graph)) : [];
+  // With a journal, Neo4j is a projection of it: the audit trail is written behind, and runs never wait for Neo4j.
+  const projector = journal?.feed !== undefined && journal.lastPosition !== undefined && store instanceof Neo4jStore ? new AuditProjector({ journal, store, logger: logger.child({ component: 'projection' }) }) : undefined;
   const busOption = options.bus;
   const bus: Bus =
     busOption !== undefined && 'transport' in busOption && busOption.transport === 'nats'
@@ -397,6 +405,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     {
       store,
       ...(journal === undefined ? {} : { journal }),
+      auditBehind: projector !== undefined,
       describeOverlay: (name) => overlays.describe(name),
       admits: (name, trust) => overlays.admits(name, trust),
       logger,
@@ -435,6 +444,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     },
   );
 
+  projector?.start();
   const memberStatus = (): MemberStatus => ({ overlays: overlays.list().map((o) => o.name), activeRuns: pipelines.stats().active });
   const membership = bus instanceof NatsBus ? await Membership.join(bus.connection, { processId: bus.processId, status: memberStatus, logger, bucket: `forge_members_${bus.clusterName}` }) : undefined;
   const startedAt = Date.now();
@@ -454,7 +464,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     logger,
     cluster,
     // Call statistics per overlay and per phase, for the inspector's statistics panel.
-    stats: () => ({ overlays: Object.entries(overlays.stats()).map(([id, s]) => ({ id, ...s })), phases: pipelines.stats().phases }),
+    stats: () => ({ overlays: Object.entries(overlays.stats()).map(([id, s]) => ({ id, ...s })), phases: pipelines.stats().phases, projection: projector?.status() ?? null }),
     controls: {
       decide: (runId, decision, by, reason) => pipelines.resume(runId, { decision, by, ...(reason === undefined ? {} : { reason }) }),
       resume: (runId) => pipelines.resume(runId),
@@ -515,6 +525,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     logger,
     store,
     journal,
+    projection: () => projector?.status() ?? null,
     overlays,
     bus,
     cascades,
@@ -527,6 +538,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
       stopped = true;
       await inspector.close();
       await pipelines.stop();
+      await projector?.stop();
       // Interrupted runs keep their checkpoints; releasing their leases lets another process continue them.
       await leases?.close();
       await membership?.leave();

@@ -139,7 +139,9 @@ export const INSPECTOR_PAGE = `<!doctype html>
     const phases = Object.entries(stats.phases).filter(([, p]) => p.runs > 0).map(([name, p]) => [name, p.runs, rate(p.successRate), p.failed, p.skipped, ms(p.p50Ms), ms(p.p95Ms)]);
     $('stats').replaceChildren(
       el('strong', {}, 'Overlays'), table(['overlay', 'calls', 'success', 'faults', 'refused', 'skipped events', 'p50', 'p95', 'max', 'fuel'], overlays),
-      ...(phases.length ? [el('strong', {}, 'Phases'), table(['phase', 'runs', 'success', 'failed', 'skipped', 'p50', 'p95'], phases)] : []));
+      ...(phases.length ? [el('strong', {}, 'Phases'), table(['phase', 'runs', 'success', 'failed', 'skipped', 'p50', 'p95'], phases)] : []),
+      ...(stats.projection ? [el('strong', {}, 'Neo4j projection'), el('div', { 'data-role': 'projection', class: stats.projection.error ? 'low' : '' },
+        stats.projection.behind === 0 ? 'caught up (position ' + stats.projection.position + ')' : stats.projection.behind + ' behind, lag ' + ms(stats.projection.lagMs) + (stats.projection.error ? ' — ' + stats.projection.error : ''))] : []));
   }
 
   function renderActors() {

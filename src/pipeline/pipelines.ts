@@ -27,6 +27,7 @@ import {
 } from './config.ts';
 import { DeadlineScheduler } from './deadlines.ts';
 import { PhaseCache } from './phase-cache.ts';
+import { auditEntry } from '../journal/projector.ts';
 import { ENDED_STATUSES, JournalRunRecords, sameVersion, StoreRunRecords, type RunRecords } from './run-records.ts';
 import { PipelineRun, RUN_SNAPSHOT_VERSION, RunStateError, SYSTEM_CLOCK, type CallOverlay, type PipelineClock, type RunEnvironment, type StoredVersion } from './run.ts';
 
@@ -116,6 +117,8 @@ export interface PipelinesDependencies {
   publish: (type: string, payload: Record<string, unknown>, correlationId: string) => void;
   /** Where run actors are listed for the inspector. */
   catalog?: ActorCatalog;
+  /** True when a projector writes completed runs' audit entries from the journal (the run then writes none). */
+  auditBehind?: boolean;
   /** Run leases in a cluster: with them, runs whose process died are taken over by this one. */
   leases?: RunLeases;
   /**
@@ -687,18 +690,10 @@ export class Pipelines {
         s.window.add(outcome.durationMs);
       }
     }
-    if (result.status === 'completed') {
-      const capsule = result.data.capsule as { id?: unknown } | undefined;
-      const consensus = result.data.consensus as { decision?: unknown } | undefined;
-      this.#deps.store.appendAudit({
-        id: `aud_${nanoid(12)}`,
-        runId: run.id,
-        capsuleId: typeof capsule?.id === 'string' ? capsule.id : '',
-        decision: result.decision === null ? (typeof consensus?.decision === 'string' ? consensus.decision : 'none') : result.decision.approve ? 'approve' : 'reject',
-        detail: { by: result.decision?.by ?? 'consensus', warnings: result.warnings, fuel: result.fuel },
-        at: Date.now(),
-      });
-      // A settled run is acknowledged with its audit entry durable.
+    // With a projector the audit trail is written behind from the journal (the run does not wait for the store);
+    // without one, a settled run is acknowledged with its audit entry durable.
+    if (result.status === 'completed' && this.#deps.auditBehind !== true) {
+      this.#deps.store.appendAudit(auditEntry(run.id, result, Date.now()));
       await this.#deps.store.flush();
     }
     if (this.#deps.queue !== undefined) await this.#deps.queue.settled(result).catch((err: unknown) => this.#deps.logger.warn({ err, runId: run.id }, 'could not tell the cluster a run settled'));

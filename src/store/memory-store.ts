@@ -122,6 +122,17 @@ export class MemoryStore implements Store {
     }
   }
 
+  readonly #projections = new Map<string, number>();
+
+  loadProjection(name: string): Promise<number> {
+    return Promise.resolve(this.#projections.get(name) ?? 0);
+  }
+
+  saveProjection(name: string, position: number): Promise<void> {
+    this.#projections.set(name, Math.max(position, this.#projections.get(name) ?? 0));
+    return Promise.resolve();
+  }
+
   listAudit(filter: { capsuleId?: string; runId?: string } = {}): Promise<AuditEntry[]> {
     // Oldest first: the ring's entries from the next slot to overwrite, then those before it.
     const ordered = [...this.#audit.slice(this.#auditNext), ...this.#audit.slice(0, this.#auditNext)];

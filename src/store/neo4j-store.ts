@@ -31,6 +31,7 @@ const SCHEMA = [
   'CREATE CONSTRAINT forge_run_id IF NOT EXISTS FOR (r:PipelineRunSnapshot) REQUIRE r.runId IS UNIQUE',
   'CREATE CONSTRAINT forge_overlay_id IF NOT EXISTS FOR (o:OverlayRegistration) REQUIRE o.id IS UNIQUE',
   'CREATE CONSTRAINT forge_audit_id IF NOT EXISTS FOR (a:AuditEntry) REQUIRE a.id IS UNIQUE',
+  'CREATE CONSTRAINT forge_projection_name IF NOT EXISTS FOR (p:ForgeProjection) REQUIRE p.name IS UNIQUE',
   'CREATE CONSTRAINT forge_dead_letter_id IF NOT EXISTS FOR (d:DeadLetter) REQUIRE d.id IS UNIQUE',
   'CREATE INDEX forge_chain_status IF NOT EXISTS FOR (c:CascadeChain) ON (c.status)',
   'CREATE INDEX forge_run_status IF NOT EXISTS FOR (r:PipelineRunSnapshot) ON (r.status)',
@@ -227,6 +228,15 @@ export class Neo4jStore implements Store {
 
   appendAudit(entry: AuditEntry): void {
     this.#audit.push(entry);
+  }
+
+  async loadProjection(name: string): Promise<number> {
+    const rows = await this.#read('MATCH (p:ForgeProjection {name: $name}) RETURN p.position AS position', { name });
+    return rows.length === 0 ? 0 : num(rows[0]!.position);
+  }
+
+  saveProjection(name: string, position: number): Promise<void> {
+    return this.#write('MERGE (p:ForgeProjection {name: $name}) SET p.position = CASE WHEN p.position IS NULL OR p.position < $position THEN $position ELSE p.position END', { name, position });
   }
 
   async listAudit(filter: { capsuleId?: string; runId?: string } = {}): Promise<AuditEntry[]> {

@@ -41,6 +41,11 @@ export interface Store {
   listDeadLetters(): Promise<DeadLetterRecord[]>;
   removeDeadLetter(id: string): Promise<void>;
 
+  /** Where a projector of the journal into this store got to (0: nowhere yet); absent on stores nobody projects into. */
+  loadProjection?(name: string): Promise<number>;
+  /** Records a projector's position (it never moves back: a slower process's save cannot undo a faster one's). */
+  saveProjection?(name: string, position: number): Promise<void>;
+
   /** Writes everything buffered; resolves when it is durable. */
   flush(): Promise<void>;
   /** Flushes, then releases connections. */

@@ -1,0 +1,220 @@
+import type { PipelineContext } from '../../actors/pipeline.ts';
+import type { Logger } from '../logger.ts';
+import { fuelByOverlay } from '../pipeline/config.ts';
+import { foldRun } from '../pipeline/run-records.ts';
+import type { AuditEntry, Store } from '../store/store.ts';
+import type { FedAppend, Journal } from './journal.ts';
+
+/** What a completed run's audit entry is made of: its data, its decision, its warnings and its fuel per overlay. */
+export interface AuditSource {
+  data: Record<string, unknown>;
+  decision: { approve: boolean; by: string } | null;
+  warnings: readonly string[];
+  fuel: Record<string, number>;
+}
+
+/**
+ * A completed run's entry in the settlement audit trail. Its id is the run's (`aud_<runId>`): written twice (a
+ * projector resuming after a crash, or two processes projecting one journal), it is still one entry.
+ */
+export function auditEntry(runId: string, source: AuditSource, at: number): AuditEntry {
+  const capsule = source.data.capsule as { id?: unknown } | undefined;
+  const consensus = source.data.consensus as { decision?: unknown } | undefined;
+  return {
+    id: `aud_${runId}`,
+    runId,
+    capsuleId: typeof capsule?.id === 'string' ? capsule.id : '',
+    decision: source.decision === null ? (typeof consensus?.decision === 'string' ? consensus.decision : 'none') : source.decision.approve ? 'approve' : 'reject',
+    detail: { by: source.decision?.by ?? 'consensus', warnings: source.warnings, fuel: source.fuel },
+    at,
+  };
+}
+
+/** A flush slower than this shows in the status (ms). */
+const SLOW_FLUSH_MS = 1_000;
+
+type FeedJournal = Journal & Required<Pick<Journal, 'feed' | 'lastPosition'>>;
+type PositionStore = Store & Required<Pick<Store, 'loadProjection' | 'saveProjection'>>;
+
+export interface ProjectionStatus {
+  name: string;
+  /** The journal position projected up to. */
+  position: number;
+  /** The journal's last position, as of the last look. */
+  last: number;
+  /** Feed items between the two (0: caught up). */
+  behind: number;
+  /** How long the oldest item not projected yet has waited (ms; 0 when caught up). */
+  lagMs: number;
+  /** Audit entries written since this process started projecting. */
+  projected: number;
+  /** The last failure (the store down, …) while it lasts; null once a pass succeeds. */
+  error: string | null;
+}
+
+export interface ProjectorOptions {
+  journal: Journal;
+  store: Store;
+  logger: Logger;
+  /** The projection's name (its position is kept under it in the store). Default `audit`. */
+  name?: string;
+  /** How often it looks for new appends once caught up (ms, default 200). */
+  intervalMs?: number;
+  /** Feed items per pass (default 500). */
+  batch?: number;
+}
+
+/**
+ * Writes the settlement audit trail into the store behind the journal: it follows the journal's feed from the
+ * position it stored, writes an audit entry for each run the journal says completed, and stores its new position
+ * once those entries are durable. Runs never wait for the store: when it is down they go on, the projector waits
+ * (retrying), and it catches up when the store is back — from its stored position after a crash, writing nothing
+ * twice (entries are keyed by run). Its lag is `status()`.
+ */
+export class AuditProjector {
+  readonly #journal: FeedJournal;
+  readonly #store: PositionStore;
+  readonly #logger: Logger;
+  readonly #name: string;
+  readonly #intervalMs: number;
+  readonly #batch: number;
+  #position = 0;
+  #last = 0;
+  #oldestWaiting: number | null = null;
+  #projected = 0;
+  #error: string | null = null;
+  #timer: NodeJS.Timeout | undefined;
+  #pass: Promise<void> | undefined;
+  #stopped = true;
+  readonly #caughtUp: (() => void)[] = [];
+
+  constructor(options: ProjectorOptions) {
+    const { journal, store } = options;
+    if (journal.feed === undefined || journal.lastPosition === undefined) throw new TypeError('The projector needs a journal with a feed.');
+    if (store.loadProjection === undefined || store.saveProjection === undefined) throw new TypeError('The projector needs a store that keeps projection positions.');
+    this.#journal = journal as FeedJournal;
+    this.#store = store as PositionStore;
+    this.#logger = options.logger;
+    this.#name = options.name ?? 'audit';
+    this.#intervalMs = options.intervalMs ?? 200;
+    this.#batch = options.batch ?? 500;
+  }
+
+  /** Starts following the journal from the stored position (a store that cannot say yet is asked again later). */
+  start(): void {
+    if (!this.#stopped) return;
+    this.#stopped = false;
+    this.#schedule(0);
+  }
+
+  /** Stops after the pass under way, if it ends within `waitMs` (a pass stuck on a store that is down is left). */
+  async stop(waitMs = 2_000): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    const pass = this.#pass;
+    if (pass === undefined) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([pass, new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))]);
+    clearTimeout(timer);
+  }
+
+  status(): ProjectionStatus {
+    const behind = Math.max(0, this.#last - this.#position);
+    return { name: this.#name, position: this.#position, last: this.#last, behind, lagMs: behind === 0 || this.#oldestWaiting === null ? 0 : Math.max(0, Date.now() - this.#oldestWaiting), projected: this.#projected, error: this.#error };
+  }
+
+  /** Resolves once everything journaled before this call is projected (for tests and orderly handovers). */
+  async caughtUp(): Promise<void> {
+    const target = await this.#journal.lastPosition();
+    while (this.#position < target) {
+      await new Promise<void>((resolve) => {
+        this.#caughtUp.push(resolve);
+        this.#schedule(0);
+      });
+      if (this.#stopped) throw new Error('The projector stopped before it caught up.');
+    }
+  }
+
+  #schedule(delayMs: number): void {
+    if (this.#stopped || this.#pass !== undefined) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#pass = this.#run().then((full) => {
+        this.#pass = undefined;
+        for (const resolve of this.#caughtUp.splice(0)) resolve();
+        // A full batch means more is waiting: on at once; otherwise look again after the interval.
+        this.#schedule(full ? 0 : this.#intervalMs);
+      });
+    }, delayMs);
+    this.#timer.unref();
+  }
+
+  /** One pass; true when it took a full batch (more may be waiting). */
+  async #run(): Promise<boolean> {
+    try {
+      if (this.#position === 0) this.#position = await this.#store.loadProjection(this.#name);
+      const items = await this.#journal.feed(this.#position, this.#batch);
+      const full = items.length === this.#batch;
+      this.#last = Math.max(await this.#journal.lastPosition(), items.at(-1)?.position ?? 0);
+      this.#oldestWaiting = items[0]?.entries[0]?.at ?? (items.length > 0 ? Date.now() : null);
+      let wrote = 0;
+      for (const item of items) wrote += await this.#project(item);
+      // The position moves only once what it covers is durable: a crash before this replays the batch (idempotently).
+      if (wrote > 0) await this.#flushed(wrote);
+      const next = items.at(-1)?.position;
+      if (next !== undefined) {
+        await this.#store.saveProjection(this.#name, next);
+        this.#position = next;
+        this.#projected += wrote;
+        const [following] = full ? await this.#journal.feed(next, 1) : [];
+        this.#oldestWaiting = following?.entries[0]?.at ?? null;
+      }
+      if (this.#error !== null) this.#logger.info({ projection: this.#name, position: this.#position }, 'the audit projection is writing again');
+      this.#error = null;
+      return full;
+    } catch (error) {
+      if (this.#error === null) this.#logger.warn({ err: error, projection: this.#name, position: this.#position }, 'the audit projection cannot write to the store: runs go on, and it catches up once the store is back');
+      this.#error = (error as Error).message;
+      return false;
+    }
+  }
+
+  /**
+   * Waits for the store to take the batch's entries (its write-behind retries through an outage for as long as it
+   * lasts); meanwhile the status says what it waits for.
+   */
+  async #flushed(entries: number): Promise<void> {
+    const slow = setTimeout(() => {
+      this.#error = `the store is not taking writes: ${entries} audit entr${entries === 1 ? 'y waits' : 'ies wait'}`;
+      this.#logger.warn({ projection: this.#name, position: this.#position, entries }, 'the audit projection waits for the store: runs go on, and it catches up once the store is back');
+    }, SLOW_FLUSH_MS);
+    try {
+      await this.#store.flush();
+    } finally {
+      clearTimeout(slow);
+    }
+  }
+
+  /** Writes what one feed item asks for; returns the audit entries written. */
+  async #project(item: FedAppend): Promise<number> {
+    if (item.damaged !== undefined) {
+      this.#logger.error({ stream: item.stream, position: item.position, problem: item.damaged }, 'a journal append the audit projection follows does not read back: skipped');
+      return 0;
+    }
+    let wrote = 0;
+    for (const entry of item.entries) {
+      if (entry.kind !== 'run.settled' || entry.body.status !== 'completed') continue;
+      try {
+        const context = (foldRun(item.stream, await this.#journal.read(item.stream)) as unknown as { context: PipelineContext }).context;
+        this.#store.appendAudit(auditEntry(item.stream, { data: context.data, decision: context.decision, warnings: context.warnings, fuel: fuelByOverlay(context.outcomes) }, entry.at));
+        wrote++;
+      } catch (error) {
+        // A run whose journal cannot be folded (damaged, or pruned meanwhile) has no audit entry to write.
+        if ((error as { code?: string }).code === 'JOURNAL_UNAVAILABLE') throw error;
+        this.#logger.error({ err: error, runId: item.stream }, 'a completed run\'s journal cannot be folded: no audit entry projected for it');
+      }
+    }
+    return wrote;
+  }
+}
