@@ -52,16 +52,20 @@ export async function clusterBenchmarks(options: BenchOptions): Promise<BenchRow
       for (const size of journal === 'jetstream' && store === 'memory' ? [1, 2, 3] : [1]) {
         const stream = `BENCH_CLUSTER_${randomUUID().slice(0, 8)}`;
         const workers: ChildProcess[] = [];
-        const workerEnv = { ...process.env, ...env, STREAM: stream, OVERLAYS: overlays, STORE: store, ...(journal === 'jetstream' ? { JOURNAL: 'jetstream' } : {}) };
+        const prefix = `bench${stream.slice(-8)}`;
+        const workerEnv = { ...process.env, ...env, STREAM: stream, PREFIX: prefix, OVERLAYS: overlays, STORE: store, ...(journal === 'jetstream' ? { JOURNAL: 'jetstream' } : {}) };
         for (let i = 0; i < size; i++) {
           const child = spawn(process.execPath, [WORKER], { env: { ...workerEnv, PROCESS_ID: `${stream}-w${i}` }, stdio: ['ignore', 'pipe', 'inherit'] });
           workers.push(child);
-          await new Promise<void>((resolve) => createInterface({ input: child.stdout }).once('line', () => resolve()));
+          await new Promise<void>((resolve, reject) => {
+            createInterface({ input: child.stdout }).once('line', () => resolve());
+            child.once('exit', (code) => reject(new Error(`a cluster bench worker exited (${String(code)}) before it was ready`)));
+          });
         }
         const origin = await createKernel({
           logger: { level: 'silent' },
           ...(store === 'memory' ? {} : { store: { kind: 'neo4j' as const, uri: env.NEO4J_URI, user: env.NEO4J_USER, password: env.NEO4J_PASSWORD } }),
-          bus: { transport: 'nats', servers: env.NATS_URL, stream, processId: `${stream}-origin` },
+          bus: { transport: 'nats', servers: env.NATS_URL, stream, subjectPrefix: prefix, processId: `${stream}-origin` },
           ...(journal === 'jetstream' ? { journal: { kind: 'jetstream' as const } } : {}),
           pipelines: { worker: false },
         });

@@ -258,7 +258,10 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   }
   const graph = store instanceof Neo4jStore ? graphHostFunctions(graphOptions(store, options.graph)) : [];
   // With a journal, Neo4j is a projection of it: the audit trail is written behind, and runs never wait for Neo4j.
-  const projector = journal?.feed !== undefined && journal.lastPosition !== undefined && store instanceof Neo4jStore ? new AuditProjector({ journal, store, logger: logger.child({ component: 'projection' }) }) : undefined;
+  // The projection's position is kept under the journal's identity (a file, a stream), so another journal sharing
+  // the Neo4j never inherits it; a memory journal (gone with its process) is not projected.
+  const journalIdentity = journal instanceof SqliteJournal ? `sqlite:${journal.path}` : journal instanceof JetStreamJournal ? `jetstream:${journal.streamName}` : undefined;
+  const projector = journal?.feed !== undefined && journalIdentity !== undefined && store instanceof Neo4jStore ? new AuditProjector({ journal, store, name: `audit ${journalIdentity}`, logger: logger.child({ component: 'projection' }) }) : undefined;
   const busOption = options.bus;
   const bus: Bus =
     busOption !== undefined && 'transport' in busOption && busOption.transport === 'nats'
@@ -444,7 +447,6 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
     },
   );
 
-  projector?.start();
   const memberStatus = (): MemberStatus => ({ overlays: overlays.list().map((o) => o.name), activeRuns: pipelines.stats().active });
   const membership = bus instanceof NatsBus ? await Membership.join(bus.connection, { processId: bus.processId, status: memberStatus, logger, bucket: `forge_members_${bus.clusterName}` }) : undefined;
   const startedAt = Date.now();
@@ -521,6 +523,7 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   };
 
   let stopped = false;
+  projector?.start();
   return {
     logger,
     store,

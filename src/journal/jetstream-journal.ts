@@ -163,13 +163,20 @@ export class JetStreamJournal implements Journal {
   }
 
   append(stream: string, expected: Expected, entries: readonly NewEntry[], options: AppendOptions): Promise<number | undefined> {
+    let bodies: string[];
     try {
       checkAppend(stream, expected, entries, options);
+      // Each entry's body is encoded now: the caller may change its objects once append returns.
+      bodies = entries.map((entry, index) => {
+        try {
+          return JSON.stringify(entry.body);
+        } catch (error) {
+          throw new JournalInputError(`entries[${index}].body cannot be written as JSON: ${(error as Error).message}`);
+        }
+      });
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
-    // Each entry's body is encoded now: the caller may change its objects once append returns.
-    const bodies = entries.map((entry) => JSON.stringify(entry.body));
     return new Promise((resolve, reject) => {
       const queue = this.#queues.get(stream);
       const pending: Pending = { expected, entries, bodies, options, resolve, reject };
@@ -203,6 +210,13 @@ export class JetStreamJournal implements Journal {
         batch.forEach((pending, index) => pending.resolve(results[index]));
       } catch (error) {
         for (const pending of batch) pending.reject(error);
+        // Whether the failed append landed is unknown: appends queued on it are not sent (one that landed after all
+        // would put them behind it), and fail with it; their writer starts over from what the journal holds.
+        let failed = batch.at(-1);
+        while (queue[0] !== undefined && chainsOn(failed, queue[0])) {
+          failed = queue.shift()!;
+          failed.reject(error);
+        }
       }
     }
     this.#queues.delete(stream);
@@ -220,12 +234,18 @@ export class JetStreamJournal implements Journal {
       fresh = true;
     }
     for (let attempt = 0; attempt < 4; attempt++) {
-      // Appends the stream's last message holds already (retries whose answers were lost) resolve with their result.
-      while (batch.length > 0 && batch[0]!.options.dedupeKey !== undefined && head?.keys.some(([key]) => key === batch[0]!.options.dedupeKey) === true) {
-        results.push(head.keys.find(([key]) => key === batch[0]!.options.dedupeKey)![1]);
+      // An append that is the stream's last already (a retry whose answer was lost) resolves with its result; what
+      // this process remembers is checked with the server first (another process may have appended since).
+      if (batch[0]!.options.dedupeKey !== undefined && head?.lastKey === batch[0]!.options.dedupeKey) {
+        if (!fresh) {
+          head = await this.#fetchHead(stream);
+          fresh = true;
+          continue;
+        }
+        results.push(head.seq);
         batch = batch.slice(1);
+        if (batch.length === 0) return results;
       }
-      if (batch.length === 0) return results;
       if (!meets(head, batch[0]!.expected)) {
         // What this process knew may be behind another process's appends: ask once before refusing. The appends
         // chained on a refused one are refused with it (their key is never written).
@@ -252,6 +272,8 @@ export class JetStreamJournal implements Journal {
       const bytes = (head?.bytes ?? 0) + lines.reduce((sum, line) => sum + line.length, 0);
       const line: HeadLine = { seq, first, status: last.status, settled: last.settled === true, key: last.dedupeKey ?? null, ...(keys.length > 1 ? { keys } : {}), createdAt: head?.createdAt ?? now, updatedAt: now, bytes };
       const payload = `${JSON.stringify(line)}\n${lines.join('\n')}`;
+      const limit = this.#nc?.info?.max_payload;
+      if (limit !== undefined && Buffer.byteLength(payload) > limit) throw new JournalInputError(`An append to ${stream} takes ${Buffer.byteLength(payload)} bytes, more than this NATS server's max_payload (${limit}).`);
       try {
         const ack = await js.publish(this.#subject(stream), payload, {
           expect: { lastSubjectSequence: head?.natsSeq ?? 0 },
@@ -276,6 +298,11 @@ export class JetStreamJournal implements Journal {
           fresh = true;
           continue;
         }
+        // No answer (a timeout, a lost connection): the message may have been stored. If the stream's last message
+        // is this batch, it landed.
+        const landed = await this.#fetchHead(stream).catch(() => undefined);
+        const mine = landed?.keys.length === keys.length && keys.every(([key, end], index) => landed.keys[index]![0] === key && landed.keys[index]![1] === end);
+        if (mine && keys.length > 0 && landed !== undefined && landed.seq === seq) return [...results, ...ends];
         throw new JournalUnavailableError(`The JetStream journal could not append to ${stream}: ${(error as Error).message}`, error);
       }
     }
@@ -345,13 +372,28 @@ export class JetStreamJournal implements Journal {
     const info = await this.#request(() => jsm.streams.info(this.#streamName, { subjects_filter: `${this.#prefix}*` }), '(list)');
     const streams = Object.keys(info.state.subjects ?? {})
       .map((subject) => subject.slice(this.#prefix.length))
-      .filter((stream) => filter.type === undefined || (stream.startsWith('run_') ? 'run' : 'chain') === filter.type);
+      .filter((stream) => {
+        // A subject that is no run or chain id was published by something else: not a journal stream.
+        try {
+          return filter.type === undefined || streamType(stream) === filter.type;
+        } catch {
+          return false;
+        }
+      });
     const heads: StreamHead[] = [];
     for (let i = 0; i < streams.length; i += LIST_PARALLELISM) {
-      const batch = await Promise.all(streams.slice(i, i + LIST_PARALLELISM).map((stream): Promise<Head | undefined> => {
-        const settled = this.#settled.get(stream);
-        return settled === undefined ? this.#fetchHead(stream) : Promise.resolve(settled);
-      }));
+      const batch = await Promise.all(
+        streams.slice(i, i + LIST_PARALLELISM).map((stream): Promise<Head | undefined> => {
+          const settled = this.#settled.get(stream);
+          if (settled !== undefined) return Promise.resolve(settled);
+          // A stream whose last message does not read is logged and left out: the others are listed.
+          return this.#fetchHead(stream).catch((error: unknown) => {
+            if (error instanceof JournalUnavailableError) throw error;
+            this.#options.logger?.error({ err: error, stream }, 'a journal stream\'s last message does not read: left out of the list');
+            return undefined;
+          });
+        }),
+      );
       for (const head of batch) {
         if (head === undefined) continue;
         if (filter.statuses !== undefined && !filter.statuses.includes(head.status)) continue;
@@ -470,7 +512,10 @@ function parseHeadLine(stream: string, text: string, natsSeq: number): HeadLine 
     typeof line.createdAt === 'number' &&
     typeof line.updatedAt === 'number' &&
     typeof line.bytes === 'number' &&
-    (line.keys === undefined || (Array.isArray(line.keys) && line.keys.every((k) => Array.isArray(k) && typeof k[0] === 'string' && Number.isInteger(k[1]))));
+    (line.keys === undefined ||
+      (Array.isArray(line.keys) &&
+        line.keys.every((k) => Array.isArray(k) && typeof k[0] === 'string' && Number.isInteger(k[1]) && k[1] >= line.first! && k[1] <= line.seq!) &&
+        line.keys.at(-1)?.[0] === line.key));
   if (!ok) throw new JournalEntryError('JOURNAL_CORRUPT', stream, typeof line?.first === 'number' ? line.first : 0, `JetStream message ${natsSeq} is not a journal append.`);
   return line as HeadLine;
 }

@@ -30,7 +30,8 @@ export interface Journal {
   /**
    * Appends after `position` in the journal's one global order, oldest first, at most `limit` of them (what a
    * projector follows: positions only grow). A backend may give an append's entries as separate items, each with
-   * its own position. Absent on a journal that keeps no global order.
+   * its own position. Absent on a journal that keeps no global order. (The memory journal keeps its feed from the
+   * first call on.)
    */
   feed?(after: number, limit: number): Promise<FedAppend[]>;
   /** The position of the journal's last append (0 when empty). */
@@ -115,8 +116,11 @@ export interface EntryBodies {
   'run.call': { phase: string; overlay: string; attempt: number; input: unknown; output?: unknown; error?: { code: string; message: string }; fuelUsed: number; durationMs: number; host?: HostCallRecord[]; cached?: boolean };
   /** A process took the run up (restored or revived it): its first write, which only one copy can make. */
   'run.driven': { by: string };
-  /** The run ended: how, and its error. */
-  'run.settled': { status: string; error: unknown };
+  /**
+   * The run ended: how, and its error; a completed run also carries its audit entry's content (what the audit
+   * projection writes, even once retention has dropped the rest of the run).
+   */
+  'run.settled': { status: string; error: unknown; audit?: { capsuleId: string; decision: string; detail: unknown } };
   'chain.started': { chain: Record<string, unknown> };
   'chain.hop': { hop: Record<string, unknown> };
   'chain.ended': { status: string; chain: Record<string, unknown> };

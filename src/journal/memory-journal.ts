@@ -21,8 +21,9 @@ export class MemoryJournal implements Journal {
   readonly #streams = new Map<string, MemoryStream>();
   readonly #maxStreams: number;
   #settled = 0;
-  /** Appends in order, for `feed` (the oldest beyond FEED_KEPT go). */
+  /** Appends in order, for `feed` (the oldest beyond FEED_KEPT go), kept once someone reads the feed. */
   #feed: { position: number; stream: string; entries: JournalEntry[] }[] = [];
+  #feeding = false;
   #position = 0;
 
   constructor(options: { maxStreams?: number } = {}) {
@@ -50,8 +51,11 @@ export class MemoryJournal implements Journal {
     const appended: JournalEntry[] = [];
     for (const entry of entries) appended.push({ ...entry, v: JOURNAL_FORMAT, stream, seq: ++seq });
     target.entries.push(...appended);
-    this.#feed.push({ position: ++this.#position, stream, entries: appended });
-    if (this.#feed.length > FEED_KEPT * 1.25) this.#feed = this.#feed.slice(-FEED_KEPT);
+    this.#position++;
+    if (this.#feeding) {
+      this.#feed.push({ position: this.#position, stream, entries: appended });
+      if (this.#feed.length > FEED_KEPT * 1.25) this.#feed = this.#feed.slice(-FEED_KEPT);
+    }
     const wasSettled = target.head.settled;
     target.head = { ...target.head, seq, status: options.status, settled: options.settled === true, updatedAt: now, lastKey: options.dedupeKey ?? null };
     if (current === undefined) this.#streams.set(stream, target);
@@ -99,6 +103,8 @@ export class MemoryJournal implements Journal {
   feed(after: number, limit: number): Promise<FedAppend[]> {
     return settle(() => {
       checkFeed(after, limit);
+      // The feed is kept from its first reader on (a kernel nobody projects keeps no second copy of its appends).
+      this.#feeding = true;
       // Positions are consecutive: the first one after `after` is found by arithmetic.
       const start = Math.max(0, after + 1 - (this.#feed[0]?.position ?? after + 1));
       return copy(this.#feed.slice(start, start + limit));

@@ -2,33 +2,10 @@ import type { PipelineContext } from '../../actors/pipeline.ts';
 import type { Logger } from '../logger.ts';
 import { fuelByOverlay } from '../pipeline/config.ts';
 import { foldRun } from '../pipeline/run-records.ts';
-import type { AuditEntry, Store } from '../store/store.ts';
-import type { FedAppend, Journal } from './journal.ts';
-
-/** What a completed run's audit entry is made of: its data, its decision, its warnings and its fuel per overlay. */
-export interface AuditSource {
-  data: Record<string, unknown>;
-  decision: { approve: boolean; by: string } | null;
-  warnings: readonly string[];
-  fuel: Record<string, number>;
-}
-
-/**
- * A completed run's entry in the settlement audit trail. Its id is the run's (`aud_<runId>`): written twice (a
- * projector resuming after a crash, or two processes projecting one journal), it is still one entry.
- */
-export function auditEntry(runId: string, source: AuditSource, at: number): AuditEntry {
-  const capsule = source.data.capsule as { id?: unknown } | undefined;
-  const consensus = source.data.consensus as { decision?: unknown } | undefined;
-  return {
-    id: `aud_${runId}`,
-    runId,
-    capsuleId: typeof capsule?.id === 'string' ? capsule.id : '',
-    decision: source.decision === null ? (typeof consensus?.decision === 'string' ? consensus.decision : 'none') : source.decision.approve ? 'approve' : 'reject',
-    detail: { by: source.decision?.by ?? 'consensus', warnings: source.warnings, fuel: source.fuel },
-    at,
-  };
-}
+import type { Store } from '../store/store.ts';
+import { auditEntry, auditFromSummary, type AuditSummary } from '../pipeline/audit.ts';
+import { ForgeError } from '../errors.ts';
+import { JournalUnavailableError, type FedAppend, type Journal } from './journal.ts';
 
 /** A flush slower than this shows in the status (ms). */
 const SLOW_FLUSH_MS = 1_000;
@@ -79,6 +56,8 @@ export class AuditProjector {
   readonly #intervalMs: number;
   readonly #batch: number;
   #position = 0;
+  /** Whether the stored position has been read (and checked against the journal). */
+  #loaded = false;
   #last = 0;
   #oldestWaiting: number | null = null;
   #projected = 0;
@@ -90,8 +69,8 @@ export class AuditProjector {
 
   constructor(options: ProjectorOptions) {
     const { journal, store } = options;
-    if (journal.feed === undefined || journal.lastPosition === undefined) throw new TypeError('The projector needs a journal with a feed.');
-    if (store.loadProjection === undefined || store.saveProjection === undefined) throw new TypeError('The projector needs a store that keeps projection positions.');
+    if (journal.feed === undefined || journal.lastPosition === undefined) throw new ForgeError('INVALID_CONFIG', 'The audit projection needs a journal with a feed.');
+    if (store.loadProjection === undefined || store.saveProjection === undefined) throw new ForgeError('INVALID_CONFIG', 'The audit projection needs a store that keeps projection positions.');
     this.#journal = journal as FeedJournal;
     this.#store = store as PositionStore;
     this.#logger = options.logger;
@@ -111,6 +90,7 @@ export class AuditProjector {
   async stop(waitMs = 2_000): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    for (const resolve of this.#caughtUp.splice(0)) resolve();
     const pass = this.#pass;
     if (pass === undefined) return;
     let timer: NodeJS.Timeout | undefined;
@@ -126,12 +106,12 @@ export class AuditProjector {
   /** Resolves once everything journaled before this call is projected (for tests and orderly handovers). */
   async caughtUp(): Promise<void> {
     const target = await this.#journal.lastPosition();
-    while (this.#position < target) {
+    while (!this.#loaded || this.#position < target) {
+      if (this.#stopped) throw new ForgeError('PROJECTION_STOPPED', `The audit projection is not running (at ${this.#position} of ${target}).`);
       await new Promise<void>((resolve) => {
         this.#caughtUp.push(resolve);
         this.#schedule(0);
       });
-      if (this.#stopped) throw new Error('The projector stopped before it caught up.');
     }
   }
 
@@ -153,17 +133,27 @@ export class AuditProjector {
   /** One pass; true when it took a full batch (more may be waiting). */
   async #run(): Promise<boolean> {
     try {
-      if (this.#position === 0) this.#position = await this.#store.loadProjection(this.#name);
+      if (!this.#loaded) {
+        const stored = await this.#store.loadProjection(this.#name);
+        const last = await this.#journal.lastPosition();
+        // A position past the journal's end belongs to another journal (a new file, a recreated stream): from the start.
+        if (stored > last) this.#logger.warn({ projection: this.#name, stored, last }, 'the stored projection position is past the journal\'s end (another journal?): projecting it from the start');
+        this.#position = stored > last ? 0 : stored;
+        this.#loaded = true;
+      }
+      // The end is read before the feed: once the feed is read to its end, the position may move up to it (positions
+      // left by pruned appends are never fed).
+      const end = await this.#journal.lastPosition();
       const items = await this.#journal.feed(this.#position, this.#batch);
       const full = items.length === this.#batch;
-      this.#last = Math.max(await this.#journal.lastPosition(), items.at(-1)?.position ?? 0);
+      this.#last = Math.max(end, items.at(-1)?.position ?? 0);
       this.#oldestWaiting = items[0]?.entries[0]?.at ?? (items.length > 0 ? Date.now() : null);
       let wrote = 0;
       for (const item of items) wrote += await this.#project(item);
       // The position moves only once what it covers is durable: a crash before this replays the batch (idempotently).
       if (wrote > 0) await this.#flushed(wrote);
-      const next = items.at(-1)?.position;
-      if (next !== undefined) {
+      const next = Math.max(items.at(-1)?.position ?? 0, full ? 0 : end);
+      if (next > this.#position) {
         await this.#store.saveProjection(this.#name, next);
         this.#position = next;
         this.#projected += wrote;
@@ -205,13 +195,20 @@ export class AuditProjector {
     let wrote = 0;
     for (const entry of item.entries) {
       if (entry.kind !== 'run.settled' || entry.body.status !== 'completed') continue;
+      const summary = entry.body.audit as AuditSummary | undefined;
+      if (summary !== undefined) {
+        this.#store.appendAudit(auditFromSummary(item.stream, summary, entry.at));
+        wrote++;
+        continue;
+      }
+      // A settle journaled before it carried its summary: the run's journal is folded for it.
       try {
         const context = (foldRun(item.stream, await this.#journal.read(item.stream)) as unknown as { context: PipelineContext }).context;
         this.#store.appendAudit(auditEntry(item.stream, { data: context.data, decision: context.decision, warnings: context.warnings, fuel: fuelByOverlay(context.outcomes) }, entry.at));
         wrote++;
       } catch (error) {
         // A run whose journal cannot be folded (damaged, or pruned meanwhile) has no audit entry to write.
-        if ((error as { code?: string }).code === 'JOURNAL_UNAVAILABLE') throw error;
+        if (error instanceof JournalUnavailableError) throw error;
         this.#logger.error({ err: error, runId: item.stream }, 'a completed run\'s journal cannot be folded: no audit entry projected for it');
       }
     }

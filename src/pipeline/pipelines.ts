@@ -27,7 +27,7 @@ import {
 } from './config.ts';
 import { DeadlineScheduler } from './deadlines.ts';
 import { PhaseCache } from './phase-cache.ts';
-import { auditEntry } from '../journal/projector.ts';
+import { auditEntry } from './audit.ts';
 import { ENDED_STATUSES, JournalRunRecords, sameVersion, StoreRunRecords, type RunRecords } from './run-records.ts';
 import { PipelineRun, RUN_SNAPSHOT_VERSION, RunStateError, SYSTEM_CLOCK, type CallOverlay, type PipelineClock, type RunEnvironment, type StoredVersion } from './run.ts';
 
@@ -536,6 +536,8 @@ export class Pipelines {
     // Runs this process drives (or waits on) are not read again.
     const skip = (runId: string, status: string): boolean => (status !== 'running' && status !== 'queued') || (this.#live.has(runId) && this.#remote.get(runId) !== this.#live.get(runId));
     for (const record of await this.#records.list(skip)) {
+      // A stop waits for this pass: it ends at the next run instead of claiming more.
+      if (this.#stopping) break;
       if (record.status !== 'running' && record.status !== 'queued') continue;
       if (this.#live.has(record.runId) && this.#remote.get(record.runId) !== this.#live.get(record.runId)) continue;
       const context = (record.snapshot as { context?: PipelineContext } | undefined)?.context;

@@ -11,6 +11,7 @@ import type { PhaseCache } from './phase-cache.ts';
 import type { Logger } from '../logger.ts';
 import type { Phase } from '../manifest.ts';
 import type { DeadlineScheduler } from './deadlines.ts';
+import { auditEntry } from './audit.ts';
 import { eventsPublished, fuelByOverlay, type PhaseContext, type PhaseFunctions, type PipelineHooks, type RunResult } from './config.ts';
 
 /** Format version of persisted run snapshots: bump it when the pipeline machine changes shape. */
@@ -564,8 +565,11 @@ export class PipelineRun {
    * did not end as far as anyone can know, so this copy ends interrupted and a restore continues it.
    */
   async #seal(): Promise<'sealed' | 'lost' | 'unrecorded'> {
-    const { error } = this.#actor.getSnapshot().context;
-    this.#record({ kind: 'run.settled', at: this.#env.clock.now(), body: { status: this.status, error } });
+    const { context } = this.#actor.getSnapshot();
+    const at = this.#env.clock.now();
+    // A completed run's settle carries its audit entry's content (the audit projection writes it from there).
+    const audit = this.status === 'completed' ? auditEntry(this.id, { data: context.data, decision: context.decision, warnings: context.warnings, fuel: fuelByOverlay(context.outcomes) }, at) : undefined;
+    this.#record({ kind: 'run.settled', at, body: { status: this.status, error: context.error, ...(audit === undefined ? {} : { audit: { capsuleId: audit.capsuleId, decision: audit.decision, detail: audit.detail } }) } });
     // One key for every try: a try that landed but whose answer was lost is recognised by the next, not refused.
     const token = randomUUID();
     for (let attempt = 1; ; attempt++) {

@@ -32,6 +32,8 @@ export class MemoryStore implements Store {
   readonly #overlays = new Map<string, OverlayRegistration>();
   /** A ring of the last `auditLimit` entries; `#auditNext` is where the next one goes once the ring is full. */
   readonly #audit: AuditEntry[] = [];
+  /** Where each entry of the ring is, by id. */
+  readonly #auditSlots = new Map<string, number>();
   readonly #auditLimit: number;
   #auditNext = 0;
   /** In insertion order (a Map keeps it): the first is the oldest, dropped past `deadLetterLimit`. */
@@ -115,8 +117,18 @@ export class MemoryStore implements Store {
   }
 
   appendAudit(entry: AuditEntry): void {
-    if (this.#audit.length < this.#auditLimit) this.#audit.push(copy(entry));
-    else {
+    // An entry is kept once per id, as Neo4j merges it: written again (a projection replayed), it is replaced.
+    const at = this.#auditSlots.get(entry.id);
+    if (at !== undefined) {
+      this.#audit[at] = copy(entry);
+      return;
+    }
+    if (this.#audit.length < this.#auditLimit) {
+      this.#auditSlots.set(entry.id, this.#audit.length);
+      this.#audit.push(copy(entry));
+    } else {
+      this.#auditSlots.delete(this.#audit[this.#auditNext]!.id);
+      this.#auditSlots.set(entry.id, this.#auditNext);
       this.#audit[this.#auditNext] = copy(entry);
       this.#auditNext = (this.#auditNext + 1) % this.#auditLimit;
     }

@@ -99,6 +99,9 @@ describe('JetStream journal across processes (one connection each)', () => {
       await expect(journal.read('run_bad')).rejects.toMatchObject({ code: 'JOURNAL_CORRUPT', details: { stream: 'run_bad', seq: 2 } });
       await jetstream(nc).publish(`forge.journal.${journal.streamName.slice('FORGE_JOURNAL_'.length)}.run_bad`, 'not an append');
       await expect(journal.head('run_bad')).rejects.toMatchObject({ code: 'JOURNAL_CORRUPT', details: { stream: 'run_bad' } });
+      // A subject that is no run id, and a run whose last message does not read: the list goes on without them.
+      await jetstream(nc).publish(`forge.journal.${journal.streamName.slice('FORGE_JOURNAL_'.length)}.nonsense`, 'x');
+      expect((await journal.list()).map((h) => h.stream)).toEqual(['run_ok']);
     } finally {
       await nc.close();
     }

@@ -124,6 +124,7 @@ export function journalContract(make: () => Promise<Journal>): void {
 
   it('feeds appends in one global order, positions only growing (pruning included), from any position', async () => {
     const journal = await make();
+    // (The memory journal keeps its feed from the first read on.)
     expect(await journal.feed!(0, 10)).toEqual([]);
     await journal.append('run_f1', 0, [event('A')], { status: 'running' });
     await journal.append('run_f1', 1, [event('C')], { status: 'running' });
