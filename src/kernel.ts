@@ -258,10 +258,6 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   }
   const graph = store instanceof Neo4jStore ? graphHostFunctions(graphOptions(store, options.graph)) : [];
   // With a journal, Neo4j is a projection of it: the audit trail is written behind, and runs never wait for Neo4j.
-  // The projection's position is kept under the journal's identity (a file, a stream), so another journal sharing
-  // the Neo4j never inherits it; a memory journal (gone with its process) is not projected.
-  const journalIdentity = journal instanceof SqliteJournal ? `sqlite:${journal.path}` : journal instanceof JetStreamJournal ? `jetstream:${journal.streamName}` : undefined;
-  const projector = journal?.feed !== undefined && journalIdentity !== undefined && store instanceof Neo4jStore ? new AuditProjector({ journal, store, name: `audit ${journalIdentity}`, logger: logger.child({ component: 'projection' }) }) : undefined;
   const busOption = options.bus;
   const bus: Bus =
     busOption !== undefined && 'transport' in busOption && busOption.transport === 'nats'
@@ -274,6 +270,10 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   // A cluster is the kernels sharing an event stream; its key-value buckets are named after it.
   const chainGuard = bus instanceof NatsBus ? await ChainGuard.open(bus.connection, `forge_chains_${bus.clusterName}`) : undefined;
   const leases = bus instanceof NatsBus ? await RunLeases.open(bus.connection, bus.processId, logger, `forge_run_leases_${bus.clusterName}`) : undefined;
+  // The projection's position is kept under the journal's identity (a file, a stream), so another journal sharing
+  // the Neo4j never inherits it; a memory journal (gone with its process) is not projected.
+  const journalIdentity = journal instanceof SqliteJournal ? `sqlite:${journal.path}` : journal instanceof JetStreamJournal ? `jetstream:${journal.streamName}` : undefined;
+  const projector = journal?.feed !== undefined && journalIdentity !== undefined && store instanceof Neo4jStore ? new AuditProjector({ journal, store, name: `audit ${journalIdentity}`, logger: logger.child({ component: 'projection' }), ...(leases === undefined ? {} : { leader: () => leases.claim('forge_projector_audit') }) }) : undefined;
   const catalog = new ActorCatalog();
   const adapter = new InspectionAdapter(catalog);
   if (options.inspect === true) adapter.enable();

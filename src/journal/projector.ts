@@ -25,6 +25,8 @@ export interface ProjectionStatus {
   lagMs: number;
   /** Audit entries written since this process started projecting. */
   projected: number;
+  /** `standby`: another process of the cluster projects (its figures are not this process's). */
+  role: 'projecting' | 'standby';
   /** The last failure (the store down, …) while it lasts; null once a pass succeeds. */
   error: string | null;
 }
@@ -39,6 +41,11 @@ export interface ProjectorOptions {
   intervalMs?: number;
   /** Feed items per pass (default 500). */
   batch?: number;
+  /**
+   * In a cluster: whether this process is the one projecting now (a lease it keeps while it lives); the others stand
+   * by, and one of them takes over when it goes. Without it, this process projects.
+   */
+  leader?: () => Promise<boolean>;
 }
 
 /**
@@ -55,6 +62,8 @@ export class AuditProjector {
   readonly #name: string;
   readonly #intervalMs: number;
   readonly #batch: number;
+  readonly #leader: (() => Promise<boolean>) | undefined;
+  #standby = false;
   #position = 0;
   /** Whether the stored position has been read (and checked against the journal). */
   #loaded = false;
@@ -77,6 +86,7 @@ export class AuditProjector {
     this.#name = options.name ?? 'audit';
     this.#intervalMs = options.intervalMs ?? 200;
     this.#batch = options.batch ?? 500;
+    this.#leader = options.leader;
   }
 
   /** Starts following the journal from the stored position (a store that cannot say yet is asked again later). */
@@ -100,7 +110,7 @@ export class AuditProjector {
 
   status(): ProjectionStatus {
     const behind = Math.max(0, this.#last - this.#position);
-    return { name: this.#name, position: this.#position, last: this.#last, behind, lagMs: behind === 0 || this.#oldestWaiting === null ? 0 : Math.max(0, Date.now() - this.#oldestWaiting), projected: this.#projected, error: this.#error };
+    return { name: this.#name, position: this.#position, last: this.#last, behind, lagMs: behind === 0 || this.#oldestWaiting === null ? 0 : Math.max(0, Date.now() - this.#oldestWaiting), projected: this.#projected, error: this.#error, role: this.#standby ? 'standby' : 'projecting' };
   }
 
   /** Resolves once everything journaled before this call is projected (for tests and orderly handovers). */
@@ -108,6 +118,7 @@ export class AuditProjector {
     const target = await this.#journal.lastPosition();
     while (!this.#loaded || this.#position < target) {
       if (this.#stopped) throw new ForgeError('PROJECTION_STOPPED', `The audit projection is not running (at ${this.#position} of ${target}).`);
+      if (this.#standby) throw new ForgeError('PROJECTION_STANDBY', 'Another process of the cluster projects the audit trail: this one stands by.');
       await new Promise<void>((resolve) => {
         this.#caughtUp.push(resolve);
         this.#schedule(0);
@@ -133,6 +144,14 @@ export class AuditProjector {
   /** One pass; true when it took a full batch (more may be waiting). */
   async #run(): Promise<boolean> {
     try {
+      if (this.#leader !== undefined) {
+        this.#standby = !(await this.#leader());
+        if (this.#standby) {
+          // Another process projects: when it goes, its lease lapses and this one reads the stored position afresh.
+          this.#loaded = false;
+          return false;
+        }
+      }
       if (!this.#loaded) {
         const stored = await this.#store.loadProjection(this.#name);
         const last = await this.#journal.lastPosition();

@@ -136,4 +136,24 @@ describe('audit projection (SQLite journal, memory store)', () => {
     expect(strip(await projected.listAudit())).toEqual(strip(await kernel.store.listAudit()));
     expect((await projected.listAudit()).map((a) => a.capsuleId).sort()).toEqual(['cap-1', 'cap-2', 'cap-3']);
   });
+
+  it('in a cluster only the lease holder projects; a standby takes over from the stored position when it gets the lease', async () => {
+    const j = await journal();
+    const store = new MemoryStore();
+    await runs(j, 0, 2);
+    let leader = false;
+    const p = new AuditProjector({ journal: j, store, logger: captureLogger().logger, intervalMs: 5, leader: () => Promise.resolve(leader) });
+    closers.push(() => p.stop());
+    p.start();
+    await until(() => p.status().role === 'standby', 'the projector to stand by');
+    await expect(p.caughtUp()).rejects.toMatchObject({ code: 'PROJECTION_STANDBY' });
+    expect(await store.listAudit()).toEqual([]);
+    // What the other process projected meanwhile is not projected again.
+    await store.saveProjection('audit', await j.lastPosition());
+    await runs(j, 2, 2);
+    leader = true;
+    await until(() => p.status().role === 'projecting' && p.status().behind === 0 && p.status().position === p.status().last && p.status().last > 0, 'the projector to take over');
+    await p.caughtUp();
+    expect((await store.listAudit()).map((a) => a.runId)).toEqual(['run_3']);
+  });
 });
