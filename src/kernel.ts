@@ -8,7 +8,7 @@ import type { Store } from './store/store.ts';
 import { JournalUnavailableError, type Journal, type JournalEntry, type RecordedOverlay } from './journal/journal.ts';
 import { replayRun, type ReplayReport } from './journal/replay.ts';
 import { MemoryJournal } from './journal/memory-journal.ts';
-import { AuditProjector, type ProjectionStatus } from './journal/projector.ts';
+import { JournalProjector, type ProjectionStatus } from './journal/projector.ts';
 import { SqliteJournal, type SqliteJournalOptions } from './journal/sqlite-journal.ts';
 import { JetStreamJournal, type JetStreamJournalOptions } from './journal/jetstream-journal.ts';
 import type { BreakerConfig } from '../actors/circuit-breaker.ts';
@@ -273,11 +273,11 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
   // The projection's position is kept under the journal's identity (a file, a stream), so another journal sharing
   // the Neo4j never inherits it; a memory journal (gone with its process) is not projected.
   const journalIdentity = journal instanceof SqliteJournal ? `sqlite:${journal.path}` : journal instanceof JetStreamJournal ? `jetstream:${journal.streamName}` : undefined;
-  const projector = journal?.feed !== undefined && journalIdentity !== undefined && store instanceof Neo4jStore ? new AuditProjector({ journal, store, name: `audit ${journalIdentity}`, logger: logger.child({ component: 'projection' }), ...(leases === undefined ? {} : { leader: () => leases.claim('forge_projector_audit') }) }) : undefined;
+  const projector = journal?.feed !== undefined && journalIdentity !== undefined && store instanceof Neo4jStore ? new JournalProjector({ journal, store, name: `neo4j ${journalIdentity}`, logger: logger.child({ component: 'projection' }), ...(leases === undefined ? {} : { leader: () => leases.claim('forge_projector_neo4j') }) }) : undefined;
   const catalog = new ActorCatalog();
   const adapter = new InspectionAdapter(catalog);
   if (options.inspect === true) adapter.enable();
-  const manager = new CascadeManager({ store, logger, catalog, ...(journal === undefined ? {} : { journal }), ...(options.maxLiveChains === undefined ? {} : { maxLiveChains: options.maxLiveChains }) });
+  const manager = new CascadeManager({ store, logger, catalog, ...(journal === undefined ? {} : { journal, storeBehind: projector !== undefined }), ...(options.maxLiveChains === undefined ? {} : { maxLiveChains: options.maxLiveChains }) });
   await manager.restore();
   /** The cascade an overlay call belongs to, so the insights it emits continue that chain. */
   const cascadeOfCall = new AsyncLocalStorage<string>();

@@ -4,7 +4,7 @@ import { createActor, type Actor, type ActorOptions } from 'xstate';
 import { cascadeMachine, type CascadeCounter, type CascadeInput } from '../../actors/cascade.ts';
 import { ForgeError } from '../errors.ts';
 import type { ActorCatalog } from '../inspect/catalog.ts';
-import type { Journal, NewEntry } from '../journal/journal.ts';
+import { JournalUnavailableError, type Journal, type NewEntry } from '../journal/journal.ts';
 import type { Logger } from '../logger.ts';
 import type { ChainRecord, Store } from '../store/store.ts';
 
@@ -36,6 +36,12 @@ export interface CascadeOptions {
   now?: () => number;
   /** Chains are also journaled here (started, each hop, ended), for `forge-kernel journal show <chainId>`. */
   journal?: Journal;
+  /**
+   * The journal is the chains' record and the store a projection of it (written behind by the kernel's projector):
+   * a chain's start waits for its journal, not the store; hops and ends are journaled only; `restore()` folds the
+   * journal. Needs `journal`.
+   */
+  storeBehind?: boolean;
 }
 
 /** What callers see of a chain: its stored record (a live chain always has a deadline). */
@@ -79,8 +85,14 @@ export class CascadeManager {
     }
     const id = `csc_${nanoid(12)}`;
     const actor = this.#spawn({ id, source, insightType, correlationId: options.correlationId ?? id, maxHops, createdAt: this.#now(), ttlMs });
-    this.#journal(id, { kind: 'chain.started', at: this.#now(), body: { chain: { ...this.#record(actor) } } }, 'active');
-    await this.#persist(actor);
+    const journaled = this.#journal(id, { kind: 'chain.started', at: this.#now(), body: { chain: { ...this.#record(actor) } } }, 'active');
+    if (this.#behind) {
+      // The chain's journal is its record: the start is acknowledged once journaled (Neo4j follows behind).
+      if ((await journaled) === null) {
+        this.#forget(id);
+        throw new JournalUnavailableError(`Cascade ${id} could not be journaled: it was not started.`);
+      }
+    } else await this.#persist(actor);
     this.#log(actor).info({ insightType, maxHops, ttlMs }, 'cascade started');
     return this.#view(actor);
   }
@@ -110,8 +122,8 @@ export class CascadeManager {
     // A hop is one write-behind record; the chain's node is written on start, completion and expiry, and a restore
     // rebuilds hops and visited overlays from the hop records.
     const hop = { chainId, index: after.hops, from, to, eventType: after.insightType, at: this.#now() };
-    this.#options.store.appendHop(hop);
-    this.#journal(chainId, { kind: 'chain.hop', at: hop.at, body: { hop: { ...hop } } }, 'active');
+    if (!this.#behind) this.#options.store.appendHop(hop);
+    void this.#journal(chainId, { kind: 'chain.hop', at: hop.at, body: { hop: { ...hop } } }, 'active');
     this.#log(actor).debug({ from, to, hops: after.hops }, 'cascade hop');
     return this.#view(actor);
   }
@@ -161,12 +173,9 @@ export class CascadeManager {
 
   /** Reloads the active chains from the store (hops from their hop records), re-arming each TTL from its deadline. */
   async restore(): Promise<number> {
-    await this.#options.store.flush();
-    const records = await this.#options.store.loadChains({ status: 'active' });
-    for (const stored of records) {
-      if (this.#chains.has(stored.id)) continue;
-      const hops = await this.#options.store.loadHops(stored.id);
-      const record = { ...stored, hops: hops.length, visited: [stored.source, ...hops.map((h) => h.to)] };
+    const records = this.#behind ? await this.#fromJournal() : await this.#fromStore();
+    for (const record of records) {
+      if (this.#chains.has(record.id)) continue;
       const actor = this.#spawn({
         id: record.id,
         source: record.source,
@@ -186,7 +195,43 @@ export class CascadeManager {
     return records.length;
   }
 
-  /** Writes the chains' current state (hop counts) to the store; the kernel calls it on stop. */
+  /** The active chains as the store holds them, hops from their hop records. */
+  async #fromStore(): Promise<ChainRecord[]> {
+    await this.#options.store.flush();
+    const records: ChainRecord[] = [];
+    for (const stored of await this.#options.store.loadChains({ status: 'active' })) {
+      const hops = await this.#options.store.loadHops(stored.id);
+      records.push({ ...stored, hops: hops.length, visited: [stored.source, ...hops.map((h) => h.to)] });
+    }
+    return records;
+  }
+
+  /**
+   * The active chains as their journals tell them: the last record written (its start, or a checkpoint of its
+   * counts), then the hops after it. A chain whose journal does not read is logged and left.
+   */
+  async #fromJournal(): Promise<ChainRecord[]> {
+    const journal = this.#options.journal!;
+    const records: ChainRecord[] = [];
+    for (const head of await journal.list({ type: 'chain', statuses: ['active'] })) {
+      try {
+        let record: ChainRecord | undefined;
+        for (const entry of await journal.read(head.stream)) {
+          if (entry.kind === 'chain.started' || entry.kind === 'chain.saved') record = { ...(entry.body.chain as unknown as ChainRecord) };
+          else if (entry.kind === 'chain.hop' && record !== undefined) {
+            const hop = entry.body.hop as { index?: unknown; to?: unknown };
+            if (typeof hop.index === 'number' && hop.index > record.hops && typeof hop.to === 'string') record = { ...record, hops: hop.index, visited: [...record.visited, hop.to] };
+          }
+        }
+        if (record?.status === 'active') records.push(record);
+      } catch (err) {
+        this.#options.logger.error({ err, cascadeId: head.stream }, 'a chain\'s journal cannot be read: the chain is not restored');
+      }
+    }
+    return records;
+  }
+
+  /** Writes the chains' current state (hop counts) to the store — or its journal — ; the kernel calls it on stop. */
   async persistAll(): Promise<void> {
     await Promise.all([...this.#chains.values()].map((actor) => this.#persist(actor)));
   }
@@ -261,17 +306,26 @@ export class CascadeManager {
 
   #persist(actor: Actor<typeof cascadeMachine>): Promise<void> {
     const record = this.#record(actor);
-    if (record.status !== 'active') this.#journal(record.id, { kind: 'chain.ended', at: this.#now(), body: { status: record.status, chain: { ...record } } }, record.status);
+    if (this.#behind) {
+      // A live chain's counts are checkpointed (a stop); an ended one's end is journaled. The store follows.
+      const entry: NewEntry = record.status === 'active' ? { kind: 'chain.saved', at: this.#now(), body: { chain: { ...record } } } : { kind: 'chain.ended', at: this.#now(), body: { status: record.status, chain: { ...record } } };
+      return this.#journal(record.id, entry, record.status).then(() => undefined);
+    }
+    if (record.status !== 'active') void this.#journal(record.id, { kind: 'chain.ended', at: this.#now(), body: { status: record.status, chain: { ...record } } }, record.status);
     return this.#options.store.saveChain(record);
+  }
+
+  get #behind(): boolean {
+    return this.#options.storeBehind === true && this.#options.journal !== undefined;
   }
 
   /**
    * Appends to the chain's journal, after its earlier appends (write-behind, like its hops in the store: a failure is
    * logged, never the chain's problem). A chain this process did not start continues from its journal's head.
    */
-  #journal(chainId: string, entry: NewEntry, status: string): void {
+  #journal(chainId: string, entry: NewEntry, status: string): Promise<string | null> {
     const journal = this.#options.journal;
-    if (journal === undefined) return;
+    if (journal === undefined) return Promise.resolve(null);
     const ended = status !== 'active';
     const previous = this.#journalWrites.get(chainId) ?? journal.head(chainId).then((head) => head?.lastKey ?? null, () => null);
     const next = previous.then(async (after) => {
@@ -287,6 +341,8 @@ export class CascadeManager {
     });
     this.#journalWrites.set(chainId, next);
     if (ended) void next.then(() => this.#journalWrites.get(chainId) === next && this.#journalWrites.delete(chainId));
+    // The key of this entry once written; null when it was not.
+    return next.then(async (key) => (key !== null && key !== (await previous) ? key : null));
   }
 
   /** Resolves once every chain entry handed to the journal so far is written (or failed). */

@@ -73,6 +73,8 @@ function describeEntry(entry: JournalEntry): string {
       return `${String(entry.seq).padStart(4)} ${at} started   ${String(entry.body.chain.insightType)} from ${String(entry.body.chain.source)}`;
     case 'chain.hop':
       return `${String(entry.seq).padStart(4)} ${at} hop       ${String(entry.body.hop.from)} → ${String(entry.body.hop.to)}`;
+    case 'chain.saved':
+      return `${String(entry.seq).padStart(4)} ${at} saved     ${String(entry.body.chain.hops)} hops, ${String(entry.body.chain.insights)} insights`;
     case 'chain.ended':
       return `${String(entry.seq).padStart(4)} ${at} ended     ${entry.body.status}${typeof entry.body.chain.endReason === 'string' ? ` (${entry.body.chain.endReason})` : ''}`;
   }

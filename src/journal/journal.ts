@@ -123,10 +123,12 @@ export interface EntryBodies {
   'run.settled': { status: string; error: unknown; audit?: { capsuleId: string; decision: string; detail: unknown } };
   'chain.started': { chain: Record<string, unknown> };
   'chain.hop': { hop: Record<string, unknown> };
+  /** A live chain's record written again (its counts, at a stop): a restore starts from the last one. */
+  'chain.saved': { chain: Record<string, unknown> };
   'chain.ended': { status: string; chain: Record<string, unknown> };
 }
 export type EntryKind = keyof EntryBodies;
-export const ENTRY_KINDS: readonly EntryKind[] = ['run.started', 'run.event', 'run.call', 'run.driven', 'run.settled', 'chain.started', 'chain.hop', 'chain.ended'];
+export const ENTRY_KINDS: readonly EntryKind[] = ['run.started', 'run.event', 'run.call', 'run.driven', 'run.settled', 'chain.started', 'chain.hop', 'chain.saved', 'chain.ended'];
 
 export type NewEntry = { [K in EntryKind]: { kind: K; at: number; body: EntryBodies[K] } }[EntryKind];
 export type JournalEntry = NewEntry & { v: number; stream: string; seq: number };

@@ -2,7 +2,7 @@ import type { PipelineContext } from '../../actors/pipeline.ts';
 import type { Logger } from '../logger.ts';
 import { fuelByOverlay } from '../pipeline/config.ts';
 import { foldRun } from '../pipeline/run-records.ts';
-import type { Store } from '../store/store.ts';
+import type { ChainRecord, HopRecord, Store } from '../store/store.ts';
 import { auditEntry, auditFromSummary, type AuditSummary } from '../pipeline/audit.ts';
 import { ForgeError } from '../errors.ts';
 import { JournalUnavailableError, type FedAppend, type Journal } from './journal.ts';
@@ -49,13 +49,14 @@ export interface ProjectorOptions {
 }
 
 /**
- * Writes the settlement audit trail into the store behind the journal: it follows the journal's feed from the
- * position it stored, writes an audit entry for each run the journal says completed, and stores its new position
- * once those entries are durable. Runs never wait for the store: when it is down they go on, the projector waits
- * (retrying), and it catches up when the store is back — from its stored position after a crash, writing nothing
- * twice (entries are keyed by run). Its lag is `status()`.
+ * Writes the store (Neo4j) behind the journal: it follows the journal's feed from the position it stored, writes an
+ * audit entry for each run the journal says completed and each cascade chain's record and hops, and stores its new
+ * position once those writes are durable. Runs and chains never wait for the store: when it is down they go on, the
+ * projector waits (retrying), and it catches up when the store is back — from its stored position after a crash,
+ * writing nothing twice (audit entries are keyed by run, chains by id, hops by chain and index). Its lag is
+ * `status()`.
  */
-export class AuditProjector {
+export class JournalProjector {
   readonly #journal: FeedJournal;
   readonly #store: PositionStore;
   readonly #logger: Logger;
@@ -168,14 +169,19 @@ export class AuditProjector {
       this.#last = Math.max(end, items.at(-1)?.position ?? 0);
       this.#oldestWaiting = items[0]?.entries[0]?.at ?? (items.length > 0 ? Date.now() : null);
       let wrote = 0;
-      for (const item of items) wrote += await this.#project(item);
+      let audits = 0;
+      for (const item of items) {
+        const done = await this.#project(item);
+        wrote += done.writes;
+        audits += done.audits;
+      }
       // The position moves only once what it covers is durable: a crash before this replays the batch (idempotently).
       if (wrote > 0) await this.#flushed(wrote);
       const next = Math.max(items.at(-1)?.position ?? 0, full ? 0 : end);
       if (next > this.#position) {
         await this.#store.saveProjection(this.#name, next);
         this.#position = next;
-        this.#projected += wrote;
+        this.#projected += audits;
         const [following] = full ? await this.#journal.feed(next, 1) : [];
         this.#oldestWaiting = following?.entries[0]?.at ?? null;
       }
@@ -205,19 +211,31 @@ export class AuditProjector {
     }
   }
 
-  /** Writes what one feed item asks for; returns the audit entries written. */
-  async #project(item: FedAppend): Promise<number> {
+  /** Writes what one feed item asks for; returns the writes it buffered in the store (flushed before the position moves). */
+  async #project(item: FedAppend): Promise<{ writes: number; audits: number }> {
     if (item.damaged !== undefined) {
-      this.#logger.error({ stream: item.stream, position: item.position, problem: item.damaged }, 'a journal append the audit projection follows does not read back: skipped');
-      return 0;
+      this.#logger.error({ stream: item.stream, position: item.position, problem: item.damaged }, 'a journal append the projection follows does not read back: skipped');
+      return { writes: 0, audits: 0 };
     }
     let wrote = 0;
+    let audits = 0;
     for (const entry of item.entries) {
+      // A chain's record (its start, a checkpoint of its counts, its end) and its hops.
+      if (entry.kind === 'chain.started' || entry.kind === 'chain.saved' || entry.kind === 'chain.ended') {
+        await this.#store.saveChain(entry.body.chain as unknown as ChainRecord);
+        continue;
+      }
+      if (entry.kind === 'chain.hop') {
+        this.#store.appendHop(entry.body.hop as unknown as HopRecord);
+        wrote++;
+        continue;
+      }
       if (entry.kind !== 'run.settled' || entry.body.status !== 'completed') continue;
       const summary = entry.body.audit as AuditSummary | undefined;
       if (summary !== undefined) {
         this.#store.appendAudit(auditFromSummary(item.stream, summary, entry.at));
         wrote++;
+        audits++;
         continue;
       }
       // A settle journaled before it carried its summary: the run's journal is folded for it.
@@ -225,12 +243,13 @@ export class AuditProjector {
         const context = (foldRun(item.stream, await this.#journal.read(item.stream)) as unknown as { context: PipelineContext }).context;
         this.#store.appendAudit(auditEntry(item.stream, { data: context.data, decision: context.decision, warnings: context.warnings, fuel: fuelByOverlay(context.outcomes) }, entry.at));
         wrote++;
+        audits++;
       } catch (error) {
         // A run whose journal cannot be folded (damaged, or pruned meanwhile) has no audit entry to write.
         if (error instanceof JournalUnavailableError) throw error;
         this.#logger.error({ err: error, runId: item.stream }, 'a completed run\'s journal cannot be folded: no audit entry projected for it');
       }
     }
-    return wrote;
+    return { writes: wrote, audits };
   }
 }

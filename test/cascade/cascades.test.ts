@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { SimulatedClock } from 'xstate';
 import { describe, expect, it } from 'vitest';
 import { CascadeManager } from '../../src/cascade/cascades.ts';
+import { MemoryJournal } from '../../src/journal/memory-journal.ts';
 import { MemoryStore } from '../../src/store/memory-store.ts';
 import { captureLogger } from '../support/engine.ts';
 import { codeOf } from '../support/errors.ts';
@@ -111,5 +112,35 @@ describe('CascadeManager', () => {
       }),
       { numRuns: 100 },
     );
+  });
+});
+
+describe('CascadeManager with the store behind its journal', () => {
+  it('keeps chains in the journal only (the store is written by the projection) and restores them from it, counts included', async () => {
+    const clock = new SimulatedClock();
+    const store = new MemoryStore();
+    const journal = new MemoryJournal();
+    const make = (): CascadeManager => new CascadeManager({ store, logger: captureLogger().logger, clock, now: () => clock.now(), journal, storeBehind: true });
+    const first = make();
+    const chain = await first.start('analysis-classifier', 'insight.detected', { ttlMs: 60_000 });
+    // Journaled before start() resolved: the chain is durable without the store.
+    expect((await journal.read(chain.id)).map((e) => e.kind)).toEqual(['chain.started']);
+    await first.propagate(chain.id, 'cascade-propagator');
+    first.count(chain.id, 'insights');
+    first.count(chain.id, 'insights');
+    await first.persistAll();
+    first.stop();
+    await first.journaled();
+    expect(await store.loadChains()).toEqual([]);
+    expect(await store.loadHops(chain.id)).toEqual([]);
+
+    const second = make();
+    expect(await second.restore()).toBe(1);
+    expect(second.get(chain.id)).toMatchObject({ status: 'active', hops: 1, visited: ['analysis-classifier', 'cascade-propagator'], insights: 2 });
+    await second.propagate(chain.id, 'lineage-tracker');
+    await second.complete(chain.id);
+    await second.journaled();
+    expect((await journal.read(chain.id)).map((e) => e.kind)).toEqual(['chain.started', 'chain.hop', 'chain.saved', 'chain.hop', 'chain.ended']);
+    expect(await make().restore()).toBe(0);
   });
 });

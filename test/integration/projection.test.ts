@@ -21,7 +21,7 @@ describe('Neo4j as a projection of the journal (its own real Neo4j, stopped and 
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('runs never wait for Neo4j; the audit trail catches up after an outage and a restart, nothing missing or doubled', async () => {
+  it('runs and chains never wait for Neo4j; the audit trail and the chains catch up after an outage and a restart, nothing missing or doubled', async () => {
     env = { ...process.env, FORGE_SERVICES_DIR: join(dir, 'services'), FORGE_NEO4J_PORT: String(await freePort()) };
     const { endpoints } = await startServices({ names: ['neo4j'], env });
     const log = captureLogger();
@@ -49,9 +49,16 @@ describe('Neo4j as a projection of the journal (its own real Neo4j, stopped and 
     await until(() => first.projection()?.projected === 5, 'the first runs to be projected', { timeoutMs: budget(30_000) });
     expect((await first.store.listAudit()).map((a) => a.runId).sort()).toEqual([...before].sort());
 
-    // Neo4j goes away for the length of a burst of runs: every run still completes, and the lag shows.
+    // Neo4j goes away for the length of a burst of runs and chains: every run still completes, every chain starts,
+    // hops and ends, and the lag shows.
     await stopServices({ names: ['neo4j'], env });
     const during = await runs(first, 5, 10);
+    const done = await first.cascades.start('kernel', 'insight.detected', {}, { ttlMs: 600_000 });
+    await first.cascades.propagate(done.id, 'a');
+    await first.cascades.propagate(done.id, 'b');
+    await first.cascades.complete(done.id);
+    const live = await first.cascades.start('kernel', 'insight.detected', {}, { ttlMs: 600_000 });
+    await first.cascades.propagate(live.id, 'c');
     await until(() => (first.projection()?.behind ?? 0) > 0 && first.projection()!.error !== null, 'the projection to show its lag and why', { timeoutMs: budget(30_000) });
     expect(first.projection()!.lagMs).toBeGreaterThan(0);
     // The process goes while Neo4j is down (what it could not write stays in the journal, not in its buffer).
@@ -63,6 +70,12 @@ describe('Neo4j as a projection of the journal (its own real Neo4j, stopped and 
     // Its status is as of its last pass: wait for the entries themselves, then for a pass that saw them all.
     await until(async () => (await second.store.listAudit()).length >= 18, 'the projection to catch up', { timeoutMs: budget(60_000) });
     await until(() => second.projection()?.behind === 0 && second.projection()!.error === null, 'the projection to say it caught up', { timeoutMs: budget(30_000) });
+    // The chain left live at the stop is back, from its journal, with its hop; both chains and their hops are in Neo4j once.
+    expect(second.cascades.get(live.id)).toMatchObject({ status: 'active', hops: 1, visited: ['kernel', 'c'] });
+    await until(async () => (await second.store.loadChains()).some((c) => c.id === done.id && c.status === 'completed'), 'the completed chain to be projected', { timeoutMs: budget(30_000) });
+    expect((await second.store.loadHops(done.id)).map((h) => h.to)).toEqual(['a', 'b']);
+    expect((await second.store.loadHops(live.id)).map((h) => h.to)).toEqual(['c']);
+    expect((await second.store.loadChains()).filter((c) => c.id === done.id || c.id === live.id)).toHaveLength(2);
     const audit = await second.store.listAudit();
     const ids = audit.map((a) => a.runId);
     const missing = [...before, ...during, ...after].filter((id) => !ids.includes(id)).map((id) => (before.includes(id) ? 'before' : during.includes(id) ? 'during' : 'after'));

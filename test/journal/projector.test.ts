@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { NewEntry } from '../../src/journal/journal.ts';
-import { AuditProjector } from '../../src/journal/projector.ts';
+import { JournalProjector } from '../../src/journal/projector.ts';
 import { SqliteJournal } from '../../src/journal/sqlite-journal.ts';
 import { createKernel, type Kernel } from '../../src/kernel.ts';
 import { MemoryStore } from '../../src/store/memory-store.ts';
@@ -26,8 +26,8 @@ async function journal(path = join(mkdtempSync(join(tmpdir(), 'forge-projector-'
   return j;
 }
 
-function projector(j: SqliteJournal, store: MemoryStore, log = captureLogger()): AuditProjector {
-  const p = new AuditProjector({ journal: j, store, logger: log.logger, intervalMs: 5, batch: 4 });
+function projector(j: SqliteJournal, store: MemoryStore, log = captureLogger()): JournalProjector {
+  const p = new JournalProjector({ journal: j, store, logger: log.logger, intervalMs: 5, batch: 4 });
   closers.push(() => p.stop());
   return p;
 }
@@ -96,7 +96,7 @@ describe('audit projection (SQLite journal, memory store)', () => {
       flush: () => store.flush(),
     });
     await runs(j, 0, 2);
-    const p = new AuditProjector({ journal: j, store: flaky, logger: captureLogger().logger, intervalMs: 5 });
+    const p = new JournalProjector({ journal: j, store: flaky, logger: captureLogger().logger, intervalMs: 5 });
     closers.push(() => p.stop());
     p.start();
     await until(() => p.status().error === 'store down', 'the projection to report the store down');
@@ -142,7 +142,7 @@ describe('audit projection (SQLite journal, memory store)', () => {
     const store = new MemoryStore();
     await runs(j, 0, 2);
     let leader = false;
-    const p = new AuditProjector({ journal: j, store, logger: captureLogger().logger, intervalMs: 5, leader: () => Promise.resolve(leader) });
+    const p = new JournalProjector({ journal: j, store, logger: captureLogger().logger, intervalMs: 5, leader: () => Promise.resolve(leader) });
     closers.push(() => p.stop());
     p.start();
     await until(() => p.status().role === 'standby', 'the projector to stand by');
