@@ -1,4 +1,4 @@
-import { ForgeError, InvalidInputError, readableMessage } from './errors.ts';
+import { ForgeError, InvalidInputError, isForgeError, readableMessage } from './errors.ts';
 import { createLogger, type Logger, type LoggerConfig } from './logger.ts';
 import { CypherGuard } from './store/cypher-guard.ts';
 import { graphHostFunctions, type GraphHostOptions } from './store/graph-host.ts';
@@ -15,7 +15,7 @@ import type { BreakerConfig } from '../actors/circuit-breaker.ts';
 import { OverlayRegistry } from './overlays/registry.ts';
 import type { CallResult, OverlayEngine, PublishedEvent } from './wasm/engine.ts';
 import type { Capability } from './wasm/abi.ts';
-import type { HostFunction } from './wasm/host-functions.ts';
+import type { HostCallRecord, HostFunction } from './wasm/host-functions.ts';
 import { MeteredModuleCache } from './wasm/metered-cache.ts';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventBus, type Bus, type BusOptions } from './bus/bus.ts';
@@ -310,6 +310,16 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
    */
   const hopped = new Map<string, Set<string>>();
   const HOPPED_LIMIT = 10_000;
+  /** Deliveries of an event to an overlay so far (a chain call's attempt number); bounded like `hopped`. */
+  const attempts = new Map<string, number>();
+  const attemptOf = (eventId: string, overlayId: string): number => {
+    const key = `${eventId}\u0000${overlayId}`;
+    const attempt = (attempts.get(key) ?? 0) + 1;
+    attempts.delete(key);
+    attempts.set(key, attempt);
+    if (attempts.size > HOPPED_LIMIT) attempts.delete(attempts.keys().next().value!);
+    return attempt;
+  };
   const deliverTo = (overlay: OverlayHandle) => async (event: BusEvent): Promise<void> => {
     // A deactivated or quarantined overlay receives nothing, and its events are neither retried nor dead letters.
     if (!overlays.accepts(overlay.id)) return;
@@ -338,11 +348,21 @@ export async function createKernel(options: KernelOptions = {}): Promise<Kernel>
       }
     }
     const input = { event: { id: event.id, type: event.type, source: event.source, payload: event.payload } };
-    const call = (): Promise<CallResult> => overlays.call(overlay.id, 'run', input, { correlationId: event.correlationId, trust: 100 });
+    // A call a live chain caused is journaled with its host calls (a replay of the chain re-executes it).
+    const chainCall = typeof cascadeId === 'string' && journal !== undefined && manager.get(cascadeId) !== undefined ? { host: [] as HostCallRecord[], started: performance.now(), attempt: attemptOf(event.id, overlay.id) } : undefined;
+    const call = (): Promise<CallResult> => overlays.call(overlay.id, 'run', input, { correlationId: event.correlationId, trust: 100, ...(chainCall === undefined ? {} : { tape: { record: (hostCall: HostCallRecord) => void chainCall.host.push(hostCall) } }) });
+    const recordCall = (outcome: { output: unknown } | { error: { code: string; message: string } }, fuelUsed: number): void => {
+      if (chainCall === undefined) return;
+      const described = overlays.describe(overlay.name);
+      manager.recordCall(cascadeId as string, { overlay: overlay.name, version: described?.version ?? 'unknown', sha256: described?.sha256 ?? 'unknown', event: event.type, attempt: chainCall.attempt, input, ...outcome, fuelUsed, durationMs: performance.now() - chainCall.started, ...(chainCall.host.length > 0 ? { host: chainCall.host } : {}) });
+    };
     let output: unknown;
     try {
-      ({ output } = await (typeof cascadeId === 'string' ? cascadeOfCall.run(cascadeId, call) : call()));
+      const result = await (typeof cascadeId === 'string' ? cascadeOfCall.run(cascadeId, call) : call());
+      output = result.output;
+      recordCall({ output }, result.fuelUsed);
     } catch (error) {
+      recordCall({ error: { code: isForgeError(error) ? error.code : 'UNEXPECTED', message: String((error as Error).message) } }, (error as { fuelUsed?: number }).fuelUsed ?? 0);
       if (typeof cascadeId === 'string') manager.count(cascadeId, 'errors');
       throw error;
     }

@@ -4,7 +4,7 @@ import { createActor, type Actor, type ActorOptions } from 'xstate';
 import { cascadeMachine, type CascadeCounter, type CascadeInput } from '../../actors/cascade.ts';
 import { ForgeError } from '../errors.ts';
 import type { ActorCatalog } from '../inspect/catalog.ts';
-import { JournalUnavailableError, type Journal, type NewEntry } from '../journal/journal.ts';
+import { JournalUnavailableError, type EntryBodies, type Journal, type NewEntry } from '../journal/journal.ts';
 import type { Logger } from '../logger.ts';
 import type { ChainRecord, Store } from '../store/store.ts';
 
@@ -143,6 +143,16 @@ export class CascadeManager {
     this.#log(actor).info({ hops: actor.getSnapshot().context.hops, reason }, 'cascade stopped by its guard');
     this.#forget(actor.getSnapshot().context.id);
     void this.#persist(actor).catch((err: unknown) => this.#options.logger.error({ err, cascadeId: actor.getSnapshot().context.id }, 'could not persist a stopped chain'));
+  }
+
+  /**
+   * Journals an overlay call a chain caused (for a replay of the chain), with the chain's status now (a call that
+   * ends after its chain keeps the chain ended); no-op for chains this process does not know.
+   */
+  recordCall(chainId: string, call: EntryBodies['chain.call']): void {
+    const status = this.#chains.get(chainId)?.getSnapshot().value ?? this.#ended.get(chainId)?.status;
+    if (status === undefined) return;
+    void this.#journal(chainId, { kind: 'chain.call', at: this.#now(), body: call }, status);
   }
 
   /** Counts an insight, an action (an overlay call the chain caused) or an error in a live chain; no-op for others. */

@@ -7,8 +7,8 @@ import { createKernel } from '../kernel.ts';
 import { commandLogger, exampleOverlays, parseCommandArgs, reportFailure, UsageError, type CliIO, type Command } from './command.ts';
 
 const JOURNAL_HELP = `Usage: forge-kernel journal list --journal <file> [--status <s>] [--limit <n>] [--json]
-       forge-kernel journal show <runId> --journal <file> [--json]
-       forge-kernel journal export <runId> --journal <file> [--out <file.jsonl>]
+       forge-kernel journal show <runId|chainId> --journal <file> [--json]
+       forge-kernel journal export <runId|chainId> --journal <file> [--out <file.jsonl>]
 
 A quick look into a SQLite journal (createKernel({ journal: { kind: 'sqlite', path } }), or forge-kernel run
 --journal <file>): the runs and cascade chains it holds, one run's or chain's entries, or one run's journal as JSON
@@ -25,9 +25,9 @@ Options:
 
 Exit status: 0 on success, 1 when the journal or the run cannot be read, 2 on a usage mistake.`;
 
-const REPLAY_HELP = `Usage: forge-kernel replay <runId> (--journal <file> | --from <export.jsonl>) [options]
+const REPLAY_HELP = `Usage: forge-kernel replay <runId|chainId> (--journal <file> | --from <export.jsonl>) [options]
 
-Re-executes every overlay call a journaled run recorded, with its recorded input and the host calls answered from
+Re-executes every overlay call a journaled run (or cascade chain: the calls its events caused) recorded, with its recorded input and the host calls answered from
 the recording (db_read rows included: nothing runs on the host, nothing is published), and checks that outputs and
 fuel are identical. The first difference is reported with its entry, phase, overlay and JSON path. With --with, a
 new version of an overlay runs against the recorded traffic instead: every call whose output or fuel differs is
@@ -73,6 +73,8 @@ function describeEntry(entry: JournalEntry): string {
       return `${String(entry.seq).padStart(4)} ${at} started   ${String(entry.body.chain.insightType)} from ${String(entry.body.chain.source)}`;
     case 'chain.hop':
       return `${String(entry.seq).padStart(4)} ${at} hop       ${String(entry.body.hop.from)} → ${String(entry.body.hop.to)}`;
+    case 'chain.call':
+      return `${String(entry.seq).padStart(4)} ${at} call      ${entry.body.event} ${entry.body.overlay} #${entry.body.attempt} ${entry.body.error === undefined ? 'ok' : entry.body.error.code} fuel ${entry.body.fuelUsed}${entry.body.host === undefined ? '' : ` host calls ${entry.body.host.length}`}`;
     case 'chain.saved':
       return `${String(entry.seq).padStart(4)} ${at} saved     ${String(entry.body.chain.hops)} hops, ${String(entry.body.chain.insights)} insights`;
     case 'chain.ended':
@@ -89,7 +91,7 @@ async function journalRun(args: readonly string[], io: CliIO): Promise<number> {
       options: { journal: { type: 'string' }, status: { type: 'string' }, limit: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean', default: false } },
     });
     const [action, id, ...extra] = positionals;
-    if (action !== 'list' && action !== 'show' && action !== 'export') throw new UsageError(`journal needs list, show <runId> or export <runId>, got ${JSON.stringify(action ?? '')}`);
+    if (action !== 'list' && action !== 'show' && action !== 'export') throw new UsageError(`journal needs list, show <id> or export <id>, got ${JSON.stringify(action ?? '')}`);
     if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
     if (action === 'list' && id !== undefined) throw new UsageError('journal list takes no run id');
     if (action !== 'list' && id === undefined) throw new UsageError(`journal ${action} needs a run id`);
@@ -167,7 +169,7 @@ async function replayCommandRun(args: readonly string[], io: CliIO): Promise<num
       ({ entries } = exported);
       runId = exported.stream;
     } else {
-      if (id === undefined) throw new UsageError('replay needs a run id: forge-kernel replay <runId> --journal <file>');
+      if (id === undefined) throw new UsageError('replay needs a run or chain id: forge-kernel replay <runId|chainId> --journal <file>');
       const journal = await openJournal(values.journal);
       try {
         entries = await journal.read(id);

@@ -125,10 +125,15 @@ export interface EntryBodies {
   'chain.hop': { hop: Record<string, unknown> };
   /** A live chain's record written again (its counts, at a stop): a restore starts from the last one. */
   'chain.saved': { chain: Record<string, unknown> };
+  /**
+   * An overlay call a chain's event caused (each delivery): the event it handled, what it was given and answered,
+   * its fuel and host calls, and the overlay as it was (what a replay of the chain re-executes).
+   */
+  'chain.call': { overlay: string; version: string; sha256: string; event: string; attempt: number; input: unknown; output?: unknown; error?: { code: string; message: string }; fuelUsed: number; durationMs: number; host?: HostCallRecord[] };
   'chain.ended': { status: string; chain: Record<string, unknown> };
 }
 export type EntryKind = keyof EntryBodies;
-export const ENTRY_KINDS: readonly EntryKind[] = ['run.started', 'run.event', 'run.call', 'run.driven', 'run.settled', 'chain.started', 'chain.hop', 'chain.saved', 'chain.ended'];
+export const ENTRY_KINDS: readonly EntryKind[] = ['run.started', 'run.event', 'run.call', 'run.driven', 'run.settled', 'chain.started', 'chain.hop', 'chain.saved', 'chain.call', 'chain.ended'];
 
 export type NewEntry = { [K in EntryKind]: { kind: K; at: number; body: EntryBodies[K] } }[EntryKind];
 export type JournalEntry = NewEntry & { v: number; stream: string; seq: number };

@@ -1,7 +1,7 @@
 import { ForgeError, isForgeError } from '../errors.ts';
 import type { OverlayEngine } from '../wasm/engine.ts';
 import type { HostCallRecord, HostTape } from '../wasm/host-functions.ts';
-import { JournalEntryError, JournalInputError, type EntryBodies, type JournalEntry } from './journal.ts';
+import { JournalEntryError, JournalInputError, type JournalEntry } from './journal.ts';
 
 /** The overlay asked the host for something other than what the recorded call asked (a replay cannot answer it). */
 export class ReplayDivergenceError extends ForgeError {
@@ -56,25 +56,18 @@ export type ReplayEngines = (name: string, recorded: { version: string; sha256: 
  */
 export async function replayRun(id: string, entries: readonly JournalEntry[], engines: ReplayEngines): Promise<ReplayReport> {
   const started = performance.now();
-  const first = entries[0];
-  if (first?.kind !== 'run.started') throw new JournalInputError(`${id} has no recorded start: only a run's journal can be replayed.`);
-  if (!Array.isArray(first.body.overlays) || typeof first.body.input !== 'object' || first.body.input === null) throw new JournalEntryError('JOURNAL_CORRUPT', id, first.seq, 'run.started holds no input or no overlays.');
-  const recordedOverlays = new Map(first.body.overlays.map((o) => [o.name, o]));
+  const recordedCalls = callsOf(id, entries);
   const skipped: ReplayReport['skipped'] = [];
   const overlays = new Map<string, ReplayReport['overlays'][number]>();
   const differences: CallDifference[] = [];
   const fuel = { recorded: 0, replayed: 0 };
   let calls = 0;
-  for (const entry of entries) {
-    if (entry.kind !== 'run.call') continue;
-    const call = entry.body;
-    if (typeof call !== 'object' || call === null || typeof call.overlay !== 'string' || typeof call.phase !== 'string' || typeof call.fuelUsed !== 'number') throw new JournalEntryError('JOURNAL_CORRUPT', id, entry.seq, 'run.call does not describe a call.');
+  for (const { entry, call, recorded } of recordedCalls) {
     if (call.error !== undefined && NOT_REPLAYED.has(call.error.code)) {
       skipped.push({ seq: entry.seq, overlay: call.overlay, reason: call.error.code });
       continue;
     }
-    const recorded = recordedOverlays.get(call.overlay) ?? null;
-    const found = engines(call.overlay, recorded === null ? null : { version: recorded.version, sha256: recorded.sha256 });
+    const found = engines(call.overlay, recorded);
     if (found === undefined) throw new ForgeError('OVERLAY_NOT_FOUND', `Replay of ${id} needs overlay "${call.overlay}"${recorded === null ? '' : ` ${recorded.version} (sha256 ${recorded.sha256})`}: load it, or give its module.`, { details: { overlay: call.overlay } });
     const { engine, candidate } = found;
     if (engine.mode === 'trusted') {
@@ -109,6 +102,41 @@ export async function replayRun(id: string, entries: readonly JournalEntry[], en
   return { id, calls, skipped, identical: differences.length === 0, firstDivergence: differences[0] ?? null, differences, overlays: [...overlays.values()], fuel, durationMs: performance.now() - started };
 }
 
+/** A recorded call as a replay needs it, from a run's `run.call` or a chain's `chain.call`. */
+interface RecordedCall {
+  entry: JournalEntry;
+  call: { phase: string; overlay: string; attempt: number; input: unknown; output?: unknown; error?: { code: string; message: string }; fuelUsed: number; host?: HostCallRecord[] };
+  recorded: { version: string; sha256: string } | null;
+}
+
+/**
+ * The calls a journal records: a run's (the overlays as its start recorded them), or a chain's (each call names its
+ * overlay's version; its "phase" is the event it handled). Anything else cannot be replayed.
+ */
+function callsOf(id: string, entries: readonly JournalEntry[]): RecordedCall[] {
+  const first = entries[0];
+  if (first?.kind === 'run.started') {
+    if (!Array.isArray(first.body.overlays) || typeof first.body.input !== 'object' || first.body.input === null) throw new JournalEntryError('JOURNAL_CORRUPT', id, first.seq, 'run.started holds no input or no overlays.');
+    const recordedOverlays = new Map(first.body.overlays.map((o) => [o.name, o]));
+    return entries.flatMap((entry) => {
+      if (entry.kind !== 'run.call') return [];
+      const call = entry.body;
+      if (typeof call !== 'object' || call === null || typeof call.overlay !== 'string' || typeof call.phase !== 'string' || typeof call.fuelUsed !== 'number') throw new JournalEntryError('JOURNAL_CORRUPT', id, entry.seq, 'run.call does not describe a call.');
+      const recorded = recordedOverlays.get(call.overlay);
+      return [{ entry, call, recorded: recorded === undefined ? null : { version: recorded.version, sha256: recorded.sha256 } }];
+    });
+  }
+  if (first?.kind === 'chain.started') {
+    return entries.flatMap((entry) => {
+      if (entry.kind !== 'chain.call') return [];
+      const call = entry.body;
+      if (typeof call !== 'object' || call === null || typeof call.overlay !== 'string' || typeof call.event !== 'string' || typeof call.fuelUsed !== 'number') throw new JournalEntryError('JOURNAL_CORRUPT', id, entry.seq, 'chain.call does not describe a call.');
+      return [{ entry, call: { ...call, phase: `event ${call.event}` }, recorded: typeof call.version === 'string' && typeof call.sha256 === 'string' ? { version: call.version, sha256: call.sha256 } : null }];
+    });
+  }
+  throw new JournalInputError(`${id} has no recorded start: only a run's or a chain's journal can be replayed.`);
+}
+
 /**
  * Recorded outcomes of calls that did not run to their end in the sandbox: refused by the registry before they ran,
  * or cut short by their phase (where they stopped is not recorded). They are not replayed.
@@ -116,7 +144,7 @@ export async function replayRun(id: string, entries: readonly JournalEntry[], en
 const NOT_REPLAYED = new Set(['OVERLAY_NOT_FOUND', 'OVERLAY_INACTIVE', 'CIRCUIT_OPEN', 'TRUST_INSUFFICIENT', 'INVALID_INPUT', 'CANCELLED', 'PHASE_TIMEOUT']);
 
 /** A tape answering a call's host calls from its recording, in order. */
-function playback(call: EntryBodies['run.call']): { tape: HostTape; unused: () => number } {
+function playback(call: { host?: HostCallRecord[] }): { tape: HostTape; unused: () => number } {
   const recorded: readonly HostCallRecord[] = call.host ?? [];
   let next = 0;
   return {

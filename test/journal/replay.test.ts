@@ -96,6 +96,34 @@ describe('replay of recorded runs', () => {
     }
   }, COMPILE_BUDGET_MS);
 
+  it('replays a cascade chain: the overlay calls its events caused, identical, and a changed overlay diffed', async () => {
+    const source = readFileSync(join(ROOT, 'overlays-as', 'examples', 'cascade-propagator.ts'), 'utf8')
+      .replace('"version": "1.0.0"', '"version": "1.1.0"')
+      .replace('const STRONG_SCORE: f64 = 2;', 'const STRONG_SCORE: f64 = 9;')
+      .replace('forge-kernel/overlays-as/sdk', SDK_IMPORT);
+    const file = join(dir, 'cascade-propagator.ts');
+    writeFileSync(file, source);
+    const [built] = await buildOverlays([file], { outDir: join(dir, 'out-chain') });
+    expect(built?.status).toBe('built');
+    const kernel = await examplesKernel();
+    try {
+      const chain = await kernel.cascades.start('kernel', 'insight.detected', { capsuleId: 'cap-chain', strength: 5 });
+      await until(async () => (await kernel.journal!.read(chain.id)).some((e) => e.kind === 'chain.call'), 'the propagator\'s call to be journaled');
+      const call = (await kernel.journal!.read(chain.id)).find((e) => e.kind === 'chain.call');
+      expect(call).toMatchObject({ body: { overlay: 'cascade-propagator', version: '1.0.0', event: 'insight.detected', attempt: 1, output: { ok: true, data: { relayed: true } } } });
+      const report = await kernel.replay(chain.id);
+      expect(report).toMatchObject({ identical: true, differences: [] });
+      expect(report.calls).toBeGreaterThanOrEqual(1);
+      expect(report.fuel.replayed).toBe(report.fuel.recorded);
+      // With a higher bar the candidate would not have relayed the insight.
+      const changed = await kernel.replay(chain.id, { overlays: { 'cascade-propagator': built!.wasm! } });
+      expect(changed.identical).toBe(false);
+      expect(changed.firstDivergence).toMatchObject({ phase: 'event insight.detected', overlay: 'cascade-propagator', what: 'output' });
+    } finally {
+      await kernel.stop();
+    }
+  }, COMPILE_BUDGET_MS);
+
   it('answers host calls from the recording: the host function does not run, and a different query is reported', async () => {
     const overlay = (version: string, query: string): string =>
       `/* forge:manifest\n${JSON.stringify({ name: 'reader', version, phases: ['analysis'], capabilities: ['DATABASE_READ'] })}\n*/\n` +
